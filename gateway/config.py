@@ -1,0 +1,149 @@
+"""Settings: one frozen object built from defaults, ``portcullis.toml``, ``PORTCULLIS_*`` and flags.
+
+Precedence (last wins): defaults < ``<data>/portcullis.toml`` < environment < explicit overrides.
+In the TOML file a setting ``audit_ack`` may be written flat or as ``[audit] ack = ...``; in the
+environment it is ``PORTCULLIS_AUDIT_ACK``. Every field is documented in ``docs/settings.md``
+(a test keeps that true).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message names the setting and the source."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    environment: str = "dev"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    instance: str = ""  # default: "<hostname>-w<worker>"; must be unique per writing process
+    max_body_bytes: int = 64 * 1024
+    clock_skew_s: int = 300
+    cache_ttl_s: int = 30
+    auth_fail_rps: float = 20.0
+    audit_ack: str = "durable"
+    audit_on_failure: str = "deny"
+    audit_rotate_s: float = 60.0
+    audit_rotate_bytes: int = 64 * 1024 * 1024
+    audit_commit_interval_ms: float = 0.0
+    log_level: str = "info"
+    access_log: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    client_ca: str = ""
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8501
+    webhook_url: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    # Derived paths: one place that knows the data layout (SPEC §8).
+    @property
+    def policy_path(self) -> Path:
+        return self.data_dir / "policy.toml"
+
+    @property
+    def callers_path(self) -> Path:
+        return self.data_dir / "callers.toml"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "portcullis.db"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.data_dir / "audit"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    def instance_id(self, worker: int = 0) -> str:
+        return self.instance or f"{socket.gethostname()}-w{worker}"
+
+    def with_(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_CHOICES = {
+    "audit_ack": ("durable", "buffered"),
+    "audit_on_failure": ("deny", "allow"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
+_FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    kind = type(Settings.__dataclass_fields__[name].default)
+    try:
+        if kind is bool:
+            value = raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
+        elif kind is int and not isinstance(raw, bool):
+            value = int(raw)
+        elif kind is float and not isinstance(raw, bool):
+            value = float(raw)
+        elif issubclass(kind, Path):
+            value = Path(raw)
+        else:
+            value = str(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{source}: setting {name!r} must be {kind.__name__}, got {raw!r}") from None
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise SettingsError(f"{source}: setting {name!r} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+    return value
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name not in _FIELDS:
+            flat.update(_flatten(value, f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_settings(data_dir: str | Path | None = None, env: Mapping[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Build the settings for a data directory (``--data`` > ``PORTCULLIS_DATA`` > ``./data``)."""
+    env = os.environ if env is None else env
+    root = Path(data_dir or env.get("PORTCULLIS_DATA") or "data")
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    toml_path = root / "portcullis.toml"
+    if toml_path.exists():
+        try:
+            table = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{toml_path}: invalid TOML: {exc}") from None
+        for name, raw in _flatten(table).items():
+            if name in _FIELDS:
+                values[name] = _coerce(name, raw, str(toml_path))
+            else:
+                extra[name] = raw
+    for name in _FIELDS:
+        key = f"PORTCULLIS_{'ENV' if name == 'environment' else name.upper()}"
+        if key in env and name != "data_dir":
+            values[name] = _coerce(name, env[key], f"environment variable {key}")
+    for name, raw in overrides.items():
+        if raw is not None:
+            if name not in _FIELDS:
+                raise SettingsError(f"unknown setting {name!r}")
+            values[name] = _coerce(name, raw, f"option {name}")
+    values["data_dir"] = root
+    return Settings(extra=extra, **values)
