@@ -1,0 +1,41 @@
+"""The ``portcullis`` command: a click group whose subcommands live in one module each.
+
+Subcommands load lazily so that ``portcullis call`` does not pay for importing DuckDB or
+Streamlit. To add one, write ``gateway/cli/<name>.py`` exposing a click command or group and add
+it to ``_COMMANDS``.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# command name -> "module:attribute"
+_COMMANDS = {
+    "init": "gateway.cli.setup:init",
+    "caller": "gateway.cli.caller:caller",
+    "license": "gateway.cli.license:license_",
+    "serve": "gateway.cli.serve:serve",
+    "call": "gateway.cli.call:call",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = _COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="portcullis")
+def main() -> None:
+    """Portcullis: the licensing enforcement gateway.
+
+    Data directory: --data on commands that take it, else $PORTCULLIS_DATA, else ./data.
+    """

@@ -1,0 +1,44 @@
+"""Options and output helpers every subcommand shares, so the CLI behaves one way throughout."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from gateway.config import Settings, SettingsError, load_settings
+
+data_option = click.option(
+    "--data", "data_dir", type=click.Path(file_okay=False), default=None,
+    help="Data directory (default: $PORTCULLIS_DATA or ./data).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+
+
+def settings_for(data_dir: str | None, **overrides: Any) -> Settings:
+    """Load settings, turning a bad setting into a one-line CLI error."""
+    try:
+        return load_settings(data_dir, **overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def emit(obj: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    """Print ``obj`` as one JSON object (``--json``) or as human text."""
+    if as_json:
+        json.dump(obj, sys.stdout, default=str, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        click.echo(human(obj) if human else obj)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Plain aligned text table for terminal output."""
+    if not rows:
+        return "(none)"
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
