@@ -16,7 +16,7 @@ from gateway.types import (
 )
 
 _DAY = timedelta(days=1)
-_NO_METERING = Metering(seat_limit=None, quota_key=None, quota=None, period_start=None, period_end=None)
+_NO_METERING = Metering(seat_limit=None, seats_since=None, quota_key=None, quota=None, period_start=None, period_end=None)
 
 
 def glob_match(pattern: str, name: str) -> bool:
@@ -64,7 +64,8 @@ def metering(lic: License, policy: Policy, check: Check, now: datetime) -> Meter
     if seat_limit is None and quota is None:
         return _NO_METERING
     start, end = period_bounds(quota.period, now) if quota else (None, None)
-    return Metering(seat_limit=seat_limit, quota_key=key, quota=quota, period_start=start, period_end=end)
+    since = None if seat_limit is None else now - timedelta(days=policy.seat_ttl_days)
+    return Metering(seat_limit=seat_limit, seats_since=since, quota_key=key, quota=quota, period_start=start, period_end=end)
 
 
 def authorize_caller(products: tuple[str, ...], features: tuple[str, ...], environments: tuple[str, ...],

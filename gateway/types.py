@@ -122,6 +122,7 @@ class Metering:
     """Which usage counters a check touches: derived from license + policy before reading usage."""
 
     seat_limit: int | None
+    seats_since: datetime | None  # a seat is held by users seen at or after this moment
     quota_key: str | None
     quota: Quota | None
     period_start: datetime | None

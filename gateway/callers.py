@@ -1,0 +1,164 @@
+"""Callers: who may ask the port, with which keys, about what (``callers.toml`` + secret store).
+
+``callers.toml`` holds scopes and key ids only; the secrets live in ``keys/hmac_secrets.json``
+(mode 0600). A caller may hold several key ids at once so keys can be rotated without downtime.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from gateway.keyfiles import write_private
+
+_SCOPE_FIELDS = ("products", "features", "environments")
+_FIELDS = {"key_ids", "mtls_identities", *_SCOPE_FIELDS, "admin", "rate_limit_rps"}
+
+
+class CallersError(ValueError):
+    """callers.toml or the secret store is invalid, or an edit is impossible."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    caller_id: str
+    key_ids: tuple[str, ...] = ()
+    mtls_identities: tuple[str, ...] = ()
+    products: tuple[str, ...] = ("*",)
+    features: tuple[str, ...] = ("*",)
+    environments: tuple[str, ...] = ("*",)
+    admin: bool = False
+    rate_limit_rps: float = 0.0  # 0: unlimited
+
+    def to_toml(self) -> dict[str, Any]:
+        return {"key_ids": list(self.key_ids), "mtls_identities": list(self.mtls_identities),
+                "products": list(self.products), "features": list(self.features),
+                "environments": list(self.environments), "admin": self.admin,
+                "rate_limit_rps": self.rate_limit_rps}
+
+
+@dataclass(frozen=True)
+class CallerDirectory:
+    """Lookup tables for authentication: key id → (caller, secret), mTLS identity → caller."""
+
+    callers: dict[str, Caller]
+    secrets: dict[str, bytes] = field(repr=False)
+    by_key_id: dict[str, Caller] = field(init=False)
+    by_identity: dict[str, Caller] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_key_id", {k: c for c in self.callers.values() for k in c.key_ids})
+        object.__setattr__(self, "by_identity", {i: c for c in self.callers.values() for i in c.mtls_identities})
+
+
+def _secrets_path(keys_dir: Path) -> Path:
+    return keys_dir / "hmac_secrets.json"
+
+
+def _read_callers(path: Path) -> dict[str, Caller]:
+    if not path.exists():
+        return {}
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise CallersError(f"{path}: not valid TOML: {exc}") from None
+    callers = {}
+    for name, table in (doc.get("callers") or {}).items():
+        unknown = set(table) - _FIELDS
+        if unknown:
+            raise CallersError(f"{path}: caller {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
+        try:
+            callers[name] = Caller(
+                caller_id=name,
+                **{k: tuple(_str_list(path, name, k, table[k])) for k in ("key_ids", "mtls_identities", *_SCOPE_FIELDS)
+                   if k in table},
+                admin=bool(table.get("admin", False)),
+                rate_limit_rps=float(table.get("rate_limit_rps", 0.0)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise CallersError(f"{path}: caller {name!r}: {exc}") from None
+    return callers
+
+
+def _str_list(path: Path, name: str, key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CallersError(f"{path}: caller {name!r}: {key} must be a list of strings")
+    return value
+
+
+def _read_secrets(keys_dir: Path) -> dict[str, bytes]:
+    path = _secrets_path(keys_dir)
+    if not path.exists():
+        return {}
+    try:
+        return {k: v.encode("utf-8") for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError):
+        raise CallersError(f"{path}: secret store is corrupt") from None
+
+
+def load_directory(callers_path: Path, keys_dir: Path) -> CallerDirectory:
+    return CallerDirectory(_read_callers(callers_path), _read_secrets(keys_dir))
+
+
+def _save(callers_path: Path, keys_dir: Path, callers: dict[str, Caller], store: dict[str, bytes]) -> None:
+    # Secrets first: a key id listed in callers.toml without its secret would lock a caller out.
+    write_private(_secrets_path(keys_dir), json.dumps({k: v.decode() for k, v in store.items()}).encode())
+    body = tomli_w.dumps({"callers": {name: c.to_toml() for name, c in sorted(callers.items())}})
+    tmp = callers_path.with_name(callers_path.name + ".tmp")
+    tmp.write_text("# Callers of the port; secrets live in keys/hmac_secrets.json (0600).\n" + body)
+    tmp.replace(callers_path)
+
+
+def _new_key() -> tuple[str, bytes]:
+    return "pk_" + secrets.token_hex(8), ("ps_" + secrets.token_urlsafe(32)).encode()
+
+
+def add_caller(callers_path: Path, keys_dir: Path, caller: Caller, with_key: bool = True) -> tuple[str, str] | None:
+    """Add a caller; returns (key_id, secret) to show once, or None for an mTLS-only caller."""
+    callers, store = _read_callers(callers_path), _read_secrets(keys_dir)
+    if caller.caller_id in callers:
+        raise CallersError(f"caller {caller.caller_id!r} already exists")
+    new = None
+    if with_key:
+        key_id, secret = _new_key()
+        store[key_id] = secret
+        caller = replace(caller, key_ids=caller.key_ids + (key_id,))
+        new = (key_id, secret.decode())
+    callers[caller.caller_id] = caller
+    _save(callers_path, keys_dir, callers, store)
+    return new
+
+
+def rotate_caller(callers_path: Path, keys_dir: Path, name: str) -> tuple[str, str]:
+    """Give a caller a new key; the old ones stay valid until removed with ``drop_key``."""
+    callers, store = _read_callers(callers_path), _read_secrets(keys_dir)
+    if name not in callers:
+        raise CallersError(f"no caller named {name!r}")
+    key_id, secret = _new_key()
+    store[key_id] = secret
+    callers[name] = replace(callers[name], key_ids=callers[name].key_ids + (key_id,))
+    _save(callers_path, keys_dir, callers, store)
+    return key_id, secret.decode()
+
+
+def drop_key(callers_path: Path, keys_dir: Path, name: str, key_id: str) -> None:
+    callers, store = _read_callers(callers_path), _read_secrets(keys_dir)
+    if name not in callers or key_id not in callers[name].key_ids:
+        raise CallersError(f"caller {name!r} has no key {key_id!r}")
+    store.pop(key_id, None)
+    callers[name] = replace(callers[name], key_ids=tuple(k for k in callers[name].key_ids if k != key_id))
+    _save(callers_path, keys_dir, callers, store)
+
+
+def remove_caller(callers_path: Path, keys_dir: Path, name: str) -> None:
+    callers, store = _read_callers(callers_path), _read_secrets(keys_dir)
+    if name not in callers:
+        raise CallersError(f"no caller named {name!r}")
+    for key_id in callers.pop(name).key_ids:
+        store.pop(key_id, None)
+    _save(callers_path, keys_dir, callers, store)

@@ -1,0 +1,107 @@
+"""License identity and serialisation: ids, secret keys, key hashes and fingerprints.
+
+A key is shown once when issued; everything after that works with ``key_hash`` (SHA-256, safe
+because keys carry 125 bits of entropy) and ``key_fp`` (a keyed HMAC of the hash, so a leaked
+audit trail cannot be matched against keys).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from gateway.policy import parse_quotas
+from gateway.types import License, Status
+
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+def _b32(nchars: int) -> str:
+    return "".join(secrets.choice(_B32) for _ in range(nchars))
+
+
+def new_license_key() -> str:
+    """``LK-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX``: 25 base32 characters, 125 bits of entropy."""
+    return "LK-" + "-".join(_b32(5) for _ in range(5))
+
+
+def new_license_id() -> str:
+    return "lic_" + _b32(20).lower()
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_fingerprint(fp_secret: bytes, hashed_key: str) -> str:
+    return hmac.new(fp_secret, hashed_key.encode("ascii"), hashlib.sha256).hexdigest()[:16]
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None, field: str = "time") -> datetime | None:
+    """ISO date or datetime → aware UTC datetime (a bare date means midnight UTC)."""
+    if text in (None, ""):
+        return None
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{field}: not an ISO date or datetime: {text!r}") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def license_to_dict(lic: License) -> dict[str, Any]:
+    """JSON form used by the registry, sealed bundles and the admin API (never contains a key)."""
+    return {
+        "license_id": lic.license_id, "key_hash": lic.key_hash, "customer": lic.customer,
+        "product": lic.product, "tier": lic.tier, "status": str(lic.status), "features": list(lic.features),
+        "seats": lic.seats,
+        "quotas": {k: {"limit": q.limit, "period": str(q.period)} for k, q in lic.quotas.items()},
+        "starts_at": iso(lic.starts_at), "expires_at": iso(lic.expires_at),
+        "environments": list(lic.environments), "metadata": dict(lic.metadata),
+    }
+
+
+def license_from_dict(doc: Mapping[str, Any]) -> License:
+    """Strict inverse of :func:`license_to_dict`; raises ValueError naming the bad field."""
+    required = {"license_id", "key_hash", "customer", "product", "tier"}
+    missing = required - set(doc)
+    if missing:
+        raise ValueError(f"license: missing field(s) {', '.join(sorted(missing))}")
+    unknown = set(doc) - required - {"status", "features", "seats", "quotas", "starts_at", "expires_at",
+                                     "environments", "metadata"}
+    if unknown:
+        raise ValueError(f"license: unknown field(s) {', '.join(sorted(unknown))}")
+    kh = doc["key_hash"]
+    if not isinstance(kh, str) or len(kh) != 64 or any(c not in "0123456789abcdef" for c in kh):
+        raise ValueError("license: key_hash must be 64 lowercase hex characters")
+    for name in ("license_id", "customer", "product", "tier"):
+        if not isinstance(doc[name], str) or not doc[name]:
+            raise ValueError(f"license: {name} must be a non-empty string")
+    seats = doc.get("seats")
+    if seats is not None and (isinstance(seats, bool) or not isinstance(seats, int) or seats < 1):
+        raise ValueError("license: seats must be a positive integer or null")
+    try:
+        status = Status(doc.get("status", "active"))
+    except ValueError:
+        raise ValueError(f"license: status must be one of {', '.join(Status)}") from None
+    return License(
+        license_id=doc["license_id"], key_hash=kh, customer=doc["customer"], product=doc["product"],
+        tier=doc["tier"], status=status, features=tuple(_strings(doc, "features", [])), seats=seats,
+        quotas=parse_quotas("license: quotas", doc.get("quotas") or {}),
+        starts_at=parse_time(doc.get("starts_at"), "starts_at"),
+        expires_at=parse_time(doc.get("expires_at"), "expires_at"),
+        environments=tuple(_strings(doc, "environments", ["*"])),
+        metadata={str(k): str(v) for k, v in (doc.get("metadata") or {}).items()},
+    )
+
+
+def _strings(doc: Mapping[str, Any], name: str, default: list[str]) -> list[str]:
+    value = doc.get(name, default)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"license: {name} must be a list of strings")
+    return value

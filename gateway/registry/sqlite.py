@@ -1,0 +1,161 @@
+"""SQLite registry store (WAL): shared by every worker process on one host.
+
+Check-and-consume runs in ``BEGIN IMMEDIATE`` so two processes can never both take the last seat
+or the last unit of a quota. Licenses are stored as their JSON document plus the columns that
+are looked up; a global revision counter lets every process pick up others' changes cheaply.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from gateway.licenses import license_from_dict, license_to_dict
+from gateway.types import Decision, License, Metering, Outcome, Status, Usage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS licenses (
+    license_id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    doc TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    created_us INTEGER NOT NULL,
+    updated_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS licenses_by_rev ON licenses(rev);
+CREATE TABLE IF NOT EXISTS seats (
+    license_id TEXT NOT NULL, user_id TEXT NOT NULL, last_seen_us INTEGER NOT NULL,
+    PRIMARY KEY (license_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    license_id TEXT NOT NULL, quota_key TEXT NOT NULL, period_start_us INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    PRIMARY KEY (license_id, quota_key, period_start_us)
+) WITHOUT ROWID;
+"""
+# A seat holder's last use is rewritten at most this often: seats live for days, so an hour of
+# imprecision is harmless and saves a write on nearly every check.
+_SEAT_TOUCH_US = 3600 * 1_000_000
+
+
+def _us(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _now_us() -> int:
+    return _us(datetime.now(timezone.utc))
+
+
+class SqliteStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        with self._txn():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+
+    @contextmanager
+    def _txn(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _revision(self) -> int:
+        return self._db.execute("SELECT value FROM meta WHERE key='revision'").fetchone()[0]
+
+    def licenses_since(self, revision: int) -> tuple[int, list[License]]:
+        current = self._revision()
+        if current == revision:
+            return current, []
+        rows = self._db.execute("SELECT doc FROM licenses WHERE rev > ?", (revision,)).fetchall()
+        return current, [license_from_dict(json.loads(doc)) for (doc,) in rows]
+
+    def put(self, licenses: Iterable[License]) -> int:
+        now = _now_us()
+        changed = 0
+        with self._txn() as db:
+            rev = self._revision() + 1
+            for lic in licenses:
+                doc = json.dumps(license_to_dict(lic), sort_keys=True)
+                row = db.execute("SELECT doc FROM licenses WHERE license_id=?", (lic.license_id,)).fetchone()
+                if row and row[0] == doc:
+                    continue
+                db.execute(
+                    "INSERT INTO licenses VALUES (?,?,?,?,?,?) ON CONFLICT(license_id) DO UPDATE SET "
+                    "key_hash=excluded.key_hash, doc=excluded.doc, rev=excluded.rev, updated_us=excluded.updated_us",
+                    (lic.license_id, lic.key_hash, doc, rev, now, now))
+                changed += 1
+            if changed:
+                db.execute("UPDATE meta SET value=? WHERE key='revision'", (rev,))
+        return changed
+
+    def get(self, license_id: str) -> License | None:
+        row = self._db.execute("SELECT doc FROM licenses WHERE license_id=?", (license_id,)).fetchone()
+        return license_from_dict(json.loads(row[0])) if row else None
+
+    def set_status(self, license_id: str, status: Status) -> License | None:
+        lic = self.get(license_id)
+        if lic is None:
+            return None
+        updated = replace(lic, status=status)
+        self.put([updated])
+        return updated
+
+    def created_at(self) -> dict[str, datetime]:
+        """When each license entered this registry (for the analytics snapshot)."""
+        rows = self._db.execute("SELECT license_id, created_us FROM licenses")
+        return {lid: datetime.fromtimestamp(c / 1e6, timezone.utc) for lid, c in rows}
+
+    def seats_in_use(self, license_id: str, now: datetime, ttl_days: int) -> int:
+        since = _us(now) - ttl_days * 86400 * 1_000_000
+        return self._db.execute("SELECT COUNT(*) FROM seats WHERE license_id=? AND last_seen_us>=?",
+                                (license_id, since)).fetchone()[0]
+
+    def decide(self, lic: License, meter: Metering, user_id: str | None, now: datetime,
+               decide: Callable[[Usage], Decision]) -> Decision:
+        if meter.seat_limit is None and meter.quota is None:
+            return decide(Usage())
+        now_us = _us(now)
+        with self._txn() as db:
+            seats_used, last_seen = 0, None
+            if meter.seat_limit is not None:
+                since = _us(meter.seats_since)
+                seats_used = db.execute("SELECT COUNT(*) FROM seats WHERE license_id=? AND last_seen_us>=?",
+                                        (lic.license_id, since)).fetchone()[0]
+                if user_id is not None:
+                    row = db.execute("SELECT last_seen_us FROM seats WHERE license_id=? AND user_id=?",
+                                     (lic.license_id, user_id)).fetchone()
+                    last_seen = row[0] if row and row[0] >= since else None
+            quota_used, period = 0, None
+            if meter.quota is not None:
+                period = _us(meter.period_start)
+                row = db.execute("SELECT used FROM usage WHERE license_id=? AND quota_key=? AND period_start_us=?",
+                                 (lic.license_id, meter.quota_key, period)).fetchone()
+                quota_used = row[0] if row else 0
+            decision = decide(Usage(seats_used=seats_used, holds_seat=last_seen is not None, quota_used=quota_used))
+            if decision.outcome is Outcome.DENY:
+                return decision
+            if user_id is not None and meter.seat_limit is not None and (
+                    last_seen is None or now_us - last_seen > _SEAT_TOUCH_US):
+                db.execute("INSERT INTO seats VALUES (?,?,?) ON CONFLICT DO UPDATE SET last_seen_us=excluded.last_seen_us",
+                           (lic.license_id, user_id, now_us))
+            if decision.consume:
+                db.execute("INSERT INTO usage VALUES (?,?,?,?) ON CONFLICT DO UPDATE SET used=used+excluded.used",
+                           (lic.license_id, meter.quota_key, period, decision.consume))
+        return decision
+
+    def close(self) -> None:
+        self._db.close()
