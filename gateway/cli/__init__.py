@@ -17,6 +17,7 @@ _COMMANDS = {
     "license": "gateway.cli.license:license_",
     "serve": "gateway.cli.serve:serve",
     "call": "gateway.cli.call:call",
+    "keys": "gateway.cli.keys:keys",
 }
 
 

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import click
 
+from gateway import admin
 from gateway.config import Settings, SettingsError, load_settings
+from gateway.registry.sqlite import SqliteStore
 
 data_option = click.option(
     "--data", "data_dir", type=click.Path(file_okay=False), default=None,
@@ -42,3 +45,20 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+@contextmanager
+def registry(settings: Settings) -> Iterator[SqliteStore]:
+    """The registry store for one command; analytics snapshots are republished on the way out."""
+    store = SqliteStore(settings.db_path)
+    try:
+        yield store
+        admin.publish_snapshots(settings, store)
+    finally:
+        store.close()
+
+
+def publish(settings: Settings) -> None:
+    """Republish the analytics snapshots after a change outside the store (callers)."""
+    with registry(settings):
+        pass

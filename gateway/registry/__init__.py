@@ -27,6 +27,9 @@ class Store(Protocol):
                decide: Callable[[Usage], Decision]) -> Decision:
         """Read the usage ``meter`` names, call ``decide`` and apply its effects in one transaction."""
 
+    def timestamps(self) -> dict[str, tuple[datetime, datetime]]:
+        """license id -> (created, last changed)."""
+
     def seats_in_use(self, license_id: str, now: datetime, ttl_days: int) -> int: ...
 
     def close(self) -> None: ...

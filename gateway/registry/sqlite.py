@@ -48,6 +48,10 @@ def _us(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
+def _dt(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, timezone.utc)
+
+
 def _now_us() -> int:
     return _us(datetime.now(timezone.utc))
 
@@ -114,10 +118,10 @@ class SqliteStore:
         self.put([updated])
         return updated
 
-    def created_at(self) -> dict[str, datetime]:
-        """When each license entered this registry (for the analytics snapshot)."""
-        rows = self._db.execute("SELECT license_id, created_us FROM licenses")
-        return {lid: datetime.fromtimestamp(c / 1e6, timezone.utc) for lid, c in rows}
+    def timestamps(self) -> dict[str, tuple[datetime, datetime]]:
+        """When each license entered the registry and last changed (for the analytics snapshot)."""
+        rows = self._db.execute("SELECT license_id, created_us, updated_us FROM licenses")
+        return {lid: (_dt(c), _dt(u)) for lid, c, u in rows}
 
     def seats_in_use(self, license_id: str, now: datetime, ttl_days: int) -> int:
         since = _us(now) - ttl_days * 86400 * 1_000_000

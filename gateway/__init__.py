@@ -1,0 +1,1 @@
+"""Portcullis: the licensing enforcement gateway (engine, HTTP adapter, registry, audit, CLI, SDK)."""

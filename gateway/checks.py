@@ -1,0 +1,75 @@
+"""Strict parsing of check request bodies (SPEC §4): unknown fields and wrong types are refused.
+
+Parsing is a pure function so the HTTP adapter, the embedded Enforcer and the property tests
+share exactly one definition of a well-formed check.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_BATCH = 100
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}")
+_FIELDS = {"license_key", "user_id", "feature", "product", "environment", "quantity", "request_id"}
+_OPTIONAL_STR = ("user_id", "product", "environment", "request_id")
+
+
+class InvalidRequest(ValueError):
+    """The body is not a well-formed check; the message is safe to return to the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckBody:
+    license_key: str
+    feature: str
+    user_id: str | None = None
+    product: str | None = None
+    environment: str | None = None
+    quantity: int = 0
+    request_id: str | None = None
+
+
+def parse_check(doc: Any) -> CheckBody:
+    if not isinstance(doc, dict):
+        raise InvalidRequest("a check must be a JSON object")
+    unknown = doc.keys() - _FIELDS
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}")
+    for name in ("license_key", "feature"):
+        if name not in doc:
+            raise InvalidRequest(f"missing required field: {name}")
+    key = doc["license_key"]
+    if not isinstance(key, str) or not 1 <= len(key) <= 256:
+        raise InvalidRequest("license_key must be a string of 1-256 characters")
+    feature = _name(doc, "feature")
+    optional = {name: _name(doc, name) for name in _OPTIONAL_STR if doc.get(name) is not None}
+    quantity = doc.get("quantity", 0)
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 <= quantity <= 1_000_000_000:
+        raise InvalidRequest("quantity must be an integer from 0 to 1000000000")
+    return CheckBody(license_key=key, feature=feature, quantity=quantity, **optional)
+
+
+def _name(doc: dict, name: str) -> str:
+    value = doc[name]
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise InvalidRequest(f"{name} must be a string of 1-128 letters, digits or ._:@/+- characters")
+    return value
+
+
+def parse_batch(doc: Any) -> list[Any]:
+    """The ``checks`` list of a batch; each element is parsed (and may fail) on its own."""
+    if not isinstance(doc, dict) or set(doc) != {"checks"}:
+        raise InvalidRequest('a batch must be a JSON object with exactly one field, "checks"')
+    checks = doc["checks"]
+    if not isinstance(checks, list) or not 1 <= len(checks) <= MAX_BATCH:
+        raise InvalidRequest(f"checks must be a list of 1-{MAX_BATCH} check objects")
+    return checks
+
+
+def lenient_fields(doc: Any) -> dict[str, Any]:
+    """Best-effort fields of a refused body, for its audit record (strings only, truncated)."""
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v[:128] for k in ("feature", "user_id", "product", "request_id")
+            if isinstance(v := doc.get(k), str)}

@@ -1,0 +1,50 @@
+"""``portcullis init``: a data directory with keys, default policy and callers, and a registry."""
+from __future__ import annotations
+
+from importlib import resources
+
+import click
+
+from gateway import admin, bundle, keyfiles
+from gateway.cli.common import data_option, emit, json_option, settings_for
+from gateway.config import Settings
+from gateway.registry.sqlite import SqliteStore
+
+
+def initialise(settings: Settings) -> dict:
+    """Create whatever is missing; never overwrites a policy, callers file or key. Idempotent."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    created = []
+    for name in ("policy.toml", "callers.toml"):
+        target = settings.data_dir / name
+        if not target.exists():
+            target.write_bytes(resources.files("gateway.defaults").joinpath(name).read_bytes())
+            created.append(str(target))
+    keyfiles.fingerprint_secret(settings.keys_dir)
+    keyfiles.audit_key(settings.keys_dir)
+    store = SqliteStore(settings.db_path)
+    try:
+        admin.publish_snapshots(settings, store)
+    finally:
+        store.close()
+    return {"data_dir": str(settings.data_dir), "created": created, **public_keys(settings)}
+
+
+def public_keys(settings: Settings) -> dict:
+    issuer = keyfiles.issuer_key(settings.keys_dir).public_key()
+    recipient = keyfiles.recipient_key(settings.keys_dir).public_key()
+    audit = keyfiles.audit_key(settings.keys_dir).public_key()
+    return {"issuer": bundle.public_key_text(issuer), "issuer_key_id": bundle.key_id(issuer),
+            "recipient": bundle.public_key_text(recipient), "recipient_key_id": bundle.key_id(recipient),
+            "audit": bundle.public_key_text(audit), "audit_key_id": bundle.key_id(audit)}
+
+
+@click.command()
+@data_option
+@json_option
+def init(data_dir: str | None, as_json: bool) -> None:
+    """Create a data directory: keys, default policy and callers, registry."""
+    result = initialise(settings_for(data_dir))
+    emit(result, as_json, lambda r: "\n".join(
+        [f"data directory ready: {r['data_dir']}"] + [f"  created {p}" for p in r["created"]]
+        + [f"  recipient key (give to license issuers): {r['recipient']}"]))

@@ -1,0 +1,113 @@
+"""One decision's facts, and their two projections: the caller's answer and the audit record.
+
+Both views are built from the same object so that what a caller was told and what the trail says
+can never disagree. Building them is pure (no I/O); the key itself is never stored here, only its
+fingerprint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.licenses import iso
+from gateway.types import Decision, License, Outcome, Reason
+
+HTTP_STATUS = {
+    Reason.INVALID_REQUEST: 400, Reason.UNAUTHENTICATED: 401, Reason.CALLER_NOT_AUTHORIZED: 403,
+    Reason.RATE_LIMITED: 429, Reason.PAYLOAD_TOO_LARGE: 413, Reason.AUDIT_UNAVAILABLE: 503,
+    Reason.INTERNAL_ERROR: 500,
+}
+_ERROR_DETAIL = {
+    Reason.UNAUTHENTICATED: "the request is not authenticated",  # one text whatever the cause: no oracle
+    Reason.RATE_LIMITED: "too many requests: slow down",
+    Reason.AUDIT_UNAVAILABLE: "the decision could not be recorded, so it is refused",
+    Reason.INTERNAL_ERROR: "internal error: the request was refused",
+}
+
+
+def _us(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+@dataclass(slots=True)
+class Exchange:
+    decision_id: str
+    request_id: str
+    now: datetime
+    received_ns: int
+    instance: str
+    environment: str
+    remote_addr: str
+    endpoint: str
+    policy_version: str
+    auth_method: str = "none"
+    caller_id: str | None = None
+    auth_error: str | None = None
+    trace_id: str | None = None
+    feature: str | None = None
+    user_id: str | None = None
+    product: str | None = None
+    quantity: int = 0
+    key_fp: str | None = None
+    license: License | None = None
+    decision: Decision | None = None
+    http_status: int = 200
+    error: str | None = None
+    decided_ns: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # endpoint-specific answer fields
+
+    def refuse(self, reason: Reason, detail: str | None = None, status: int | None = None) -> Exchange:
+        """Record a transport-level refusal (400/401/403/413/415/429/500/503)."""
+        text = _ERROR_DETAIL.get(reason) or detail or reason.value
+        self.decision = Decision(Outcome.DENY, reason, text)
+        self.http_status = status or HTTP_STATUS[reason]
+        self.error = detail or text
+        return self
+
+    def decide(self, lic: License | None, decision: Decision) -> Exchange:
+        self.license, self.decision = lic, decision
+        self.http_status = HTTP_STATUS.get(decision.reason, 200)
+        if self.http_status >= 400:
+            self.error = decision.detail
+        return self
+
+    def answer(self) -> dict[str, Any]:
+        """The response body of SPEC §4 (the same shape for errors)."""
+        d, lic = self.decision, self.license
+        body: dict[str, Any] = {
+            "decision": d.outcome.value, "reason": d.reason.value, "detail": d.detail,
+            "decision_id": self.decision_id, "request_id": self.request_id, "feature": self.feature,
+            "license": None, "alerts": [a.value for a in d.alerts], "seats": None, "quota": None,
+            "policy_version": self.policy_version, "cache_ttl_s": d.cache_ttl_s,
+        }
+        if lic is not None:
+            body["license"] = {"id": lic.license_id, "customer": lic.customer, "tier": lic.tier,
+                               "status": lic.status.value, "expires_at": iso(lic.expires_at),
+                               "days_left": d.days_left}
+        if d.seats_limit is not None or d.seats_used is not None:
+            body["seats"] = {"used": d.seats_used, "limit": d.seats_limit}
+        if d.quota_limit is not None:
+            body["quota"] = {"used": d.quota_used, "limit": d.quota_limit, "period_end": iso(d.quota_period_end)}
+        body.update(self.extra)
+        return body
+
+    def record(self) -> dict[str, Any]:
+        """The audit record of SPEC §5 (timestamps as integer microseconds, UTC)."""
+        d, lic = self.decision, self.license
+        latency = max(0, (self.decided_ns - self.received_ns) // 1000) if self.decided_ns else 0
+        return {
+            "ts": _us(self.now), "decision_id": self.decision_id, "request_id": self.request_id,
+            "instance": self.instance, "environment": self.environment, "caller_id": self.caller_id,
+            "auth_method": self.auth_method, "auth_error": self.auth_error, "remote_addr": self.remote_addr,
+            "endpoint": self.endpoint, "http_status": self.http_status, "decision": d.outcome.value,
+            "reason": d.reason.value, "alerts": [a.value for a in d.alerts],
+            "license_id": lic.license_id if lic else None, "key_fp": self.key_fp,
+            "customer": lic.customer if lic else None, "product": lic.product if lic else self.product,
+            "tier": lic.tier if lic else None, "user_id": self.user_id, "feature": self.feature,
+            "quantity": self.quantity, "seats_used": d.seats_used, "seats_limit": d.seats_limit,
+            "quota_used": d.quota_used, "quota_limit": d.quota_limit,
+            "expires_at": _us(lic.expires_at) if lic and lic.expires_at else None,
+            "policy_version": self.policy_version, "latency_us": min(latency, 2**31 - 1),
+            "trace_id": self.trace_id, "error": self.error,
+        }

@@ -1,0 +1,1 @@
+"""The HTTP adapter: aiohttp application, routes, the request gate and handlers."""

@@ -1,0 +1,69 @@
+"""``create_app(settings)``: the aiohttp application, with every resource in one cleanup context."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator, Callable
+
+from aiohttp import web
+
+from gateway.audit import AuditSink
+from gateway.config import Settings
+from gateway.http.gate import Clock, Gate, utc_now
+from gateway.http.keys import GATE, PORT, SETTINGS, SINK
+from gateway.http.middlewares import decision_shaped_errors
+from gateway.http.routes import setup_routes
+from gateway.port import Port
+
+log = logging.getLogger("portcullis")
+SinkFactory = Callable[[Settings, str], AuditSink]
+# How often a worker picks up registry changes made elsewhere (CLI, admin API on another worker).
+REFRESH_INTERVAL_S = 1.0
+
+
+def durable_sink(settings: Settings, instance: str) -> AuditSink:
+    from gateway.audit.writer import DurableSink
+    return DurableSink(settings, instance)
+
+
+def create_app(settings: Settings, *, sink_factory: SinkFactory = durable_sink, clock: Clock = utc_now,
+               worker: int = 0) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[decision_shaped_errors])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_resources(settings, sink_factory, clock, worker))
+    setup_routes(app)
+    return app
+
+
+def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, worker: int):
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        instance = settings.instance_id(worker)
+        port = Port(settings)
+        sink = sink_factory(settings, instance)
+        start = getattr(sink, "start", None)
+        if start is not None:
+            await start()
+        app[PORT], app[SINK] = port, sink
+        app[GATE] = Gate(port, sink, instance, clock)
+        refresher = asyncio.create_task(_refresh_forever(port))
+        log.info("gateway ready", extra={"event": "ready", "instance": instance, "licenses": len(port.index),
+                                         "policy_version": port.policy.version})
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await sink.close()
+            port.close()
+    return context
+
+
+async def _refresh_forever(port: Port) -> None:
+    while True:
+        await asyncio.sleep(REFRESH_INTERVAL_S)
+        try:
+            port.refresh()
+        except Exception:
+            log.exception("registry refresh failed", extra={"event": "refresh_failed"})

@@ -1,0 +1,165 @@
+"""What every audited request goes through: body cap, content type, authentication, throttling,
+then one audit record per decision before the answer leaves (SPEC §3-§5).
+
+The order of the steps is the precedence of SPEC §4: a malformed body is refused before its
+signature is looked at, and a remote address that keeps failing authentication is refused
+before any HMAC is computed (a flood of bad signatures costs a dictionary lookup each).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+from aiohttp import web
+from uuid_utils import uuid7
+
+from gateway.audit import AuditSink, AuditUnavailable
+from gateway.auth import HmacAuthenticator
+from gateway.callers import Caller
+from gateway.exchange import Exchange
+from gateway.port import Port
+from gateway.ratelimit import RateLimiter
+from gateway.types import Reason
+
+log = logging.getLogger("portcullis.http")
+_JSON_TYPES = ("application/json",)
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Refused(Exception):
+    """Stop handling a request; the exchange already carries the refusal."""
+
+
+class Gate:
+    def __init__(self, port: Port, sink: AuditSink, instance: str, clock: Clock = utc_now,
+                 peer_identity: Callable[[web.Request], str | None] | None = None) -> None:
+        self.port = port
+        self.sink = sink
+        self.instance = instance
+        self.clock = clock
+        self.peer_identity = peer_identity  # set when serving mTLS
+        self.auth = HmacAuthenticator(port.directory, port.settings.clock_skew_s)
+        self.caller_limits = RateLimiter()
+        self.auth_failures = RateLimiter()
+        self.lost_records = 0
+
+    def reload_callers(self) -> None:
+        self.auth.directory = self.port.reload_callers()
+
+    # -- building exchanges -----------------------------------------------------------------
+    def open(self, request: web.Request, endpoint: str) -> Exchange:
+        decision_id = str(uuid7())
+        header_id = request.headers.get("X-Request-Id")
+        return Exchange(
+            decision_id=decision_id,
+            request_id=header_id[:128] if header_id else decision_id,
+            now=self.clock(), received_ns=time.perf_counter_ns(), instance=self.instance,
+            environment=self.port.settings.environment, remote_addr=request.remote or "",
+            endpoint=endpoint, policy_version=self.port.policy.version,
+            trace_id=_trace_id(request.headers.get("traceparent")),
+        )
+
+    def sibling(self, first: Exchange) -> Exchange:
+        """A further decision in the same request (batch): same caller, own decision id."""
+        decision_id = str(uuid7())
+        return Exchange(
+            decision_id=decision_id, request_id=decision_id, now=first.now, received_ns=first.received_ns,
+            instance=first.instance, environment=first.environment, remote_addr=first.remote_addr,
+            endpoint=first.endpoint, policy_version=first.policy_version, auth_method=first.auth_method,
+            caller_id=first.caller_id, trace_id=first.trace_id,
+        )
+
+    # -- the steps --------------------------------------------------------------------------
+    async def read_json(self, request: web.Request, ex: Exchange) -> Any:
+        raw = await self.read(request, ex, _JSON_TYPES)
+        try:
+            return raw, json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            ex.refuse(Reason.INVALID_REQUEST, "body is not valid JSON")
+            raise Refused from None
+
+    async def read(self, request: web.Request, ex: Exchange, content_types: Sequence[str]) -> bytes:
+        cap = self.port.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > cap:
+            ex.refuse(Reason.PAYLOAD_TOO_LARGE, f"body larger than {cap} bytes")
+            raise Refused
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            ex.refuse(Reason.PAYLOAD_TOO_LARGE, f"body larger than {cap} bytes")
+            raise Refused from None
+        if request.content_type not in content_types:
+            ex.refuse(Reason.INVALID_REQUEST, f"content type must be {' or '.join(content_types)}", status=415)
+            raise Refused
+        return raw
+
+    def authenticate(self, request: web.Request, ex: Exchange, body: bytes) -> Caller:
+        now = time.time()
+        addr = ex.remote_addr
+        if self.auth_failures.exhausted(addr, self.port.settings.auth_fail_rps, now):
+            ex.auth_error = "rate_limited"
+            ex.refuse(Reason.RATE_LIMITED, "too many failed authentications from this address")
+            raise Refused
+        if self.peer_identity is not None and "X-Port-Key-Id" not in request.headers:
+            identity = self.auth.authenticate_mtls(self.peer_identity(request))
+        else:
+            identity = self.auth.authenticate(request.method, request.path_qs, request.headers, body, now)
+        ex.auth_method = identity.method
+        if identity.caller is None:
+            self.auth_failures.allow(addr, self.port.settings.auth_fail_rps, now)
+            ex.auth_error = identity.error
+            ex.refuse(Reason.UNAUTHENTICATED, identity.error)
+            raise Refused
+        ex.caller_id = identity.caller.caller_id
+        return identity.caller
+
+    def throttle(self, ex: Exchange, caller: Caller) -> None:
+        if not self.caller_limits.allow(caller.caller_id, caller.rate_limit_rps, time.time()):
+            ex.refuse(Reason.RATE_LIMITED, f"caller {caller.caller_id!r} is over {caller.rate_limit_rps} requests/s")
+            raise Refused
+
+    def require_admin(self, ex: Exchange, caller: Caller) -> None:
+        if not caller.admin:
+            ex.refuse(Reason.CALLER_NOT_AUTHORIZED, "this endpoint needs an admin caller")
+            raise Refused
+
+    # -- finishing --------------------------------------------------------------------------
+    async def finish(self, exchanges: Sequence[Exchange], body: Any = None, status: int | None = None) -> web.Response:
+        """Audit every decision, then answer. If the trail cannot take them, the answer is 503."""
+        decided = time.perf_counter_ns()
+        for ex in exchanges:
+            ex.decided_ns = ex.decided_ns or decided
+        try:
+            await self.sink.submit([ex.record() for ex in exchanges])
+        except AuditUnavailable as exc:
+            if self.port.settings.audit_on_failure != "allow":
+                log.error("audit unavailable, refusing", extra={"event": "audit_unavailable", "error": str(exc)})
+                first = exchanges[0]
+                first.refuse(Reason.AUDIT_UNAVAILABLE)
+                return _json(first.answer(), 503)
+            self.lost_records += len(exchanges)
+        if body is None:
+            body, status = exchanges[0].answer(), exchanges[0].http_status
+        return _json(body, status or 200)
+
+
+def _json(body: Any, status: int) -> web.Response:
+    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+                        content_type="application/json")
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (version-traceid-parentid-flags), if well formed."""
+    if not traceparent:
+        return None
+    parts = traceparent.strip().split("-")
+    if len(parts) == 4 and len(parts[1]) == 32 and all(c in "0123456789abcdef" for c in parts[1]):
+        return parts[1] if parts[1] != "0" * 32 else None
+    return None

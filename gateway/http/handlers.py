@@ -1,0 +1,188 @@
+"""Request handlers: each one walks the gate's steps, asks the port, and lets the gate answer.
+
+Handlers never build responses by hand: every answer, error or not, is an :class:`Exchange`
+projected by ``Gate.finish``, so it has the decision shape and its audit record.
+"""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway.callers import Caller
+from gateway.checks import CheckBody, InvalidRequest, lenient_fields, parse_batch, parse_check
+from gateway.exchange import Exchange
+from gateway.http.gate import Gate, Refused
+from gateway.http.keys import GATE, PORT, SINK
+from gateway.policy import PolicyError
+from gateway.licenses import iso
+from gateway.types import Decision, License, Outcome, Reason, Status
+
+log = logging.getLogger("portcullis.http")
+
+
+def _parse(ex: Exchange, doc: object) -> CheckBody | None:
+    """Parse one check body into the exchange; a malformed one is refused with 400."""
+    for name, value in lenient_fields(doc).items():
+        setattr(ex, name, value)
+    try:
+        body = parse_check(doc)
+    except InvalidRequest as exc:
+        ex.refuse(Reason.INVALID_REQUEST, str(exc))
+        return None
+    ex.quantity = body.quantity
+    if body.request_id:
+        ex.request_id = body.request_id
+    return body
+
+
+def _decide(gate: Gate, ex: Exchange, body: CheckBody, caller: Caller) -> None:
+    """Decide one well-formed check for an authenticated caller (shared by check and batch)."""
+    port = gate.port
+    lic = port.lookup(ex, body)
+    check = port.check_of(body, lic)
+    if port.authorize(ex, caller, check):
+        port.decide(ex, lic, check, ex.now)
+
+
+def _internal_error(ex: Exchange) -> None:
+    log.exception("decision failed", extra={"event": "internal_error", "decision_id": ex.decision_id})
+    ex.refuse(Reason.INTERNAL_ERROR)
+
+
+async def check(request: web.Request) -> web.Response:
+    gate = request.app[GATE]
+    ex = gate.open(request, "check")
+    try:
+        raw, doc = await gate.read_json(request, ex)
+        body = _parse(ex, doc)
+        if body is None:
+            raise Refused
+        caller = gate.authenticate(request, ex, raw)
+        gate.throttle(ex, caller)
+        _decide(gate, ex, body, caller)
+    except Refused:
+        pass
+    except Exception:
+        _internal_error(ex)
+    return await gate.finish([ex])
+
+
+async def check_batch(request: web.Request) -> web.Response:
+    gate = request.app[GATE]
+    head = gate.open(request, "batch")
+    try:
+        raw, doc = await gate.read_json(request, head)
+        try:
+            items = parse_batch(doc)
+        except InvalidRequest as exc:
+            head.refuse(Reason.INVALID_REQUEST, str(exc))
+            raise Refused from None
+        caller = gate.authenticate(request, head, raw)
+        gate.throttle(head, caller)
+    except Refused:
+        return await gate.finish([head])
+    except Exception:
+        _internal_error(head)
+        return await gate.finish([head])
+    exchanges = [head] + [gate.sibling(head) for _ in items[1:]]
+    for ex, item in zip(exchanges, items):
+        try:
+            body = _parse(ex, item)
+            if body is not None:
+                _decide(gate, ex, body, caller)
+        except Exception:
+            _internal_error(ex)
+    results = [dict(ex.answer(), status=ex.http_status) for ex in exchanges]
+    return await gate.finish(exchanges, {"results": results}, 200)
+
+
+def _state_answer(ex: Exchange, lic: License, detail: str) -> Exchange:
+    ex.feature = None
+    return ex.decide(lic, Decision(Outcome.ALLOW, Reason.VALID, detail, days_left=None))
+
+
+def _license_extra(lic: License) -> dict:
+    return {"license_state": {
+        "id": lic.license_id, "customer": lic.customer, "product": lic.product, "tier": lic.tier,
+        "status": lic.status.value, "features": list(lic.features), "seats": lic.seats,
+        "starts_at": iso(lic.starts_at), "expires_at": iso(lic.expires_at), "environments": list(lic.environments),
+    }}
+
+
+async def get_license(request: web.Request) -> web.Response:
+    gate = request.app[GATE]
+    ex = gate.open(request, "license.get")
+    try:
+        caller = gate.authenticate(request, ex, b"")
+        gate.throttle(ex, caller)
+        lic = gate.port.index.by_id.get(request.match_info["license_id"])
+        if lic is None:
+            ex.refuse(Reason.KEY_NOT_FOUND, "no such license", status=404)
+        elif caller.admin or any(p == "*" or p == lic.product for p in caller.products):
+            _state_answer(ex, lic, "license state")
+            ex.extra = _license_extra(lic)
+        else:
+            ex.refuse(Reason.CALLER_NOT_AUTHORIZED, "caller may not read licenses of this product")
+    except Refused:
+        pass
+    return await gate.finish([ex])
+
+
+async def change_status(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    gate = request.app[GATE]
+    ex = gate.open(request, f"admin.{action}")
+    try:
+        raw = await gate.read(request, ex, ("application/json", "text/plain", "application/octet-stream", ""))
+        caller = gate.authenticate(request, ex, raw)
+        gate.require_admin(ex, caller)
+        status = {"revoke": Status.REVOKED, "suspend": Status.SUSPENDED, "resume": Status.ACTIVE}[action]
+        port = request.app[PORT]
+        lic = port.store.set_status(request.match_info["license_id"], status)
+        if lic is None:
+            ex.refuse(Reason.KEY_NOT_FOUND, "no such license", status=404)
+        else:
+            port.refresh()
+            log.info("license status changed", extra={"event": f"license_{action}", "license_id": lic.license_id,
+                                                       "caller_id": caller.caller_id})
+            _state_answer(ex, lic, f"license is now {lic.status.value}")
+            ex.extra = _license_extra(lic)
+    except Refused:
+        pass
+    return await gate.finish([ex])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    port, sink = request.app[PORT], request.app[SINK]
+    checks = {"registry": True, "policy": port.policy is not None, "audit": sink.healthy()}
+    ready = all(checks.values())
+    return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks,
+                              "licenses": len(port.index), "policy_version": port.policy.version},
+                             status=200 if ready else 503)
+
+
+async def reload_policy(request: web.Request) -> web.Response:
+    gate = request.app[GATE]
+    ex = gate.open(request, "admin.policy_reload")
+    try:
+        raw = await gate.read(request, ex, ("application/json", "text/plain", "application/octet-stream", ""))
+        caller = gate.authenticate(request, ex, raw)
+        gate.require_admin(ex, caller)
+        old = gate.port.policy.version
+        try:
+            policy = gate.port.reload_policy()
+        except PolicyError as exc:
+            log.error("policy reload refused", extra={"event": "policy_reload_failed", "error": str(exc)})
+            ex.refuse(Reason.INVALID_REQUEST, f"policy refused, version {old} stays in force: {exc}")
+            raise Refused from None
+        ex.policy_version = policy.version
+        log.info("policy reloaded", extra={"event": "policy_reload", "old": old, "new": policy.version})
+        ex.decide(None, Decision(Outcome.ALLOW, Reason.VALID, f"policy {policy.version} in force (was {old})"))
+    except Refused:
+        pass
+    return await gate.finish([ex])

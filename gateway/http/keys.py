@@ -1,0 +1,14 @@
+"""Typed application keys: the one place that names what lives on the aiohttp app."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.audit import AuditSink
+from gateway.config import Settings
+from gateway.http.gate import Gate
+from gateway.port import Port
+
+SETTINGS = web.AppKey("settings", Settings)
+PORT = web.AppKey("port", Port)
+SINK = web.AppKey("sink", AuditSink)
+GATE = web.AppKey("gate", Gate)
