@@ -18,6 +18,7 @@ _COMMANDS = {
     "serve": "gateway.cli.serve:serve",
     "call": "gateway.cli.call:call",
     "keys": "gateway.cli.keys:keys",
+    "dashboard": "gateway.cli.dashboard:dashboard",
 }
 
 
