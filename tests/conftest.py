@@ -1,0 +1,79 @@
+"""Shared fixtures: a real data directory (keys, policy, callers, registry) and a signing helper."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway import admin
+from gateway.auth import signed_headers
+from gateway.callers import Caller, add_caller
+from gateway.cli.setup import initialise
+from gateway.config import Settings, load_settings
+from gateway.policy import load_policy
+from gateway.registry.sqlite import SqliteStore
+
+TEST_POLICY = Path(__file__).parent / "engine" / "policy.toml"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    key_id: str
+    secret: str
+
+    def headers(self, method: str, path: str, body: bytes = b"", now: float | None = None) -> dict[str, str]:
+        return signed_headers(self.key_id, self.secret, method, path, body, time.time() if now is None else now)
+
+
+@dataclass
+class DataDir:
+    """A ready data directory with three callers and helpers to issue licenses."""
+
+    settings: Settings
+    service: Credentials
+    admin: Credentials
+    narrow: Credentials
+
+    @property
+    def path(self) -> Path:
+        return self.settings.data_dir
+
+    def issue(self, **fields) -> admin.Issued:
+        fields.setdefault("customer", "acme")
+        fields.setdefault("tier", "basic")
+        fields.setdefault("product", "suite")
+        fields.setdefault("expires_at", datetime.now(timezone.utc) + timedelta(days=365))
+        store = SqliteStore(self.settings.db_path)
+        try:
+            return admin.issue(store, load_policy(self.settings.policy_path), **fields)
+        finally:
+            store.close()
+
+
+def make_data_dir(root: Path, **overrides) -> DataDir:
+    settings = load_settings(root, env={}, **overrides)
+    initialise(settings)
+    shutil.copy(TEST_POLICY, settings.policy_path)
+    creds = {}
+    for name, caller in {
+        "service": Caller("service"),
+        "admin": Caller("admin", admin=True),
+        "narrow": Caller("narrow", features=("view",), products=("suite",), environments=("prod",)),
+    }.items():
+        key_id, secret = add_caller(settings.callers_path, settings.keys_dir, caller)
+        creds[name] = Credentials(key_id, secret)
+    return DataDir(settings, **creds)
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> DataDir:
+    return make_data_dir(tmp_path / "data", environment="prod")
+
+
+def body_of(obj) -> bytes:
+    return json.dumps(obj).encode()

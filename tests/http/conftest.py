@@ -1,0 +1,54 @@
+"""A real aiohttp gateway over a real data directory, with the audit records kept in memory."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.audit import MemorySink
+from gateway.http.app import create_app
+from gateway.http.keys import PORT
+
+
+class Gateway:
+    """A test client that signs requests like a calling service would."""
+
+    def __init__(self, client, data, sink: MemorySink) -> None:
+        self.client, self.data, self.sink = client, data, sink
+
+    @property
+    def records(self) -> list[dict]:
+        return self.sink.records
+
+    @property
+    def port(self):
+        return self.client.server.app[PORT]
+
+    async def post(self, path: str, obj=None, *, creds=None, raw: bytes | None = None,
+                   content_type: str = "application/json", headers: dict | None = None):
+        body = raw if raw is not None else json.dumps(obj).encode()
+        creds = creds or self.data.service
+        sent = {"Content-Type": content_type, **creds.headers("POST", path, body), **(headers or {})}
+        response = await self.client.post(path, data=body, headers=sent)
+        return response.status, await response.json()
+
+    async def get(self, path: str, *, creds=None):
+        creds = creds or self.data.service
+        response = await self.client.get(path, headers=creds.headers("GET", path))
+        return response.status, await response.json()
+
+    def issue(self, **fields):
+        """Issue a license and let the running gateway see it at once (instead of its next refresh)."""
+        issued = self.data.issue(**fields)
+        self.port.refresh()
+        return issued
+
+    async def check(self, **fields):
+        return await self.post("/v1/check", fields)
+
+
+@pytest.fixture
+async def gateway(aiohttp_client, data_dir) -> Gateway:
+    sink = MemorySink()
+    client = await aiohttp_client(create_app(data_dir.settings, sink_factory=lambda settings, instance: sink))
+    return Gateway(client, data_dir, sink)
