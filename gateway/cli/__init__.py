@@ -19,6 +19,7 @@ _COMMANDS = {
     "call": "gateway.cli.call:call",
     "keys": "gateway.cli.keys:keys",
     "dashboard": "gateway.cli.dashboard:dashboard",
+    "certs": "gateway.cli.certs:certs",
 }
 
 
