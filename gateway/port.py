@@ -5,10 +5,13 @@ a service that mounts the port as a module gets exactly the rules the gateway ap
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
+from uuid_utils import uuid7
+
 from gateway.callers import Caller, CallerDirectory, load_directory
-from gateway.checks import CheckBody
+from gateway.checks import CheckBody, InvalidRequest, lenient_fields, parse_check
 from gateway.config import Settings
 from gateway.engine import authorize_caller, decide, metering
 from gateway.exchange import Exchange
@@ -34,6 +37,27 @@ class Port:
         self._fingerprints: dict[str, str] = {}
 
     # -- hot path -------------------------------------------------------------------------
+    def open(self, endpoint: str, *, instance: str, now: datetime, remote_addr: str = "",
+             request_id: str | None = None, trace_id: str | None = None) -> Exchange:
+        """A new exchange under the policy in force; its request id defaults to its decision id."""
+        decision_id = str(uuid7())
+        return Exchange(decision_id=decision_id, request_id=request_id or decision_id, now=now,
+                        received_ns=time.perf_counter_ns(), instance=instance,
+                        environment=self.settings.environment, remote_addr=remote_addr, endpoint=endpoint,
+                        policy_version=self.policy.version, trace_id=trace_id)
+
+    def check(self, ex: Exchange, body: CheckBody, caller: Caller) -> Exchange:
+        """Decide one well-formed check for a known caller: lookup, caller scope, engine.
+
+        The one sequence behind ``/v1/check``, each item of ``/v1/check/batch`` and the embedded
+        Enforcer, so the three can never disagree.
+        """
+        lic = self.lookup(ex, body)
+        check = self.check_of(body, lic)
+        if self.authorize(ex, caller, check):
+            self.decide(ex, lic, check, ex.now)
+        return ex
+
     def fingerprint(self, hashed_key: str) -> str:
         fp = self._fingerprints.get(hashed_key)
         if fp is None:
@@ -85,3 +109,22 @@ class Port:
 
     def close(self) -> None:
         self.store.close()
+
+
+def read_check(ex: Exchange, doc: object) -> CheckBody | None:
+    """Parse one check body into the exchange; a malformed one is refused (400) and None returned.
+
+    The refused body's readable fields still go to the exchange, so its audit record says what
+    was asked.
+    """
+    for name, value in lenient_fields(doc).items():
+        setattr(ex, name, value)
+    try:
+        body = parse_check(doc)
+    except InvalidRequest as exc:
+        ex.refuse(Reason.INVALID_REQUEST, str(exc))
+        return None
+    ex.quantity = body.quantity
+    if body.request_id:
+        ex.request_id = body.request_id
+    return body

@@ -55,16 +55,10 @@ class Gate:
 
     # -- building exchanges -----------------------------------------------------------------
     def open(self, request: web.Request, endpoint: str) -> Exchange:
-        decision_id = str(uuid7())
         header_id = request.headers.get("X-Request-Id")
-        return Exchange(
-            decision_id=decision_id,
-            request_id=header_id[:128] if header_id else decision_id,
-            now=self.clock(), received_ns=time.perf_counter_ns(), instance=self.instance,
-            environment=self.port.settings.environment, remote_addr=request.remote or "",
-            endpoint=endpoint, policy_version=self.port.policy.version,
-            trace_id=_trace_id(request.headers.get("traceparent")),
-        )
+        return self.port.open(endpoint, instance=self.instance, now=self.clock(), remote_addr=request.remote or "",
+                              request_id=header_id[:128] if header_id else None,
+                              trace_id=_trace_id(request.headers.get("traceparent")))
 
     def sibling(self, first: Exchange) -> Exchange:
         """A further decision in the same request (batch): same caller, own decision id."""

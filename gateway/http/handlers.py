@@ -9,40 +9,16 @@ import logging
 
 from aiohttp import web
 
-from gateway.callers import Caller
-from gateway.checks import CheckBody, InvalidRequest, lenient_fields, parse_batch, parse_check
+from gateway.checks import InvalidRequest, parse_batch
 from gateway.exchange import Exchange
 from gateway.http.gate import Gate, Refused
 from gateway.http.keys import GATE, PORT, SINK
 from gateway.policy import PolicyError
+from gateway.port import read_check
 from gateway.licenses import iso
 from gateway.types import Decision, License, Outcome, Reason, Status
 
 log = logging.getLogger("portcullis.http")
-
-
-def _parse(ex: Exchange, doc: object) -> CheckBody | None:
-    """Parse one check body into the exchange; a malformed one is refused with 400."""
-    for name, value in lenient_fields(doc).items():
-        setattr(ex, name, value)
-    try:
-        body = parse_check(doc)
-    except InvalidRequest as exc:
-        ex.refuse(Reason.INVALID_REQUEST, str(exc))
-        return None
-    ex.quantity = body.quantity
-    if body.request_id:
-        ex.request_id = body.request_id
-    return body
-
-
-def _decide(gate: Gate, ex: Exchange, body: CheckBody, caller: Caller) -> None:
-    """Decide one well-formed check for an authenticated caller (shared by check and batch)."""
-    port = gate.port
-    lic = port.lookup(ex, body)
-    check = port.check_of(body, lic)
-    if port.authorize(ex, caller, check):
-        port.decide(ex, lic, check, ex.now)
 
 
 def _internal_error(ex: Exchange) -> None:
@@ -55,12 +31,12 @@ async def check(request: web.Request) -> web.Response:
     ex = gate.open(request, "check")
     try:
         raw, doc = await gate.read_json(request, ex)
-        body = _parse(ex, doc)
+        body = read_check(ex, doc)
         if body is None:
             raise Refused
         caller = gate.authenticate(request, ex, raw)
         gate.throttle(ex, caller)
-        _decide(gate, ex, body, caller)
+        gate.port.check(ex, body, caller)
     except Refused:
         pass
     except Exception:
@@ -88,9 +64,9 @@ async def check_batch(request: web.Request) -> web.Response:
     exchanges = [head] + [gate.sibling(head) for _ in items[1:]]
     for ex, item in zip(exchanges, items):
         try:
-            body = _parse(ex, item)
+            body = read_check(ex, item)
             if body is not None:
-                _decide(gate, ex, body, caller)
+                gate.port.check(ex, body, caller)
         except Exception:
             _internal_error(ex)
     results = [dict(ex.answer(), status=ex.http_status) for ex in exchanges]
