@@ -27,6 +27,17 @@ class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 
+    def invoke(self, ctx: click.Context):
+        """Known user errors become one-line messages with exit 1, never a traceback."""
+        from gateway.admin import AdminError
+        from gateway.callers import CallersError
+        from gateway.config import SettingsError
+        from gateway.policy import PolicyError
+        try:
+            return super().invoke(ctx)
+        except (AdminError, CallersError, PolicyError, SettingsError) as exc:
+            raise click.ClickException(str(exc)) from None
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = _COMMANDS.get(name)
         if target is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from gateway.callers import Caller, CallersError, add_caller, drop_key, load_directory, remove_caller, \
+from gateway.callers import Caller, add_caller, drop_key, load_directory, remove_caller, \
     rotate_caller
 from gateway.cli.common import data_option, emit, json_option, publish, settings_for, table
 
@@ -35,10 +35,7 @@ def add(name, features, products, environments, identities, is_admin, rate_limit
     new = Caller(caller_id=name, mtls_identities=tuple(identities), products=tuple(products),
                  features=tuple(features), environments=tuple(environments), admin=is_admin,
                  rate_limit_rps=rate_limit)
-    try:
-        key = add_caller(settings.callers_path, settings.keys_dir, new, with_key=not no_key)
-    except CallersError as exc:
-        raise click.ClickException(str(exc)) from None
+    key = add_caller(settings.callers_path, settings.keys_dir, new, with_key=not no_key)
     publish(settings)
     result = {"caller_id": name, "key_id": key[0] if key else None, "secret": key[1] if key else None}
     emit(result, as_json, lambda r: _secret_text(r) if key else f"caller {name} added (mTLS only)")
@@ -50,10 +47,7 @@ def add(name, features, products, environments, identities, is_admin, rate_limit
 def list_(data_dir, as_json):
     """List callers with their scopes and key ids (never secrets)."""
     settings = settings_for(data_dir)
-    try:
-        callers = load_directory(settings.callers_path, settings.keys_dir).callers
-    except CallersError as exc:
-        raise click.ClickException(str(exc)) from None
+    callers = load_directory(settings.callers_path, settings.keys_dir).callers
     rows = [c.to_toml() | {"caller_id": c.caller_id} for c in callers.values()]
     emit({"callers": rows}, as_json, lambda r: table(r["callers"], ["caller_id", "key_ids", "mtls_identities",
                                                                     "products", "features", "admin",
@@ -67,10 +61,7 @@ def list_(data_dir, as_json):
 def rotate(name, data_dir, as_json):
     """Give NAME a new key; its old keys stay valid until `caller drop-key`."""
     settings = settings_for(data_dir)
-    try:
-        key_id, secret = rotate_caller(settings.callers_path, settings.keys_dir, name)
-    except CallersError as exc:
-        raise click.ClickException(str(exc)) from None
+    key_id, secret = rotate_caller(settings.callers_path, settings.keys_dir, name)
     publish(settings)
     emit({"caller_id": name, "key_id": key_id, "secret": secret}, as_json, _secret_text)
 
@@ -82,10 +73,7 @@ def rotate(name, data_dir, as_json):
 def drop(name, key_id, data_dir):
     """Retire one of NAME's keys (after rotation)."""
     settings = settings_for(data_dir)
-    try:
-        drop_key(settings.callers_path, settings.keys_dir, name, key_id)
-    except CallersError as exc:
-        raise click.ClickException(str(exc)) from None
+    drop_key(settings.callers_path, settings.keys_dir, name, key_id)
     publish(settings)
     click.echo(f"key {key_id} of caller {name} removed")
 
@@ -96,9 +84,6 @@ def drop(name, key_id, data_dir):
 def remove(name, data_dir):
     """Remove caller NAME and all its keys."""
     settings = settings_for(data_dir)
-    try:
-        remove_caller(settings.callers_path, settings.keys_dir, name)
-    except CallersError as exc:
-        raise click.ClickException(str(exc)) from None
+    remove_caller(settings.callers_path, settings.keys_dir, name)
     publish(settings)
     click.echo(f"caller {name} removed")

@@ -48,17 +48,19 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 @contextmanager
-def registry(settings: Settings) -> Iterator[SqliteStore]:
-    """The registry store for one command; analytics snapshots are republished on the way out."""
+def registry(settings: Settings, publish: bool = False) -> Iterator[SqliteStore]:
+    """The registry store for one command; with ``publish`` (a change), the analytics snapshots
+    are republished on the way out."""
     store = SqliteStore(settings.db_path)
     try:
         yield store
-        admin.publish_snapshots(settings, store)
+        if publish:
+            admin.publish_snapshots(settings, store)
     finally:
         store.close()
 
 
 def publish(settings: Settings) -> None:
     """Republish the analytics snapshots after a change outside the store (callers)."""
-    with registry(settings):
+    with registry(settings, publish=True):
         pass

@@ -29,8 +29,5 @@ def show(data_dir: str | None, as_json: bool) -> None:
 @json_option
 def trust(public_key: str, data_dir: str | None, as_json: bool) -> None:
     """Accept license bundles signed by another issuer (PUBLIC_KEY as `ed25519:...`)."""
-    try:
-        kid = admin.trust_issuer(settings_for(data_dir), public_key)
-    except admin.AdminError as exc:
-        raise click.ClickException(str(exc)) from None
+    kid = admin.trust_issuer(settings_for(data_dir), public_key)
     emit({"trusted_issuer_key_id": kid}, as_json, lambda r: f"trusted issuer {kid}")

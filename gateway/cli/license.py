@@ -8,7 +8,7 @@ import click
 from gateway import admin
 from gateway.cli.common import data_option, emit, json_option, registry, settings_for, table
 from gateway.licenses import license_to_dict, parse_time
-from gateway.policy import PolicyError, load_policy
+from gateway.policy import load_policy
 from gateway.types import Status
 
 
@@ -48,18 +48,12 @@ def issue(customer, tier, product, expires, starts, seats, features, environment
     settings = settings_for(data_dir)
     if recipient and not out:
         raise click.UsageError("--recipient needs --out")
-    try:
-        policy = load_policy(settings.policy_path)
-    except PolicyError as exc:
-        raise click.ClickException(str(exc)) from None
-    with registry(settings) as store:
-        try:
-            issued = admin.issue(store, policy, customer=customer, tier=tier, product=product,
-                                 expires_at=_time(expires, "expires"), starts_at=_time(starts, "starts"), seats=seats,
-                                 features=features, environments=environments or ("*",))
-            sealed = admin.seal_license(settings, issued.license, recipient) if out else None
-        except admin.AdminError as exc:
-            raise click.ClickException(str(exc)) from None
+    policy = load_policy(settings.policy_path)
+    with registry(settings, publish=True) as store:
+        issued = admin.issue(store, policy, customer=customer, tier=tier, product=product,
+                             expires_at=_time(expires, "expires"), starts_at=_time(starts, "starts"), seats=seats,
+                             features=features, environments=environments or ("*",))
+        sealed = admin.seal_license(settings, issued.license, recipient) if out else None
     if out:
         Path(out).write_text(sealed)
     result = {"license_id": issued.license.license_id, "key": issued.key, "bundle": out,
@@ -76,11 +70,8 @@ def issue(customer, tier, product, expires, starts, seats, features, environment
 def import_(bundle_file, data_dir, as_json):
     """Import a sealed license bundle (verified once; importing it again changes nothing)."""
     settings = settings_for(data_dir)
-    with registry(settings) as store:
-        try:
-            lic, changed = admin.import_bundle(settings, store, Path(bundle_file).read_text(errors="replace"))
-        except admin.AdminError as exc:
-            raise click.ClickException(str(exc)) from None
+    with registry(settings, publish=True) as store:
+        lic, changed = admin.import_bundle(settings, store, Path(bundle_file).read_text(errors="replace"))
     emit({"license_id": lic.license_id, "changed": changed}, as_json,
          lambda r: f"license {r['license_id']} {'imported' if changed else 'already up to date'}")
 
@@ -120,11 +111,8 @@ def _status_command(name: str, status: Status, help_text: str) -> click.Command:
     @json_option
     def command(license_id, data_dir, as_json):
         settings = settings_for(data_dir)
-        with registry(settings) as store:
-            try:
-                lic = admin.set_status(store, license_id, status)
-            except admin.AdminError as exc:
-                raise click.ClickException(str(exc)) from None
+        with registry(settings, publish=True) as store:
+            lic = admin.set_status(store, license_id, status)
         emit(_public(lic), as_json, lambda r: f"license {license_id} is now {status.value}")
     return command
 
