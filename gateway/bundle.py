@@ -26,7 +26,8 @@ import re
 import struct
 import threading
 from collections import OrderedDict
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -113,12 +114,12 @@ def seal(payload: dict[str, Any], *, issuer: Ed25519PrivateKey, issuer_key_id: s
 def open_bundle(text: str, *, recipient: X25519PrivateKey,
                 trusted_issuers: Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
     """Verify and decrypt ``text``; ``trusted_issuers`` maps :func:`key_id` -> issuer key."""
-    return json.loads(_checked(text, recipient, trusted_issuers)[1])
+    return _checked(text, recipient, trusted_issuers)[2]
 
 
 def _checked(text: str, recipient: X25519PrivateKey,
-             trusted_issuers: Mapping[str, Ed25519PublicKey]) -> tuple[str, bytes]:
-    """``(issuer key id, payload JSON bytes)`` of a valid bundle; any failure is BundleError."""
+             trusted_issuers: Mapping[str, Ed25519PublicKey]) -> tuple[str, bytes, dict[str, Any]]:
+    """``(issuer key id, payload JSON, payload)`` of a valid bundle; any failure is BundleError."""
     try:
         return _open(text, recipient, trusted_issuers)
     except _REJECT:
@@ -128,7 +129,7 @@ def _checked(text: str, recipient: X25519PrivateKey,
 
 
 def _open(text: str, recipient: X25519PrivateKey,
-          trusted_issuers: Mapping[str, Ed25519PublicKey]) -> tuple[str, bytes]:
+          trusted_issuers: Mapping[str, Ed25519PublicKey]) -> tuple[str, bytes, dict[str, Any]]:
     header_bytes, ciphertext, signature = _unpack(_unarmor(text))
     header = _parse_header(header_bytes)
     if header["v"] != VERSION or header["alg"] != ALG:
@@ -142,8 +143,7 @@ def _open(text: str, recipient: X25519PrivateKey,
     shared = recipient.exchange(X25519PublicKey.from_public_bytes(epk))
     key = _content_key(shared, epk, recipient_public.public_bytes_raw())
     plaintext = AESGCM(key).decrypt(_unb64url(header["nonce"], _NONCE_BYTES), ciphertext, header_bytes)
-    _parse_payload(plaintext)
-    return header["kid"], plaintext
+    return header["kid"], plaintext, _parse_payload(plaintext)
 
 
 def _parse_header(header_bytes: bytes) -> dict[str, Any]:
@@ -213,13 +213,13 @@ class VerifiedBundles:
             issuer = trusted_issuers.get(kid)
             if issuer is not None and issuer.public_bytes_raw() == issuer_raw and entry_recipient == recipient_raw:
                 return json.loads(plaintext)
-        kid, plaintext = _checked(text, recipient, trusted_issuers)
+        kid, plaintext, payload = _checked(text, recipient, trusted_issuers)
         with self._lock:
             self._entries[digest] = (kid, trusted_issuers[kid].public_bytes_raw(), recipient_raw, plaintext)
             self._entries.move_to_end(digest)
             while len(self._entries) > self._maxsize:
                 self._entries.popitem(last=False)
-        return json.loads(plaintext)
+        return payload
 
 
 # -- framing and encodings (pure, shared by seal and open) ------------------------------------

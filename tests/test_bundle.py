@@ -5,7 +5,8 @@ import base64
 import json
 import os
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -15,8 +16,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import bundle
-from gateway.bundle import (ALG, BEGIN, END, MAX_TEXT_CHARS, BundleError, VerifiedBundles, key_id,
-                            open_bundle, parse_public_key, public_key_text, seal)
+from gateway.bundle import (
+    ALG,
+    BEGIN,
+    END,
+    MAX_TEXT_CHARS,
+    BundleError,
+    VerifiedBundles,
+    key_id,
+    open_bundle,
+    parse_public_key,
+    public_key_text,
+    seal,
+)
 
 ISSUER = Ed25519PrivateKey.generate()
 STRANGER = Ed25519PrivateKey.generate()

@@ -5,7 +5,7 @@ import ipaddress
 import json
 import ssl
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +20,7 @@ from gateway.certs import client_cert, new_ca, server_cert, slug, write_pki
 from gateway.cli import main
 from gateway.tls import ServerTLS, identity_from_der, peer_identity
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def load(path: str) -> x509.Certificate:

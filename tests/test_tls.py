@@ -14,7 +14,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from gateway.certs import CLIENT_AUTH, SERVER_AUTH, Issued, client_cert, new_ca, new_leaf, server_cert
 from gateway.tls import PeerIdentityError, ServerTLS, TLSConfigError, identity_from_der, peer_identity
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
 REFUSED = (ssl.SSLError, ConnectionError)
 _names = itertools.count()

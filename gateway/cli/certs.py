@@ -1,7 +1,7 @@
 """``portcullis certs``: a throwaway private PKI to try mTLS (see the README's mTLS walkthrough)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -16,12 +16,11 @@ def certs() -> None:
 
 
 def _summary(result: dict) -> str:
-    lines = [f"CA            {result['ca']['cert']}  (key {result['ca']['key']})",
-             f"server        {result['server']['cert']}  (key {result['server']['key']}, "
-             f"name {result['server']['name']})"]
-    lines += [f"client        {c['cert']}  (key {c['key']}, identity {c['identity']})" for c in result["clients"]]
-    lines.append(f"\nportcullis serve --tls-cert {result['server']['cert']} --tls-key {result['server']['key']} "
-                 f"--client-ca {result['ca']['cert']}")
+    ca, server = result["ca"], result["server"]
+    lines = [f"CA      {ca['cert']}  (key {ca['key']})",
+             f"server  {server['cert']}  (key {server['key']}, name {server['name']})"]
+    lines += [f"client  {c['cert']}  (key {c['key']}, identity {c['identity']})" for c in result["clients"]]
+    lines.append(f"\nportcullis serve --tls-cert {server['cert']} --tls-key {server['key']} --client-ca {ca['cert']}")
     return "\n".join(lines)
 
 
@@ -38,7 +37,7 @@ def make(out: str, ca_name: str, server_name: str, clients: tuple[str, ...], as_
     """Create a CA, a server certificate and one client certificate per --client in OUT."""
     try:
         result = write_pki(Path(out), ca_name=ca_name, server_name=server_name, clients=clients,
-                           now=datetime.now(timezone.utc))
+                           now=datetime.now(UTC))
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     emit(result, as_json, _summary)
