@@ -8,7 +8,6 @@ raised on the way is reported in ``alerts``.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from gateway.types import (
@@ -27,7 +26,10 @@ def glob_match(pattern: str, name: str) -> bool:
 
 
 def any_match(patterns: tuple[str, ...] | list[str], name: str) -> bool:
-    return any(glob_match(p, name) for p in patterns)
+    for pattern in patterns:
+        if pattern == name or (pattern[-1:] == "*" and name.startswith(pattern[:-1])):
+            return True
+    return False
 
 
 def entitled_features(lic: License, policy: Policy) -> tuple[str, ...]:
@@ -85,8 +87,9 @@ def _deny(reason: Reason, detail: str, alerts: list[Reason], **extra) -> Decisio
 
 
 def decide(lic: License | None, policy: Policy, check: Check, usage: Usage, now: datetime,
-           max_cache_ttl_s: int = 30) -> Decision:
-    """Decide one check. ``usage`` must have been read for ``metering(lic, policy, check, now)``."""
+           max_cache_ttl_s: int = 30, meter: Metering | None = None) -> Decision:
+    """Decide one check. ``usage`` must have been read for ``meter = metering(lic, policy, check, now)``;
+    pass ``meter`` when the caller already computed it (the hot path does)."""
     if lic is None:
         return _deny(Reason.KEY_NOT_FOUND, "no license matches this key", [])
     alerts: list[Reason] = []
@@ -114,7 +117,7 @@ def decide(lic: License | None, policy: Policy, check: Check, usage: Usage, now:
         return _deny(Reason.FEATURE_NOT_ENTITLED,
                      f"tier {lic.tier!r} does not include feature {check.feature!r}", alerts, **base)
 
-    meter = metering(lic, policy, check, now)
+    meter = meter or metering(lic, policy, check, now)
     if meter.seat_limit is not None and check.user_id is None:
         return _deny(Reason.INVALID_REQUEST, "user_id is required: this license has a seat limit", alerts, **base)
     seats = _seats(meter.seat_limit, usage, policy, alerts)
@@ -187,7 +190,7 @@ def _cache_ttl(lic: License, policy: Policy, now: datetime, max_ttl: int) -> int
 
 def _with(decision: Decision, **fields) -> Decision:
     """Fill the fields a nested check left unset (days_left, seats) from the outer context."""
-    return replace(decision, **{k: v for k, v in fields.items() if getattr(decision, k) is None})
+    return decision._replace(**{k: v for k, v in fields.items() if getattr(decision, k) is None})
 
 
 def _iso(moment: datetime) -> str:

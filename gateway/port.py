@@ -91,7 +91,7 @@ class Port:
             return ex.decide(None, decide(None, policy, check, _NO_USAGE, now, ttl))
         meter = metering(lic, policy, check, now)
         decision = self.store.decide(lic, meter, check.user_id, now,
-                                     lambda usage: decide(lic, policy, check, usage, now, ttl))
+                                     lambda usage: decide(lic, policy, check, usage, now, ttl, meter))
         return ex.decide(lic, decision)
 
     # -- state changes ---------------------------------------------------------------------

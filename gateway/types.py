@@ -1,13 +1,15 @@
 """The licensing model's vocabulary: frozen value types shared by the engine and its adapters.
 
-Times are timezone-aware UTC datetimes. Nothing here does I/O.
+Times are timezone-aware UTC datetimes. Nothing here does I/O. The types built on every request
+(Check, Usage, Metering, Decision) are NamedTuples rather than frozen dataclasses: equally
+immutable, and several times cheaper to construct, which the 20 µs decision budget needs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 
 class Outcome(StrEnum):
@@ -97,8 +99,7 @@ class License:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     """What the caller asks, minus the key (the adapter resolves the key to a license)."""
 
     feature: str
@@ -108,8 +109,7 @@ class Check:
     quantity: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """Usage state read atomically with the decision (seats and the applicable quota)."""
 
     seats_used: int = 0  # users holding a seat now
@@ -117,8 +117,7 @@ class Usage:
     quota_used: int = 0  # units consumed in the current period
 
 
-@dataclass(frozen=True, slots=True)
-class Metering:
+class Metering(NamedTuple):
     """Which usage counters a check touches: derived from license + policy before reading usage."""
 
     seat_limit: int | None
@@ -129,8 +128,7 @@ class Metering:
     period_end: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The engine's answer and the usage effects to apply atomically when it is not a deny."""
 
     outcome: Outcome
