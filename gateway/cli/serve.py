@@ -22,15 +22,18 @@ from gateway.cli.common import data_option, settings_for
 def serve(host, port, workers, tls_cert, tls_key, client_ca, environment, data_dir):
     """Serve the decision API."""
     from gateway.http.app import create_app
-    from gateway.policy import PolicyError
+    from gateway.http.keys import TLS
 
     settings = settings_for(data_dir, host=host, port=port, workers=workers, tls_cert=tls_cert, tls_key=tls_key,
                             client_ca=client_ca, environment=environment)
     if not settings.policy_path.exists():
         raise click.ClickException(f"{settings.policy_path} not found: run `portcullis init --data {settings.data_dir}`")
     logging.basicConfig(level=settings.log_level.upper())
-    try:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
-                    print=lambda *_: click.echo(f"portcullis listening on http://{settings.host}:{settings.port}"))
-    except PolicyError as exc:
-        raise click.ClickException(str(exc)) from None
+    if bool(settings.tls_cert) != bool(settings.tls_key) or (settings.client_ca and not settings.tls_cert):
+        raise click.UsageError("--tls-cert and --tls-key go together; --client-ca needs both")
+    app = create_app(settings)
+    tls = app.get(TLS)
+    scheme = "https" if tls else "http"
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None,
+                ssl_context=tls.context if tls else None,
+                print=lambda *_: click.echo(f"portcullis listening on {scheme}://{settings.host}:{settings.port}"))

@@ -11,15 +11,17 @@ from aiohttp import web
 from gateway.audit import AuditSink
 from gateway.config import Settings
 from gateway.http.gate import Clock, Gate, utc_now
-from gateway.http.keys import GATE, PORT, SETTINGS, SINK
+from gateway.http.keys import GATE, PORT, SETTINGS, SINK, TLS
 from gateway.http.middlewares import decision_shaped_errors
 from gateway.http.routes import setup_routes
 from gateway.port import Port
+from gateway.tls import PeerIdentityError, ServerTLS, TLSConfigError, peer_identity
 
 log = logging.getLogger("portcullis")
 SinkFactory = Callable[[Settings, str], AuditSink]
 # How often a worker picks up registry changes made elsewhere (CLI, admin API on another worker).
 REFRESH_INTERVAL_S = 1.0
+TLS_POLL_INTERVAL_S = 5.0
 
 
 def durable_sink(settings: Settings, instance: str) -> AuditSink:
@@ -29,11 +31,42 @@ def durable_sink(settings: Settings, instance: str) -> AuditSink:
 
 def create_app(settings: Settings, *, sink_factory: SinkFactory = durable_sink, clock: Clock = utc_now,
                worker: int = 0) -> web.Application:
+    """The gateway application. With ``settings.tls_cert`` set, ``app[TLS].context`` is the SSL
+    context to serve with (certificate and client CA reloaded from disk when they change)."""
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[decision_shaped_errors])
     app[SETTINGS] = settings
+    if settings.tls_cert:
+        app[TLS] = ServerTLS(settings.tls_cert, settings.tls_key, settings.client_ca or None)
+        app.cleanup_ctx.append(_tls_reloader)
     app.cleanup_ctx.append(_resources(settings, sink_factory, clock, worker))
     setup_routes(app)
     return app
+
+
+def client_identity(request: web.Request) -> str | None:
+    """The verified client certificate's identity (SPEC §3); None refuses it as bad_client_cert."""
+    try:
+        return peer_identity(request.transport.get_extra_info("ssl_object") if request.transport else None)
+    except PeerIdentityError:
+        return None
+
+
+async def _tls_reloader(app: web.Application) -> AsyncIterator[None]:
+    """Poll the certificate and trust bundle so they can be replaced without a restart."""
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(TLS_POLL_INTERVAL_S)
+            try:
+                if app[TLS].reload_if_changed():
+                    log.info("TLS material reloaded", extra={"event": "tls_reload"})
+            except TLSConfigError as exc:
+                log.error("TLS reload refused, previous material stays", extra={"event": "tls_reload_failed",
+                                                                                 "error": str(exc)})
+    task = asyncio.create_task(poll())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, worker: int):
@@ -45,7 +78,8 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
         if start is not None:
             await start()
         app[PORT], app[SINK] = port, sink
-        app[GATE] = Gate(port, sink, instance, clock)
+        app[GATE] = Gate(port, sink, instance, clock,
+                         peer_identity=client_identity if settings.tls_cert and settings.client_ca else None)
         refresher = asyncio.create_task(_refresh_forever(port))
         log.info("gateway ready", extra={"event": "ready", "instance": instance, "licenses": len(port.index),
                                          "policy_version": port.policy.version})

@@ -7,8 +7,10 @@ from gateway.audit import AuditSink
 from gateway.config import Settings
 from gateway.http.gate import Gate
 from gateway.port import Port
+from gateway.tls import ServerTLS
 
 SETTINGS = web.AppKey("settings", Settings)
 PORT = web.AppKey("port", Port)
 SINK = web.AppKey("sink", AuditSink)
 GATE = web.AppKey("gate", Gate)
+TLS = web.AppKey("tls", ServerTLS)
