@@ -1,0 +1,171 @@
+"""DurableSink: the audit trail's production sink (SPEC §5): spool, then Parquet and manifest.
+
+``ack="durable"``: ``submit`` returns once the records are fsync'd in the spool (group commit).
+``ack="buffered"``: it returns at once; a crash loses what was not yet fsync'd (at most one
+commit, or ``max_buffered`` submits when the disk is slow). If the spool cannot be written,
+``submit`` raises :class:`AuditUnavailable` and ``healthy()`` is False until a write succeeds
+again (tried on every submit and every second); with ``on_failure="allow"`` it returns instead
+and the records are counted in ``lost_records``. Records are never dropped silently.
+
+Rotated segments are converted to Parquet by a converter thread (the event loop only ever
+queues records), and on start the segments an earlier run of this instance left are converted.
+
+Wire it into aiohttp with ``cleanup_ctx``::
+
+    async def audit_ctx(app):
+        async with DurableSink.from_settings(settings, worker) as sink:
+            app[AUDIT] = sink
+            yield
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.audit import AuditRecord, AuditUnavailable
+from gateway.audit.manifest import Manifest
+from gateway.audit.parquet import convert_segment, make_dirs
+from gateway.audit.schema import AUDIT_SCHEMA
+from gateway.audit.spool import Spool
+from gateway.config import Settings
+from gateway.keyfiles import audit_key
+
+log = logging.getLogger(__name__)
+
+CONVERT_RETRY_S = 5.0
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    spool_dir: Path  # this instance's own spool directory
+    audit_dir: Path
+    instance: str  # unique per writing process: it names the Parquet files
+    ack: str = "durable"
+    on_failure: str = "deny"
+    rotate_s: float = 60.0
+    rotate_bytes: int = 64 * 1024 * 1024
+    commit_interval_ms: float = 0.0  # extra wait before each fsync to gather a larger group
+    max_buffered: int = 10_000  # buffered mode: beyond this many queued submits, wait for the fsync
+
+    @classmethod
+    def from_settings(cls, settings: Settings, worker: int = 0) -> SinkConfig:
+        instance = settings.instance_id(worker)
+        return cls(spool_dir=settings.spool_dir / instance, audit_dir=settings.audit_dir, instance=instance,
+                   ack=settings.audit_ack, on_failure=settings.audit_on_failure,
+                   rotate_s=settings.audit_rotate_s, rotate_bytes=settings.audit_rotate_bytes,
+                   commit_interval_ms=settings.audit_commit_interval_ms)
+
+
+class DurableSink:
+    """An :class:`gateway.audit.AuditSink`; counters are plain attributes for a metrics adapter."""
+
+    def __init__(self, config: SinkConfig, signing_key: Ed25519PrivateKey) -> None:
+        self.config = config
+        self._manifest = Manifest(config.audit_dir, signing_key)
+        self._segments: queue.Queue[Path | None] = queue.Queue()
+        self._spool = Spool(config.spool_dir, AUDIT_SCHEMA, rotate_s=config.rotate_s,
+                            rotate_bytes=config.rotate_bytes, commit_interval_s=config.commit_interval_ms / 1000,
+                            on_rotated=self._segments.put)
+        self._converter = threading.Thread(target=self._convert_loop, name=f"audit-convert:{config.instance}",
+                                           daemon=True)
+        self._stopping = threading.Event()
+        self._lock_fd: int | None = None
+        self._running = False
+        self.lost_records = 0
+        self.files_written = 0
+        self.conversion_failures = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, worker: int = 0) -> DurableSink:
+        return cls(SinkConfig.from_settings(settings, worker), audit_key(settings.keys_dir))
+
+    # Counters of the spool, read through so that a metrics adapter sees one object.
+    records_written = property(lambda self: self._spool.records_written)
+    bytes_written = property(lambda self: self._spool.bytes_written)
+    flush_seconds_total = property(lambda self: self._spool.flush_seconds_total)
+    syncs = property(lambda self: self._spool.syncs)
+    failures = property(lambda self: self._spool.failures, doc="spool writes that failed")
+    backlog = property(lambda self: self._segments.qsize(), doc="segments waiting for conversion")
+
+    async def start(self) -> None:
+        """Lock this instance's spool, queue the segments left by an earlier run, start the threads."""
+        make_dirs(self.config.spool_dir)
+        make_dirs(self.config.audit_dir)
+        self._lock_fd = os.open(self.config.spool_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise RuntimeError(f"audit spool {self.config.spool_dir} is used by another process: "
+                               f"every worker needs its own instance id") from None
+        for segment in self._spool.segments():
+            self._segments.put(segment)
+        self._spool.start()
+        self._converter.start()
+        self._running = True
+
+    async def close(self) -> None:
+        """Write out everything submitted, convert it to Parquet, release the spool."""
+        if not self._running:
+            return
+        self._running = False
+        await self._spool.close()
+        self._stopping.set()
+        self._segments.put(None)
+        await asyncio.to_thread(self._converter.join)
+        os.close(self._lock_fd)
+
+    async def __aenter__(self) -> DurableSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def healthy(self) -> bool:
+        return self._running and self._spool.healthy
+
+    async def submit(self, records: Sequence[AuditRecord]) -> None:
+        if not self._running:
+            raise AuditUnavailable("the audit sink is not running")
+        if not records:
+            return
+        future = self._spool.append(records)
+        if (self.config.ack == "buffered" and self._spool.healthy
+                and self._spool.pending <= self.config.max_buffered):
+            future.add_done_callback(partial(self._after_buffered, len(records)))
+            return
+        try:
+            await future
+        except OSError as exc:
+            if self.config.on_failure != "allow":
+                raise AuditUnavailable(f"audit spool cannot be written: {exc}") from exc
+            self.lost_records += len(records)
+
+    def _after_buffered(self, count: int, future: asyncio.Future) -> None:
+        """Buffered records were acknowledged already: a failure can only be counted and logged."""
+        if future.cancelled() or future.exception() is None:
+            return
+        self.lost_records += count
+        log.error("audit: %d acknowledged (buffered) records were lost: %s", count, future.exception())
+
+    def _convert_loop(self) -> None:
+        while (segment := self._segments.get()) is not None:
+            try:
+                self.files_written += len(convert_segment(segment, self.config.audit_dir, self.config.instance,
+                                                          self._manifest))
+            except Exception:  # the segment stays in the spool; nothing acknowledged is lost
+                self.conversion_failures += 1
+                log.exception("audit: converting spool segment %s failed; it stays in the spool", segment)
+                if not self._stopping.wait(CONVERT_RETRY_S):
+                    self._segments.put(segment)

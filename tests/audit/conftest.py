@@ -1,0 +1,48 @@
+"""Shared audit fixtures: realistic records, an audit key, and a sink over a temp data dir."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.audit.writer import DurableSink, SinkConfig
+
+T0 = 1_767_268_800_000_000  # 2026-01-01T12:00:00Z in microseconds
+HOUR = 3_600_000_000
+
+
+def make_record(i: int = 0, ts: int = T0, **overrides: object) -> dict:
+    decision_id = str(uuid.uuid4())
+    record = {
+        "ts": ts, "decision_id": decision_id, "request_id": decision_id, "instance": "test-w0",
+        "environment": "test", "caller_id": "billing", "auth_method": "hmac", "auth_error": None,
+        "remote_addr": "10.0.0.7", "endpoint": "check", "http_status": 200, "decision": "allow",
+        "reason": "VALID", "alerts": ["EXPIRING_SOON"] if i % 5 == 0 else [],
+        "license_id": "lic_ABCDEFGHIJKLMNOPQRST", "key_fp": "0123456789abcdef", "customer": "acme",
+        "product": "analytics-suite", "tier": "pro", "user_id": f"u-{i}", "feature": "export",
+        "quantity": i % 3, "seats_used": 12, "seats_limit": 25, "quota_used": None, "quota_limit": None,
+        "expires_at": T0 + 30 * 24 * HOUR, "policy_version": "a1b2c3d4e5f6", "latency_us": 80 + i % 50,
+        "trace_id": None, "error": None,
+    }
+    record.update(overrides)
+    return record
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> SinkConfig:
+    return SinkConfig(spool_dir=tmp_path / "spool" / "test-w0", audit_dir=tmp_path / "audit", instance="test-w0")
+
+
+@pytest.fixture
+def make_sink(key: Ed25519PrivateKey, config: SinkConfig):
+    def make(**changes: object) -> DurableSink:
+        from dataclasses import replace
+        return DurableSink(replace(config, **changes), key)
+    return make
