@@ -18,15 +18,15 @@ from gateway.port import Port
 from gateway.tls import PeerIdentityError, ServerTLS, TLSConfigError, peer_identity
 
 log = logging.getLogger("portcullis")
-SinkFactory = Callable[[Settings, str], AuditSink]
+SinkFactory = Callable[[Settings, int], AuditSink]  # (settings, worker index) -> sink
 # How often a worker picks up registry changes made elsewhere (CLI, admin API on another worker).
 REFRESH_INTERVAL_S = 1.0
 TLS_POLL_INTERVAL_S = 5.0
 
 
-def durable_sink(settings: Settings, instance: str) -> AuditSink:
+def durable_sink(settings: Settings, worker: int) -> AuditSink:
     from gateway.audit.writer import DurableSink
-    return DurableSink(settings, instance)
+    return DurableSink.from_settings(settings, worker)
 
 
 def create_app(settings: Settings, *, sink_factory: SinkFactory = durable_sink, clock: Clock = utc_now,
@@ -73,7 +73,7 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
     async def context(app: web.Application) -> AsyncIterator[None]:
         instance = settings.instance_id(worker)
         port = Port(settings)
-        sink = sink_factory(settings, instance)
+        sink = sink_factory(settings, worker)
         start = getattr(sink, "start", None)
         if start is not None:
             await start()
