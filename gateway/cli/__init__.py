@@ -20,6 +20,7 @@ _COMMANDS = {
     "keys": "gateway.cli.keys:keys",
     "dashboard": "gateway.cli.dashboard:dashboard",
     "certs": "gateway.cli.certs:certs",
+    "audit": "gateway.cli.audit:audit",
 }
 
 
