@@ -77,3 +77,63 @@ def data_dir(tmp_path) -> DataDir:
 
 def body_of(obj) -> bytes:
     return json.dumps(obj).encode()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """A real ``portcullis serve`` process on a free port, stopped (or killed) by the test."""
+
+    def __init__(self, data: Path, *args: str, env: dict | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data.parent / f"serve-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--data", str(data), "--port", str(self.port), *args],
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        import urllib.request
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"gateway not ready: {self.log.read_text()}")
+
+    def stop(self, sig: int | None = None, timeout: float = 20.0) -> int:
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """Start gateways as real processes; whatever a test leaves running is killed."""
+    started: list[ServerProcess] = []
+
+    def start(data: Path, *args: str, **kwargs) -> ServerProcess:
+        server = ServerProcess(data, *args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
