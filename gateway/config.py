@@ -27,7 +27,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
-    instance: str = ""  # default: "<hostname>-w<worker>"; must be unique per writing process
+    instance: str = ""  # default: the host name; each worker appends "-w<N>" so every writer is unique
     max_body_bytes: int = 64 * 1024
     clock_skew_s: int = 300
     cache_ttl_s: int = 30
@@ -39,12 +39,17 @@ class Settings:
     audit_commit_interval_ms: float = 0.0
     log_level: str = "info"
     access_log: bool = False
+    shutdown_timeout_s: float = 30.0
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8501
-    webhook_url: str = ""
+    webhooks_url: str = ""
+    webhooks_secret_file: str = "keys/webhook.secret"
+    webhooks_attempts: int = 6
+    webhooks_backoff_s: float = 1.0
+    webhooks_breach_threshold: int = 20
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     # Derived paths: one place that knows the data layout (SPEC §8).
@@ -72,8 +77,17 @@ class Settings:
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
 
+    @property
+    def run_dir(self) -> Path:
+        """Per-run scratch state shared by the workers of one ``serve`` (emptied at start)."""
+        return self.data_dir / "run"
+
+    @property
+    def webhooks_secret_path(self) -> Path:
+        return self.data_dir / self.webhooks_secret_file
+
     def instance_id(self, worker: int = 0) -> str:
-        return self.instance or f"{socket.gethostname()}-w{worker}"
+        return f"{self.instance or socket.gethostname()}-w{worker}"
 
     def with_(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
