@@ -5,17 +5,22 @@ projected by ``Gate.finish``, so it has the decision shape and its audit record.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 
 from aiohttp import web
 
+from gateway import admin
 from gateway.checks import InvalidRequest, parse_batch
+from gateway.config import Settings
 from gateway.exchange import Exchange
 from gateway.http.gate import Gate, Refused
 from gateway.http.keys import GATE, PORT, SINK
 from gateway.policy import PolicyError
 from gateway.port import read_check
 from gateway.licenses import iso
+from gateway.registry.sqlite import SqliteStore
 from gateway.types import Decision, License, Outcome, Reason, Status
 
 log = logging.getLogger("portcullis.http")
@@ -126,6 +131,69 @@ async def change_status(request: web.Request) -> web.Response:
             ex.extra = _license_extra(lic)
     except Refused:
         pass
+    return await gate.finish([ex])
+
+
+_BUNDLE_TYPES = ("text/plain", "application/json")
+
+
+def _bundle_text(ex: Exchange, raw: bytes, content_type: str) -> str:
+    """The armored bundle of an import body: the text itself, or JSON ``{"bundle": "..."}``."""
+    try:
+        text = raw.decode("utf-8")
+        if content_type == "application/json":
+            doc = json.loads(text)
+            if not isinstance(doc, dict) or set(doc) != {"bundle"} or not isinstance(doc["bundle"], str):
+                ex.refuse(Reason.INVALID_REQUEST, 'body must be a JSON object with one string field, "bundle"')
+                raise Refused
+            text = doc["bundle"]
+    except ValueError:  # bad UTF-8 or bad JSON
+        ex.refuse(Reason.INVALID_REQUEST, "invalid license bundle")
+        raise Refused from None
+    return text
+
+
+def _import_and_publish(settings: Settings, text: str) -> tuple[License, bool]:
+    """Open, verify and store a bundle, then republish the analytics snapshots if it changed
+    anything. Runs in a worker thread with its own registry connection (the event loop's one
+    must never see a transaction from another thread)."""
+    store = SqliteStore(settings.db_path)
+    try:
+        lic, changed = admin.import_bundle(settings, store, text)
+        if changed:
+            try:
+                admin.publish_snapshots(settings, store)
+            except Exception:  # the import stands; the next change republishes
+                log.exception("snapshot publication failed", extra={"event": "snapshot_failed"})
+        return lic, changed
+    finally:
+        store.close()
+
+
+async def import_license(request: web.Request) -> web.Response:
+    gate = request.app[GATE]
+    ex = gate.open(request, "admin.import")
+    try:
+        raw = await gate.read(request, ex, _BUNDLE_TYPES)
+        caller = gate.authenticate(request, ex, raw)
+        gate.require_admin(ex, caller)
+        gate.throttle(ex, caller)
+        text = _bundle_text(ex, raw, request.content_type)
+        loop = asyncio.get_running_loop()
+        try:
+            lic, changed = await loop.run_in_executor(None, _import_and_publish, gate.port.settings, text)
+        except admin.AdminError:
+            ex.refuse(Reason.INVALID_REQUEST, "invalid license bundle")
+            raise Refused from None
+        gate.port.refresh()
+        log.info("license imported", extra={"event": "license_import", "license_id": lic.license_id,
+                                            "changed": changed, "caller_id": caller.caller_id})
+        _state_answer(ex, lic, "license imported" if changed else "license already up to date")
+        ex.extra = _license_extra(lic) | {"changed": changed}
+    except Refused:
+        pass
+    except Exception:
+        _internal_error(ex)
     return await gate.finish([ex])
 
 

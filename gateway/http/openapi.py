@@ -37,6 +37,7 @@ DECISION = {
             "used": {"type": "integer"}, "limit": {"type": "integer"}, "period_end": _NULLABLE_STR}},
         "policy_version": _STR, "cache_ttl_s": {"type": "integer"},
         "status": {"type": "integer", "description": "in batch results: the HTTP status the check had alone"},
+        "changed": {"type": "boolean", "description": "in an import answer: whether the registry changed"},
         "license_state": {"type": "object"},
     },
 }
@@ -71,6 +72,8 @@ DOCUMENT = {
             "Check": CHECK, "Decision": DECISION,
             "Batch": {"type": "object", "additionalProperties": False, "required": ["checks"], "properties": {
                 "checks": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": _ref("Check")}}},
+            "Import": {"type": "object", "additionalProperties": False, "required": ["bundle"], "properties": {
+                "bundle": {"type": "string", "description": "a sealed bundle in its text form"}}},
             "BatchResults": {"type": "object", "required": ["results"], "properties": {
                 "results": {"type": "array", "items": _ref("Decision")}}},
         },
@@ -86,6 +89,11 @@ DOCUMENT = {
         "/v1/licenses/{license_id}": {"get": {"operationId": "getLicense", "summary": "A license's public state",
                                               "parameters": _ADMIN_ID,
                                               "responses": _answers(200, 401, 403, 404, 429, 503)}},
+        "/v1/admin/licenses": {"post": {
+            "operationId": "importLicense", "summary": "Import a sealed license bundle (admin)",
+            "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}},
+                                                          "application/json": {"schema": _ref("Import")}}},
+            "responses": _answers(200, *_ERRORS)}},
         **{f"/v1/admin/licenses/{{license_id}}/{action}": {"post": {
             "operationId": f"{action}License", "summary": f"{action.capitalize()} a license (admin)",
             "parameters": _ADMIN_ID, "responses": _answers(200, 401, 403, 404, 413, 415, 503)}}

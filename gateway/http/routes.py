@@ -10,6 +10,7 @@ ROUTES = [
     web.post("/v1/check", handlers.check),
     web.post("/v1/check/batch", handlers.check_batch),
     web.get("/v1/licenses/{license_id}", handlers.get_license, allow_head=False),
+    web.post("/v1/admin/licenses", handlers.import_license),
     web.post("/v1/admin/licenses/{license_id}/{action:revoke|suspend|resume}", handlers.change_status),
     web.post("/v1/admin/policy/reload", handlers.reload_policy),
     web.get("/healthz", handlers.healthz, allow_head=False),
