@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.audit.manifest import Manifest, sha256_file
+from gateway.audit.parquet import make_dirs, write_parquet
+from gateway.audit.schema import AUDIT_SCHEMA
 from gateway.audit.writer import DurableSink, SinkConfig
 
 T0 = 1_767_268_800_000_000  # 2026-01-01T12:00:00Z in microseconds
@@ -30,6 +35,17 @@ def make_record(i: int = 0, ts: int = T0, **overrides: object) -> dict:
     return record
 
 
+def add_file(audit: Path, manifest: Manifest, hour: int, name: str, rows: int = 3) -> str:
+    """One real Parquet file in hour ``12 + hour`` of 2026-01-01, listed in the manifest."""
+    path = f"date=2026-01-01/hour={12 + hour:02d}/{name}.parquet"
+    make_dirs((audit / path).parent)
+    table = pa.Table.from_pylist([make_record(i, ts=T0 + hour * HOUR + i) for i in range(rows)], schema=AUDIT_SCHEMA)
+    facts = write_parquet([table], AUDIT_SCHEMA, audit / path)
+    manifest.append(path=path, sha256=sha256_file(audit / path), rows=facts.rows,
+                    min_ts=facts.min_ts, max_ts=facts.max_ts)
+    return path
+
+
 @pytest.fixture
 def key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
@@ -43,6 +59,5 @@ def config(tmp_path: Path) -> SinkConfig:
 @pytest.fixture
 def make_sink(key: Ed25519PrivateKey, config: SinkConfig):
     def make(**changes: object) -> DurableSink:
-        from dataclasses import replace
         return DurableSink(replace(config, **changes), key)
     return make

@@ -3,25 +3,11 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit.manifest import GENESIS, Manifest, ManifestError, line_hash, sha256_file, verify
-from gateway.audit.parquet import make_dirs, write_parquet
-from gateway.audit.schema import AUDIT_SCHEMA
-from tests.audit.conftest import HOUR, T0, make_record
-
-
-def add_file(audit: Path, manifest: Manifest, hour: int, name: str, rows: int = 3) -> str:
-    """One real Parquet file in the trail, listed in the manifest."""
-    path = f"date=2026-01-01/hour={12 + hour:02d}/{name}.parquet"
-    make_dirs((audit / path).parent)
-    table = pa.Table.from_pylist([make_record(i, ts=T0 + hour * HOUR + i) for i in range(rows)], schema=AUDIT_SCHEMA)
-    facts = write_parquet([table], AUDIT_SCHEMA, audit / path)
-    manifest.append(path=path, sha256=sha256_file(audit / path), rows=facts.rows,
-                    min_ts=facts.min_ts, max_ts=facts.max_ts)
-    return path
+from gateway.audit.manifest import GENESIS, Manifest, ManifestError, line_hash, verify
+from tests.audit.conftest import add_file
 
 
 @pytest.fixture
