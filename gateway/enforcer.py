@@ -14,7 +14,6 @@ SQLite connection must not be used from two threads at once. ``check`` blocks on
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from datetime import datetime, timezone
@@ -35,16 +34,11 @@ ENDPOINT = "embedded.check"
 # Like a gateway worker, pick up registry changes made elsewhere (CLI, gateway admin API).
 REFRESH_INTERVAL_S = 1.0
 Clock = Callable[[], datetime]
-SinkFactory = Callable[[Settings, str], AuditSink]
+SinkFactory = Callable[[Settings, int], AuditSink]  # (settings, worker index), as for create_app
 
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _durable_sink(settings: Settings, instance: str) -> AuditSink:
-    from gateway.audit.writer import DurableSink
-    return DurableSink(settings, instance)
 
 
 class Enforcer:
@@ -65,15 +59,24 @@ class Enforcer:
 
     @classmethod
     def from_data_dir(cls, path: str | Path, *, environment: str | None = None, instance: str | None = None,
-                      sink_factory: SinkFactory = _durable_sink, clock: Clock = _utc_now) -> Enforcer:
+                      sink_factory: SinkFactory | None = None, clock: Clock = _utc_now) -> Enforcer:
         """Open a data directory made by ``portcullis init`` (settings from its portcullis.toml and
-        ``PORTCULLIS_*``). ``instance`` names this process's audit files and must be unique among
-        the writers of that directory: the default adds the process id to the host name."""
-        settings = load_settings(path, environment=environment, instance=instance)
-        name = settings.instance or f"{socket.gethostname()}-embedded-{os.getpid()}"
+        ``PORTCULLIS_*``), with the durable audit trail unless another sink factory is given.
+
+        ``instance`` names this process in audit records and files (default: the gateway's
+        instance name, or the host name, plus ``-embedded``). It must be stable across restarts,
+        so that a restarted process converts what its predecessor left in its spool, and unique
+        among the processes writing to the directory: a second process with the same name is
+        refused when it opens the spool.
+        """
+        settings = load_settings(path, environment=environment)
+        settings = settings.with_(instance=instance or f"{settings.instance or socket.gethostname()}-embedded")
+        if sink_factory is None:
+            from gateway.audit.writer import DurableSink
+            sink_factory = DurableSink.from_settings
         port = Port(settings)
         try:
-            return cls(port, sink_factory(settings, name), instance=name, clock=clock)
+            return cls(port, sink_factory(settings, 0), instance=settings.instance_id(0), clock=clock)
         except BaseException:
             port.close()
             raise

@@ -6,6 +6,7 @@ import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import pyarrow.parquet as pq
 import pytest
 
 from gateway.engine import metering
@@ -45,6 +46,20 @@ def test_decisions_are_audited_as_the_embedded_caller(data_dir, embedded):
     assert (record["environment"], record["license_id"]) == ("prod", valid.license.license_id)
     assert record["key_fp"] and valid.key not in repr(sink.records)
     assert record["instance"] == enforcer.instance and "embedded" in enforcer.instance
+
+
+def test_the_default_trail_is_durable_parquet(data_dir):
+    issued = data_dir.issue(tier="basic", expires_at=days(200))
+    with Enforcer.from_data_dir(data_dir.path, environment="prod") as enforcer:
+        decisions = [enforcer.check(license_key=issued.key, feature=f, user_id="u1") for f in ("view", "admin")]
+        with pytest.raises(RuntimeError, match="another process"):  # one writer per instance name
+            Enforcer.from_data_dir(data_dir.path, environment="prod")
+    files = sorted(data_dir.settings.audit_dir.glob("date=*/hour=*/*.parquet"))
+    rows = pq.ParquetFile(files[0]).read().to_pylist() if len(files) == 1 else []
+    assert [(r["decision_id"], r["reason"]) for r in rows] == [(d.decision_id, d.reason) for d in decisions]
+    assert {(r["caller_id"], r["endpoint"], r["instance"]) for r in rows} == {
+        ("embedded", "embedded.check", enforcer.instance)}
+    assert files[0].name.startswith(enforcer.instance)
 
 
 def test_a_malformed_check_is_refused_and_audited(embedded):
