@@ -1,8 +1,10 @@
 """Write N days of synthetic audit history into a data directory, laid out as the gateway does.
 
 Day by day (so memory stays bounded at ~rows/days records): generate the day's records, then
-write one Parquet file per (hour, instance) under ``audit/date=YYYY-MM-DD/hour=HH/`` through a
-``.parquet.tmp`` name and a rename, zstd, one row group per file, as after ``audit compact``.
+write one Parquet file per hour under ``audit/date=YYYY-MM-DD/hour=HH/`` through a
+``.parquet.tmp`` name and a rename, zstd, one row group per file: the layout after
+``portcullis audit compact``, which is what a month of history looks like in production (the
+number of files, not of rows, is what costs DuckDB most at query planning time).
 The matching licenses and callers snapshots are written too. No manifest is written: synthetic
 history is not signed by any gateway, so ``portcullis audit verify`` would rightly refuse it.
 """
@@ -23,7 +25,9 @@ import pyarrow.parquet as pq
 from gateway.snapshot import write_callers_snapshot, write_licenses_snapshot
 
 from .population import DAY_US, caller_rows, license_rows, make_population
-from .traffic import HOUR_US, INSTANCES, arrivals, traffic
+from .traffic import HOUR_US, arrivals, traffic
+
+COMPACTED = "compacted"  # file name prefix: one file holds the hour of every instance
 
 
 
@@ -76,20 +80,18 @@ def generate(data_dir: str | Path, *, days: int = 30, rows: int = 1_000_000, end
 
 
 def _hour_files(table: pa.Table):
-    """(hour start, instance, rows) for every file of records grouped by hour and instance."""
+    """(hour start, rows) for each hour of records sorted by ts."""
     hour = pc.divide(table["ts"].cast(pa.int64()), HOUR_US).to_numpy()
-    instance = pc.index_in(table["instance"], value_set=pa.array(INSTANCES)).to_numpy()
-    key = hour * len(INSTANCES) + instance
-    starts = np.flatnonzero(np.diff(key, prepend=-1))
-    for lo, hi in zip(starts, np.append(starts[1:], len(key))):
-        yield int(hour[lo]) * HOUR_US, INSTANCES[instance[lo]], table.slice(lo, hi - lo)
+    starts = np.flatnonzero(np.diff(hour, prepend=-1))
+    for lo, hi in zip(starts, np.append(starts[1:], len(hour))):
+        yield int(hour[lo]) * HOUR_US, table.slice(lo, hi - lo)
 
 
-def _write(audit_dir: Path, hour_us: int, instance: str, rows: pa.Table) -> int:
+def _write(audit_dir: Path, hour_us: int, rows: pa.Table) -> int:
     when = datetime.fromtimestamp(hour_us / 1e6, tz=timezone.utc)
     folder = audit_dir / f"date={when:%Y-%m-%d}" / f"hour={when:%H}"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{instance}-{hour_us // HOUR_US:08d}.parquet"
+    path = folder / f"{COMPACTED}-{hour_us // HOUR_US:08d}.parquet"
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(rows, tmp, compression="zstd", row_group_size=max(1, rows.num_rows))
     os.replace(tmp, path)

@@ -1,0 +1,154 @@
+"""DuckDB connections over a data directory: the views of ``views.sql`` and safe query execution.
+
+``connect`` runs ``views.sql`` verbatim (relative paths resolve against the data directory via
+``file_search_path``), so Python, the dashboard and the stock DuckDB CLI see the same views.
+It copes with what the CLI cannot: a view whose files do not exist yet becomes an empty relation
+with the right columns, and corrupt audit files can be left out. ``query`` runs SQL and turns
+a corrupt Parquet file into an error that names it (DuckDB only sometimes does).
+"""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gateway.audit.schema import AUDIT_SCHEMA
+from gateway.snapshot import CALLERS_SCHEMA, LICENSES_SCHEMA
+
+VIEWS_SQL = Path(__file__).with_name("views.sql")
+
+# What each view looks like when there is nothing to read yet.
+EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
+    "audit": AUDIT_SCHEMA.append(pa.field("date", pa.date32())).append(pa.field("hour", pa.int32())),
+    "licenses": LICENSES_SCHEMA,
+    "callers": CALLERS_SCHEMA,
+}
+
+_VIEW_NAME = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)", re.IGNORECASE)
+_QUOTED_PARQUET = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
+
+
+class CorruptFileError(RuntimeError):
+    """A Parquet file could not be read; ``path`` names it."""
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(f"corrupt or truncated Parquet file {path}: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+def connect(data_dir: str | Path, *, skip_corrupt: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the ``audit``, ``licenses`` and ``callers`` views.
+
+    Nothing is written to the data directory. With ``skip_corrupt`` the audit files whose
+    footer cannot be read are left out of the ``audit`` view now, and any file found unreadable
+    later by ``query`` is left out and the query retried; ``skipped_files(con)`` lists them.
+    """
+    root = Path(data_dir).resolve()
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET file_search_path = {_literal(str(root))}")
+    for statement in duckdb.extract_statements(VIEWS_SQL.read_text(encoding="utf-8")):
+        view = _VIEW_NAME.search(statement.query)
+        try:
+            con.execute(statement.query)
+        except duckdb.IOException:
+            if view is None or view.group(1) not in EMPTY_SCHEMAS:
+                raise
+            _create_empty(con, view.group(1))  # no files yet: an empty view, not an error
+    con.execute("SET VARIABLE skip_corrupt = ?", [skip_corrupt])
+    con.execute("SET VARIABLE skipped_audit_files = []::VARCHAR[]")
+    if skip_corrupt:
+        files = audit_files(con)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            readable = list(pool.map(_footer_readable, files))
+        _exclude(con, [path for path, ok in zip(files, readable) if not ok])
+    return con
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+    """Run one SQL statement and return its result (an empty table for statements without one).
+
+    Raises ``CorruptFileError`` naming the file when a Parquet file cannot be read, or, on a
+    connection opened with ``skip_corrupt``, leaves that audit file out and runs the query again.
+    Any other ``duckdb.Error`` (bad SQL, bad parameters) propagates unchanged.
+    """
+    while True:
+        try:
+            relation = con.sql(sql, params=dict(params) if params else None)
+            return relation.to_arrow_table() if relation is not None else pa.table({})
+        except duckdb.Error as exc:
+            culprit = _culprit(con, exc)
+            if culprit is None:
+                raise
+            if not (con.sql("SELECT getvariable('skip_corrupt')").fetchone()[0] and culprit.path in audit_files(con)):
+                raise culprit from None
+            _exclude(con, [culprit.path])
+
+
+def audit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The files the ``audit`` view currently reads, as absolute paths."""
+    source = con.sql("SELECT getvariable('audit_files')").fetchone()[0]
+    if isinstance(source, list):
+        return source
+    return [row[0] for row in con.sql("SELECT file FROM glob(getvariable('audit_files')) ORDER BY file").fetchall()]
+
+
+def skipped_files(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Audit files left out of the ``audit`` view because they could not be read."""
+    return list(con.sql("SELECT getvariable('skipped_audit_files')").fetchone()[0] or [])
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _create_empty(con: duckdb.DuckDBPyConnection, view: str) -> None:
+    con.execute(f"DROP VIEW IF EXISTS {view}")
+    con.register(view, EMPTY_SCHEMAS[view].empty_table())
+
+
+def _footer_readable(path: str) -> bool:
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException):
+        return False
+    return True
+
+
+def _exclude(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    if not paths:
+        return
+    keep = [path for path in audit_files(con) if path not in set(paths)]
+    con.execute("SET VARIABLE skipped_audit_files = list_concat(getvariable('skipped_audit_files'), ?::VARCHAR[])",
+                [paths])
+    if keep:
+        con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [keep])
+    else:
+        _create_empty(con, "audit")
+
+
+def _culprit(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> CorruptFileError | None:
+    """The unreadable file behind ``exc``, if a file is to blame.
+
+    DuckDB names the file for a missing footer or failed decompression, but reports damaged
+    page headers and the like as a bare ``duckdb.Error`` without one; then each audit file is
+    read in full until the damaged one is found (slow, but only on this error path).
+    """
+    message = str(exc).split("\n")[0]
+    named = _QUOTED_PARQUET.search(message)
+    if named:
+        return CorruptFileError(named.group(1), message)
+    if type(exc) is not duckdb.Error:  # parser, binder, conversion... errors are about the SQL
+        return None
+    with duckdb.connect(":memory:") as probe:
+        for path in audit_files(con):
+            try:
+                probe.sql("SELECT * FROM read_parquet(?)", params=[path]).to_arrow_table()
+            except duckdb.Error as probe_exc:
+                return CorruptFileError(path, str(probe_exc).split("\n")[0])
+    return None

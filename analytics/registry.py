@@ -1,0 +1,134 @@
+"""The reports: each a ``reports/<name>.sql`` file with named ``$parameters``, registered here with
+a title, a description and its parameters' defaults. The CLI, the dashboard and analysts all go
+through ``REPORTS`` and ``run_report``, so a report means the same thing everywhere.
+
+Every report takes ``now`` (default: the current time) so that its windows can be pinned, by
+tests and by anyone re-running last Monday's report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from analytics.db import query
+
+REPORTS_DIR = Path(__file__).with_name("reports")
+
+
+class ReportError(ValueError):
+    """An unknown report or a bad parameter; the message says what would have been accepted."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any  # its type is the parameter's type; None only for ``now``
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    title: str
+    description: str
+    params: tuple[Param, ...] = field(default=())
+
+    @cached_property
+    def sql(self) -> str:
+        return (REPORTS_DIR / f"{self.name}.sql").read_text(encoding="utf-8")
+
+    def bind(self, **values: Any) -> dict[str, Any]:
+        """Every parameter's value: given, else default; checked, so a typo is an error, not a
+        silently ignored option."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ReportError(f"report {self.name!r} has no parameter {', '.join(unknown)} "
+                              f"(it takes: {', '.join(known)})")
+        bound = {}
+        for p in self.params:
+            value = values.get(p.name)
+            bound[p.name] = p.default if value is None else value
+            _check(self.name, p, bound[p.name])
+        if bound.get("now") is None:
+            bound["now"] = datetime.now(timezone.utc)
+        elif bound["now"].tzinfo is None:
+            bound["now"] = bound["now"].replace(tzinfo=timezone.utc)
+        return bound
+
+
+def _check(report: str, p: Param, value: Any) -> None:
+    if p.name == "now":
+        if value is not None and not isinstance(value, datetime):
+            raise ReportError(f"{report}: now must be a datetime, got {value!r}")
+        return
+    if type(value) is not type(p.default):
+        raise ReportError(f"{report}: {p.name} must be {type(p.default).__name__}, got {value!r}")
+    if isinstance(value, int) and value < 1:
+        raise ReportError(f"{report}: {p.name} must be at least 1, got {value}")
+    if p.choices and value not in p.choices:
+        raise ReportError(f"{report}: {p.name} must be one of {', '.join(p.choices)}, got {value!r}")
+
+
+NOW = Param("now", None, "the moment the report is as of (default: the current time; naive = UTC)")
+BUCKET = Param("bucket", "hour", "time bucket, UTC", ("hour", "day"))
+
+
+def _days(default: int, what: str) -> Param:
+    return Param("days", default, what)
+
+
+REPORTS: dict[str, Report] = {
+    r.name: r
+    for r in (
+        Report("expiring", "Licenses expiring soon",
+               "Licenses not revoked that expire within `days`, soonest first, with days left, last "
+               "seen, active users and calls over the last 7 days.",
+               (_days(30, "expiring within this many days"), NOW)),
+        Report("stale-keys", "Stale and zombie keys",
+               "Active, unexpired licenses whose key got no allow/alert within `days` (kind stale, or "
+               "never_used when issued earlier than that), and keys still presented although revoked, "
+               "expired or unknown (zombies), with counts and callers.",
+               (_days(30, "unused for this many days; zombies presented within it"),
+                Param("min_calls", 3, "an unknown key is a zombie once presented this many times"), NOW)),
+        Report("unauthorized", "Unauthorized callers",
+               "401/403/429 answers grouped by caller, remote address and auth_error, and callers "
+               "probing for keys (many distinct unknown keys), with counts and first/last seen.",
+               (Param("hours", 24, "look back this many hours"),
+                Param("probe_keys", 10, "distinct unknown keys that make a caller a key prober"), NOW)),
+        Report("trends", "Decision trends",
+               "Decisions per time bucket by decision and reason.",
+               (BUCKET, _days(7, "look back this many days"), NOW)),
+        Report("latency", "Decision latency",
+               "p50/p95/p99 and max of latency_us per time bucket.",
+               (BUCKET, _days(7, "look back this many days"), NOW)),
+        Report("features", "Feature usage",
+               "Checks by feature and tier: allowed, alerted, denied, licenses and users.",
+               (_days(30, "look back this many days"), NOW)),
+        Report("seats", "Seat utilisation",
+               "Seat-limited licenses: seats used against the limit, users seen, seat refusals and "
+               "overages; the fullest first.",
+               (_days(30, "users seen within this many days (the policy's seat_ttl_days)"), NOW)),
+    )
+}
+
+
+def get_report(name: str) -> Report:
+    try:
+        return REPORTS[name]
+    except KeyError:
+        raise ReportError(f"unknown report {name!r}; reports: {', '.join(REPORTS)}") from None
+
+
+def run_report(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> pa.Table:
+    """Run a registered report on a connection from ``analytics.db.connect``. Parameters not
+    given (or None) take their defaults."""
+    report = get_report(name)
+    return query(con, report.sql, report.bind(**params))
