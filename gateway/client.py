@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 import time
 from dataclasses import replace
 from typing import Any, Iterable, Mapping
@@ -41,7 +42,7 @@ from gateway.loopthread import LoopThread
 
 log = logging.getLogger("portcullis.client")
 _NEVER_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-_MAYBE_SENT = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+_MAYBE_SENT = (aiohttp.ClientError, asyncio.TimeoutError)  # checked after _NEVER_SENT
 
 
 class _Unreachable(Exception):
@@ -71,9 +72,6 @@ class DecisionCache:
             del self._entries[next(iter(self._entries))]  # the oldest insertion goes first
         self._entries[key] = (now + decision.cache_ttl_s, decision)
 
-    def clear(self) -> None:
-        self._entries.clear()
-
 
 def _cache_key(doc: Mapping[str, Any]) -> tuple | None:
     if doc.get("quantity"):
@@ -82,11 +80,16 @@ def _cache_key(doc: Mapping[str, Any]) -> tuple | None:
 
 
 class PortClient:
-    """Async client of one port. Use ``async with PortClient(...) as port:`` or call ``close()``."""
+    """Async client of one port. Use ``async with PortClient(...) as port:`` or call ``close()``.
 
-    def __init__(self, base_url: str, key_id: str, secret: str, *, timeout_s: float = 2.0,
-                 connect_timeout_s: float = 0.5, retries: int = 2, backoff_s: float = 0.05,
-                 cache_size: int = 10_000, fail_open_features: Iterable[str] = (), ssl: Any = None) -> None:
+    Requests are HMAC-signed with ``key_id`` and ``secret``. A caller known by its client
+    certificate instead (mTLS) passes neither, and an ``ssl_context`` holding that certificate.
+    """
+
+    def __init__(self, base_url: str, key_id: str | None = None, secret: str | None = None, *,
+                 timeout_s: float = 2.0, connect_timeout_s: float = 0.5, retries: int = 2, backoff_s: float = 0.05,
+                 cache_size: int = 10_000, fail_open_features: Iterable[str] = (),
+                 ssl_context: ssl.SSLContext | bool = True) -> None:
         url = URL(base_url)
         self._url, self._prefix = url, url.path.rstrip("/")
         self._key_id, self._secret = key_id, secret
@@ -94,7 +97,7 @@ class PortClient:
         self.retries, self.backoff_s = retries, backoff_s
         self.cache = DecisionCache(cache_size)
         self.fail_open_features = tuple(fail_open_features)
-        self._ssl = ssl
+        self._ssl = ssl_context  # e.g. a private CA, or a client certificate for mTLS
         self._session: aiohttp.ClientSession | None = None
 
     async def check(self, *, license_key: str, feature: str, user_id: str | None = None,
@@ -172,8 +175,9 @@ class PortClient:
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
-            headers = {"Content-Type": "application/json",
-                       **signed_headers(self._key_id, self._secret, "POST", signed_path, payload, time.time())}
+            headers = {"Content-Type": "application/json"}
+            if self._key_id is not None:
+                headers |= signed_headers(self._key_id, self._secret or "", "POST", signed_path, payload, time.time())
             try:
                 async with self._session.post(url, data=payload, headers=headers, ssl=self._ssl) as response:
                     try:

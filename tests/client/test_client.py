@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from aiohttp import web
 
+from gateway.callers import Caller, add_caller
+from gateway.certs import write_pki
 from gateway.client import PortClient
+from gateway.http.app import create_app
+from gateway.http.keys import TLS
 from gateway.decision import PORT_UNREACHABLE, Decision
+from tests.client.conftest import memory_sinks
 from tests.conftest import Credentials
 
 
@@ -128,6 +135,32 @@ async def test_fail_open_is_an_explicit_per_feature_choice(live):
                                                                        (PORT_UNREACHABLE,))
     assert report.allowed and not again.cached  # a client-side answer is never cached
     assert (export.decision, export.allowed) == ("deny", False)
+
+
+async def test_a_caller_known_by_its_certificate_needs_no_key(data_dir, tmp_path):
+    identity = "spiffe://corp/billing"
+    pki = write_pki(tmp_path / "pki", ca_name="test CA", server_name="localhost", clients=[identity],
+                    now=datetime.now(timezone.utc))
+    add_caller(data_dir.settings.callers_path, data_dir.settings.keys_dir,
+               Caller("billing", mtls_identities=(identity,)), with_key=False)
+    issued = data_dir.issue(tier="unlimited")
+    settings = data_dir.settings.with_(tls_cert=pki["server"]["cert"], tls_key=pki["server"]["key"],
+                                       client_ca=pki["ca"]["cert"])
+    made, factory = memory_sinks()
+    app = create_app(settings, sink_factory=factory)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=app[TLS].context)
+        await site.start()
+        context = ssl.create_default_context(cafile=pki["ca"]["cert"])
+        context.load_cert_chain(pki["clients"][0]["cert"], pki["clients"][0]["key"])
+        async with PortClient(f"https://localhost:{runner.addresses[0][1]}", ssl_context=context) as port:
+            decision = await port.check(license_key=issued.key, feature="anything")
+    finally:
+        await runner.cleanup()
+    assert (decision.decision, decision.reason) == ("allow", "VALID")
+    assert [(r["caller_id"], r["auth_method"]) for r in made[0].records] == [("billing", "mtls")]
 
 
 class ClosingPort:
