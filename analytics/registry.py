@@ -32,6 +32,16 @@ class Param:
     description: str
     choices: tuple[str, ...] = ()
 
+    def parse(self, text: str) -> Any:
+        """This parameter's value written as text (command line, query string)."""
+        try:
+            if self.name == "now":
+                return datetime.fromisoformat(text)
+            return int(text) if isinstance(self.default, int) else text
+        except ValueError:
+            kind = "an ISO 8601 time" if self.name == "now" else type(self.default).__name__
+            raise ReportError(f"{self.name}: cannot read {text!r} as {kind}") from None
+
 
 @dataclass(frozen=True)
 class Report:
@@ -81,22 +91,18 @@ NOW = Param("now", None, "the moment the report is as of (default: the current t
 BUCKET = Param("bucket", "hour", "time bucket, UTC", ("hour", "day"))
 
 
-def _days(default: int, what: str) -> Param:
-    return Param("days", default, what)
-
-
 REPORTS: dict[str, Report] = {
     r.name: r
     for r in (
         Report("expiring", "Licenses expiring soon",
                "Licenses not revoked that expire within `days`, soonest first, with days left, last "
                "seen, active users and calls over the last 7 days.",
-               (_days(30, "expiring within this many days"), NOW)),
+               (Param("days", 30, "expiring within this many days"), NOW)),
         Report("stale-keys", "Stale and zombie keys",
                "Active, unexpired licenses whose key got no allow/alert within `days` (kind stale, or "
                "never_used when issued earlier than that), and keys still presented although revoked, "
                "expired or unknown (zombies), with counts and callers.",
-               (_days(30, "unused for this many days; zombies presented within it"),
+               (Param("days", 30, "unused for this many days; zombies presented within it"),
                 Param("min_calls", 3, "an unknown key is a zombie once presented this many times"), NOW)),
         Report("unauthorized", "Unauthorized callers",
                "401/403/429 answers grouped by caller, remote address and auth_error, and callers "
@@ -105,17 +111,17 @@ REPORTS: dict[str, Report] = {
                 Param("probe_keys", 10, "distinct unknown keys that make a caller a key prober"), NOW)),
         Report("trends", "Decision trends",
                "Decisions per time bucket by decision and reason.",
-               (BUCKET, _days(7, "look back this many days"), NOW)),
+               (BUCKET, Param("days", 7, "look back this many days"), NOW)),
         Report("latency", "Decision latency",
                "p50/p95/p99 and max of latency_us per time bucket.",
-               (BUCKET, _days(7, "look back this many days"), NOW)),
+               (BUCKET, Param("days", 7, "look back this many days"), NOW)),
         Report("features", "Feature usage",
                "Checks by feature and tier: allowed, alerted, denied, licenses and users.",
-               (_days(30, "look back this many days"), NOW)),
+               (Param("days", 30, "look back this many days"), NOW)),
         Report("seats", "Seat utilisation",
                "Seat-limited licenses: seats used against the limit, users seen, seat refusals and "
                "overages; the fullest first.",
-               (_days(30, "users seen within this many days (the policy's seat_ttl_days)"), NOW)),
+               (Param("days", 30, "users seen within this many days (the policy's seat_ttl_days)"), NOW)),
     )
 }
 

@@ -21,6 +21,8 @@ _COMMANDS = {
     "dashboard": "gateway.cli.dashboard:dashboard",
     "certs": "gateway.cli.certs:certs",
     "audit": "gateway.cli.audit:audit",
+    "report": "analytics.cli:report",
+    "sql": "analytics.cli:sql",
 }
 
 

@@ -1,0 +1,144 @@
+"""``portcullis report`` and ``portcullis sql``: thin commands over ``analytics.registry`` and
+``analytics.db``. Every failure is one line on stderr and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator, TextIO
+
+import click
+import duckdb
+import pyarrow as pa
+
+from analytics.db import CorruptFileError, connect, query, skipped_files
+from analytics.output import FORMATS, render
+from analytics.registry import REPORTS, ReportError, get_report, run_report
+from gateway.cli.common import data_option, settings_for
+
+format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+                             help="Output format.")
+skip_corrupt_option = click.option("--skip-corrupt", is_flag=True,
+                                   help="Leave unreadable audit files out (named on stderr) instead of failing.")
+
+
+@contextmanager
+def _connection(data_dir: str | None, skip_corrupt: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(settings_for(data_dir).data_dir, skip_corrupt=skip_corrupt)
+    try:
+        yield con
+        for path in skipped_files(con):
+            click.echo(f"warning: skipped unreadable audit file {path}", err=True)
+    finally:
+        con.close()
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--days", type=int, help="Window in days (reports that take it).")
+@click.option("--hours", type=int, help="Window in hours (reports that take it).")
+@click.option("--bucket", type=click.Choice(["hour", "day"]), help="Time bucket (trends, latency).")
+@click.option("--now", "now_text", metavar="ISO", help="Report as of this time (default: now; naive = UTC).")
+@click.option("-p", "--param", "extra", multiple=True, metavar="NAME=VALUE", help="Any other report parameter.")
+@format_option
+@skip_corrupt_option
+@data_option
+def report(name: str | None, days: int | None, hours: int | None, bucket: str | None, now_text: str | None,
+           extra: tuple[str, ...], fmt: str, skip_corrupt: bool, data_dir: str | None) -> None:
+    """Run the report NAME over the audit history; without NAME, list the reports."""
+    if name is None:
+        click.echo(_catalogue(fmt))
+        return
+    try:
+        spec = get_report(name)
+        given = {"days": days, "hours": hours, "bucket": bucket}
+        params = {key: value for key, value in given.items() if value is not None}
+        texts = dict(item.split("=", 1) if "=" in item else (item, "") for item in extra)
+        if now_text is not None:
+            texts["now"] = now_text
+        accepted = {p.name: p for p in spec.params}
+        params.update({key: accepted[key].parse(text) if key in accepted else text for key, text in texts.items()})
+        bound = spec.bind(**params)  # once, so the output states the exact `now` used
+        with _connection(data_dir, skip_corrupt) as con:
+            click.echo(render(run_report(con, name, **bound), fmt, report=name, params=bound))
+    except ReportError as exc:
+        raise click.UsageError(str(exc)) from None
+    except CorruptFileError as exc:
+        raise click.ClickException(f"{exc}; --skip-corrupt leaves unreadable audit files out") from None
+    except duckdb.Error as exc:
+        raise click.ClickException(_one_line(exc)) from None
+
+
+def _catalogue(fmt: str) -> str:
+    rows = [{"name": r.name, "title": r.title,
+             "params": " ".join(f"{p.name}={p.default}" for p in r.params if p.name != "now"),
+             "description": r.description} for r in REPORTS.values()]
+    if fmt == "table":
+        width = max(len(r["name"]) for r in rows)
+        return "\n".join(f"{r['name']:<{width}}  {r['title']}  ({r['params']})" for r in rows)
+    return render(pa.Table.from_pylist(rows), fmt)
+
+
+@click.command()
+@click.option("-c", "--command", "sql_text", metavar="SQL", help="Run these statements and exit.")
+@format_option
+@skip_corrupt_option
+@data_option
+def sql(sql_text: str | None, fmt: str, skip_corrupt: bool, data_dir: str | None) -> None:
+    """Run SQL over the views audit, licenses and callers.
+
+    With -c, run the given statements; otherwise read statements from stdin, each ended by `;`
+    (interactive when stdin is a terminal; `.quit` or end of input leaves).
+    """
+    try:
+        with _connection(data_dir, skip_corrupt) as con:
+            if sql_text is not None:
+                _execute(con, sql_text, fmt)
+            elif not _repl(con, click.get_text_stream("stdin"), fmt):
+                sys.exit(1)
+    except CorruptFileError as exc:
+        raise click.ClickException(f"{exc}; --skip-corrupt leaves unreadable audit files out") from None
+    except duckdb.Error as exc:
+        raise click.ClickException(_one_line(exc)) from None
+
+
+def _execute(con: duckdb.DuckDBPyConnection, text: str, fmt: str) -> None:
+    for statement in duckdb.extract_statements(text):
+        result = query(con, statement.query)
+        if result.num_columns:
+            click.echo(render(result, fmt))
+
+
+def _repl(con: duckdb.DuckDBPyConnection, stdin: TextIO, fmt: str) -> bool:
+    """Read-execute-print until end of input; True when every statement succeeded."""
+    interactive = stdin.isatty()
+    ok = True
+    buffer: list[str] = []
+    while True:
+        if interactive:
+            click.echo("portcullis> " if not buffer else "        ...> ", nl=False, err=True)
+        line = stdin.readline()
+        if not line or (not buffer and line.strip() in (".quit", ".exit", "\\q")):
+            break
+        buffer.append(line)
+        if not line.rstrip().endswith(";"):
+            continue
+        ok = _run_buffered(con, "".join(buffer), fmt) and ok
+        buffer.clear()
+    if "".join(buffer).strip():
+        ok = _run_buffered(con, "".join(buffer), fmt) and ok
+    return ok
+
+
+def _run_buffered(con: duckdb.DuckDBPyConnection, text: str, fmt: str) -> bool:
+    try:
+        _execute(con, text, fmt)
+    except (duckdb.Error, CorruptFileError) as exc:
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        return False
+    return True
