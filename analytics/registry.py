@@ -122,6 +122,26 @@ REPORTS: dict[str, Report] = {
                "Seat-limited licenses: seats used against the limit, users seen, seat refusals and "
                "overages; the fullest first.",
                (Param("days", 30, "users seen within this many days (the policy's seat_ttl_days)"), NOW)),
+        # The dashboard's: its KPIs, its quota chart and its audit explorer's pages.
+        Report("overview", "Headline numbers",
+               "Decisions, denials and deny %, alerts, p99 latency and auth failures (401) over the last "
+               "`hours` and the `hours` before them (period current / previous).",
+               (Param("hours", 24, "length of each period"), NOW)),
+        Report("quota", "Quota utilisation",
+               "Metered licenses: latest units used against the quota per feature, quota alerts and "
+               "refusals; the fullest first.",
+               (Param("days", 30, "look back this many days"), NOW)),
+        Report("audit-page", "Audit records",
+               "One page of audit records, newest first, filtered by decision, reason, caller, license "
+               "id or customer and feature, with the number of matching records.",
+               (Param("hours", 24, "look back this many hours"),
+                Param("decision", "any", "only this decision", ("any", "allow", "alert", "deny")),
+                Param("reason", "", "only this reason code ('' = any)"),
+                Param("caller", "", "only this caller id ('' = any)"),
+                Param("license", "", "only this license id or customer ('' = any)"),
+                Param("feature", "", "only this feature ('' = any)"),
+                Param("page", 1, "page number, from 1"),
+                Param("page_size", 100, "records per page"), NOW)),
     )
 }
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import click
@@ -28,10 +29,8 @@ def streamlit_argv(app: Path, host: str, port: int) -> list[str]:
 @data_option
 def dashboard(host, port, data_dir):
     """Serve the ops dashboard."""
-    import dashboard as package
-
     settings = settings_for(data_dir, dashboard_host=host, dashboard_port=port)
-    app = Path(package.__file__).with_name("app.py")
+    app = Path(find_spec("dashboard.app").origin)
     env = {**os.environ, "PORTCULLIS_DATA": str(settings.data_dir.resolve())}
     argv = streamlit_argv(app, settings.dashboard_host, settings.dashboard_port)
     click.echo(f"portcullis dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}")

@@ -1,0 +1,114 @@
+"""The dashboard's queries: registered reports run on one shared DuckDB connection, cached with a TTL.
+
+Pages never write SQL: they name a report from ``analytics.registry`` (the same ones the CLI
+runs) and a time range. Results are cached for :data:`TTL_S` seconds and shared by every browser
+session, so an auto-refreshing wall screen and ten ops engineers cost one query per report per
+TTL.
+
+The connection is one per process (``st.cache_resource``), and queries on it are serialised by
+a lock. DuckDB connections are not thread-safe and Streamlit runs every session in its own
+thread; the usual answer, a cursor per thread, does not work here because the ``audit`` view reads
+a session variable and relative paths that a cursor (a fresh DuckDB session) does not inherit.
+DuckDB parallelises each query across cores itself, so serialising loses little.
+
+The connection is renewed every :data:`CONNECTION_TTL_S` seconds: ``connect`` fixes the list of
+audit files (it leaves corrupt ones out), so new hours only appear in a new connection.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from analytics import db as analytics_db
+from analytics.registry import get_report, run_report
+from dashboard import sqlbox
+
+TTL_S = 30
+CONNECTION_TTL_S = 120
+# The directories the views read, relative to the data directory as views.sql names them; the
+# SQL box may read nothing else.
+_VIEW_DIRS = ("audit/", "snapshots/")
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """A window ending now, with the bucket its charts are drawn in."""
+
+    label: str
+    hours: int
+    bucket: str  # "hour" | "day"
+
+    @property
+    def days(self) -> int:
+        return max(1, -(-self.hours // 24))
+
+    def params_for(self, report: str) -> dict[str, Any]:
+        """The time parameters (``hours``, ``days``, ``bucket``) that ``report`` declares."""
+        values = {"hours": self.hours, "days": self.days, "bucket": self.bucket}
+        return {p.name: values[p.name] for p in get_report(report).params if p.name in values}
+
+
+RANGES = {r.label: r for r in (
+    TimeRange("Last 24 hours", 24, "hour"),
+    TimeRange("Last 7 days", 7 * 24, "hour"),
+    TimeRange("Last 30 days", 30 * 24, "day"),
+    TimeRange("Last 90 days", 90 * 24, "day"),
+)}
+DEFAULT_RANGE = "Last 7 days"
+
+
+def data_dir() -> str:
+    """The data directory: ``$PORTCULLIS_DATA``, else ``./data`` (as everywhere in Portcullis)."""
+    return str(Path(os.environ.get("PORTCULLIS_DATA") or "data").resolve())
+
+
+@dataclass
+class _Database:
+    con: duckdb.DuckDBPyConnection
+    lock: threading.Lock
+
+
+@st.cache_resource(ttl=CONNECTION_TTL_S, show_spinner=False)
+def _database(root: str) -> _Database:
+    con = analytics_db.connect(root, skip_corrupt=True)
+    # Lock the connection to the data directory, for the SQL box: after this, table functions
+    # such as read_text('/etc/passwd') are refused. It cannot be undone on this connection.
+    allowed = ", ".join(_literal(p) for p in (root.rstrip("/") + "/", *_VIEW_DIRS))
+    con.execute(f"SET allowed_directories = [{allowed}]")
+    con.execute("SET enable_external_access = false")
+    return _Database(con, threading.Lock())
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def report(root: str, name: str, window: TimeRange | None = None, **params: Any) -> pd.DataFrame:
+    """A registered report as a DataFrame; ``window`` fills the time parameters the report declares
+    (explicit ``params`` win), other parameters take the report's defaults."""
+    values = {**(window.params_for(name) if window else {}), **params}
+    db = _database(root)
+    with db.lock:
+        return run_report(db.con, name, **values).to_pandas()
+
+
+def sql(root: str, text: str, limit: int = sqlbox.DEFAULT_LIMIT) -> tuple[pd.DataFrame, bool]:
+    """Run the SQL box's query (never cached: whoever types SQL wants the current answer)."""
+    db = _database(root)
+    with db.lock:
+        return sqlbox.run(db.con, text, limit)
+
+
+def skipped_files(root: str) -> list[str]:
+    """Audit files the connection left out because they could not be read, for a warning."""
+    db = _database(root)
+    with db.lock:
+        return analytics_db.skipped_files(db.con)

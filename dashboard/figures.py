@@ -1,0 +1,186 @@
+"""Plotly figure builders: pure functions from a report's DataFrame to a Figure.
+
+They neither query nor touch Streamlit, so they are tested without a server and every page draws
+the same thing the same way. Each outcome has one colour everywhere (allow green, alert amber,
+deny red), and severities reuse them, so red always means "refused or over the limit". A frame
+with no rows gives a figure that says so, never empty axes or an exception.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+OUTCOMES = ("allow", "alert", "deny")
+OUTCOME_COLOURS = {"allow": "#2e7d32", "alert": "#f9a825", "deny": "#c62828"}
+PERCENTILE_COLOURS = {"p50": "#1565c0", "p95": "#6a1b9a", "p99": "#c62828"}
+# Categorical palette for things that are not outcomes (reasons, auth errors).
+PALETTE = ("#1565c0", "#6a1b9a", "#00838f", "#ef6c00", "#5d4037", "#ad1457", "#558b2f", "#455a64")
+# Key states (stale-keys report) by severity: unused keys want attention, zombies are refused.
+KEY_KIND_COLOURS = {"never_used": OUTCOME_COLOURS["alert"], "stale": OUTCOME_COLOURS["alert"],
+                    "expired": OUTCOME_COLOURS["deny"], "revoked": OUTCOME_COLOURS["deny"],
+                    "unknown": OUTCOME_COLOURS["deny"]}
+ZOMBIE_KINDS = ("revoked", "expired", "unknown")
+# The reasons of 401, 403 and 429 answers (SPEC §4): what "unauthorized" means over time.
+REFUSAL_REASONS = ("UNAUTHENTICATED", "CALLER_NOT_AUTHORIZED", "RATE_LIMITED")
+NO_DATA = "No data in this time range"
+
+_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.15))
+_TIME = dict(_LAYOUT, hovermode="x unified")
+
+
+def empty(title: str, message: str = NO_DATA) -> go.Figure:
+    """A blank figure carrying a message: what every builder returns for a frame without rows."""
+    fig = go.Figure(layout=dict(title=title, margin=_LAYOUT["margin"]))
+    fig.add_annotation(text=message, showarrow=False, font=dict(size=16, color="#757575"),
+                       xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_xaxes(visible=False)
+    return fig.update_yaxes(visible=False)
+
+
+def utilisation_colour(pct: float) -> str:
+    """Green below 80 % of a limit, amber from 80 %, red once over it."""
+    if pct > 100:
+        return OUTCOME_COLOURS["deny"]
+    return OUTCOME_COLOURS["alert"] if pct >= 80 else OUTCOME_COLOURS["allow"]
+
+
+def expiry_colour(days_left: int) -> str:
+    """Red within a week of expiry, amber within a month, green beyond."""
+    if days_left <= 7:
+        return OUTCOME_COLOURS["deny"]
+    return OUTCOME_COLOURS["alert"] if days_left <= 30 else OUTCOME_COLOURS["allow"]
+
+
+def decisions_over_time(trends: pd.DataFrame) -> go.Figure:
+    """Stacked bars of decisions per bucket, one trace per outcome (``trends`` report).
+
+    All three outcomes are always present, so the legend and colours never shift between ranges.
+    """
+    title = "Decisions over time"
+    if trends.empty:
+        return empty(title)
+    per = trends.groupby(["bucket", "decision"], as_index=False)["calls"].sum()
+    fig = go.Figure(layout=dict(title=title, barmode="stack", yaxis_title="decisions", **_TIME))
+    for outcome in OUTCOMES:
+        rows = per[per["decision"] == outcome]
+        fig.add_bar(name=outcome, x=rows["bucket"], y=rows["calls"], marker_color=OUTCOME_COLOURS[outcome])
+    return fig
+
+
+def latency_percentiles(latency: pd.DataFrame) -> go.Figure:
+    """p50/p95/p99 decision latency per bucket in milliseconds (``latency`` report)."""
+    title = "Decision latency"
+    if latency.empty:
+        return empty(title)
+    fig = go.Figure(layout=dict(title=title, yaxis_title="ms", **_TIME))
+    for name, colour in PERCENTILE_COLOURS.items():
+        fig.add_scatter(name=name, x=latency["bucket"], y=latency[f"{name}_us"] / 1000, mode="lines",
+                        line=dict(color=colour))
+    return fig
+
+
+def refusals_over_time(trends: pd.DataFrame) -> go.Figure:
+    """401/403/429 answers per bucket, stacked by reason (``trends`` report)."""
+    title = "Unauthorized requests over time"
+    refused = trends[trends["reason"].isin(REFUSAL_REASONS)] if not trends.empty else trends
+    if refused.empty:
+        return empty(title, "No refused requests in this time range")
+    per = refused.groupby(["bucket", "reason"], as_index=False)["calls"].sum()
+    fig = go.Figure(layout=dict(title=title, barmode="stack", yaxis_title="requests", **_TIME))
+    for reason, colour in zip(REFUSAL_REASONS, PALETTE):
+        rows = per[per["reason"] == reason]
+        if not rows.empty:
+            fig.add_bar(name=reason, x=rows["bucket"], y=rows["calls"], marker_color=colour)
+    return fig
+
+
+def top_offenders(unauthorized: pd.DataFrame, top: int = 15) -> go.Figure:
+    """The sources with the most refused requests (``unauthorized`` report): a caller when it
+    authenticated, else the remote address. Stacked by reason."""
+    title = "Top offenders"
+    refused = unauthorized[unauthorized["kind"] == "refused"] if not unauthorized.empty else unauthorized
+    if refused.empty:
+        return empty(title, "No refused requests in this time range")
+    source = refused["caller_id"].fillna("unauthenticated @ " + refused["remote_addr"])
+    per = refused.assign(source=source).groupby(["source", "reason"], as_index=False)["calls"].sum()
+    order = per.groupby("source")["calls"].sum().nlargest(top).index
+    per = per[per["source"].isin(order)]
+    fig = go.Figure(layout=dict(title=title, barmode="stack", xaxis_title="refused requests", **_LAYOUT))
+    for reason, colour in zip(REFUSAL_REASONS, PALETTE):
+        rows = per[per["reason"] == reason]
+        if not rows.empty:
+            fig.add_bar(name=reason, x=rows["calls"], y=rows["source"], orientation="h", marker_color=colour)
+    return fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(order)))
+
+
+def auth_errors(unauthorized: pd.DataFrame) -> go.Figure:
+    """Authentication failures by ``auth_error`` (``unauthorized`` report), the commonest first."""
+    title = "Authentication errors"
+    failed = unauthorized.dropna(subset=["auth_error"]) if not unauthorized.empty else unauthorized
+    if failed.empty:
+        return empty(title, "No authentication failures in this time range")
+    per = failed.groupby("auth_error")["calls"].sum().sort_values(ascending=False)
+    fig = go.Figure(layout=dict(title=title, yaxis_title="requests", **_LAYOUT))
+    fig.add_bar(name="auth errors", x=per.index, y=per.values, marker_color=OUTCOME_COLOURS["deny"])
+    return fig
+
+
+def keys_by_kind(keys: pd.DataFrame) -> go.Figure:
+    """How many keys are stale, never used, or zombies by kind (``stale-keys`` report)."""
+    title = "Keys needing attention"
+    if keys.empty:
+        return empty(title, "No stale or zombie keys")
+    counts = keys["kind"].value_counts().reindex(list(KEY_KIND_COLOURS)).dropna()
+    fig = go.Figure(layout=dict(title=title, yaxis_title="keys", **_LAYOUT))
+    fig.add_bar(name="keys", x=counts.index, y=counts.values,
+                marker_color=[KEY_KIND_COLOURS[k] for k in counts.index])
+    return fig
+
+
+def zombie_keys(keys: pd.DataFrame, top: int = 15) -> go.Figure:
+    """Revoked, expired and unknown keys still presented, the most presented on top, coloured by
+    kind (``stale-keys`` report)."""
+    title = "Zombie keys still presented"
+    zombies = keys[keys["kind"].isin(ZOMBIE_KINDS)] if not keys.empty else keys
+    if zombies.empty:
+        return empty(title, "No zombie keys presented")
+    rows = zombies.nlargest(top, "presented")
+    label = rows["key_fp"] + " · " + rows["customer"].fillna("no license")
+    fig = go.Figure(layout=dict(title=title, xaxis_title="times presented", **_LAYOUT))
+    for kind in ZOMBIE_KINDS:
+        mask = rows["kind"] == kind
+        if mask.any():
+            fig.add_bar(name=kind, x=rows.loc[mask, "presented"], y=label[mask], orientation="h",
+                        marker_color=KEY_KIND_COLOURS[kind])
+    return fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(label)))
+
+
+def utilisation(df: pd.DataFrame, title: str, label: list[str], top: int = 20) -> go.Figure:
+    """``utilisation_pct`` per row (``seats`` or ``quota`` report), the fullest on top, labelled by
+    the ``label`` columns and coloured by :func:`utilisation_colour`; 100 % is marked."""
+    if df.empty:
+        return empty(title, "No license with a limit in use in this time range")
+    rows = df.nlargest(top, "utilisation_pct")
+    names = rows[label].astype(str).agg(" · ".join, axis=1)
+    fig = go.Figure(layout=dict(title=title, xaxis_title="% of limit", **_LAYOUT))
+    fig.add_bar(name="utilisation", x=rows["utilisation_pct"], y=names, orientation="h",
+                marker_color=[utilisation_colour(p) for p in rows["utilisation_pct"]])
+    fig.add_vline(x=100, line_dash="dot", line_color=OUTCOME_COLOURS["deny"])
+    return fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(names)))
+
+
+def expiry_timeline(expiring: pd.DataFrame) -> go.Figure:
+    """Licenses by expiry date (``expiring`` report), coloured by :func:`expiry_colour`; marker size grows with the calls of the last 7 days, so the licenses still in
+    heavy use stand out."""
+    title = "Expiry timeline"
+    if expiring.empty:
+        return empty(title, "No license expires in this window")
+    colours = [expiry_colour(d) for d in expiring["days_left"]]
+    size = 8 + 22 * (expiring["calls_7d"] / max(1, expiring["calls_7d"].max())) ** 0.5
+    label = expiring["customer"] + " · " + expiring["license_id"]
+    fig = go.Figure(layout=dict(title=title, xaxis_title="expires", **_LAYOUT))
+    fig.add_scatter(name="expiring", x=expiring["expires_at"], y=label, mode="markers",
+                    marker=dict(color=colours, size=size, symbol="diamond"),
+                    customdata=expiring[["days_left", "calls_7d"]],
+                    hovertemplate="%{y}<br>%{x}<br>%{customdata[0]} days left, %{customdata[1]} calls in 7 days")
+    return fig.update_yaxes(autorange="reversed")

@@ -1,0 +1,27 @@
+"""Keys: active keys nobody uses any more, and dead keys somebody still presents."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, figures
+from dashboard.data import TimeRange
+from dashboard.views.layout import chart, table
+
+STALE_AFTER = (7, 14, 30, 60, 90)
+
+
+def render(root: str, window: TimeRange) -> None:
+    days = st.select_slider("Stale after (days without an allowed check)", STALE_AFTER, value=30, key="keys-days")
+    keys = data.report(root, "stale-keys", days=days)
+    left, right = st.columns([1, 2])
+    with left:
+        chart(figures.keys_by_kind(keys), key="keys-kinds")
+    with right:
+        chart(figures.zombie_keys(keys), key="keys-zombies")
+    zombie = keys["kind"].isin(figures.ZOMBIE_KINDS)
+    st.subheader("Zombie keys", help="Keys of revoked or expired licenses, or of no license at all, still presented "
+                 f"within {days} days: some service's configuration is out of date, or someone is guessing.")
+    table(keys[zombie].drop(columns=["expires_at"]), key="keys-zombie-table")
+    st.subheader("Stale keys", help=f"Active, unexpired licenses with no allowed check within {days} days: "
+                 "candidates for revocation.")
+    table(keys[~zombie].drop(columns=["presented", "callers"]), key="keys-stale-table")

@@ -1,0 +1,30 @@
+"""Licenses: what expires soon and who is near a seat or quota limit."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, figures
+from dashboard.data import TimeRange
+from dashboard.views.layout import chart, table
+
+HORIZONS = (7, 30, 60, 90, 180, 365)
+_UTILISATION = st.column_config.ProgressColumn("utilisation", format="%.1f%%", min_value=0, max_value=100)
+
+
+def render(root: str, window: TimeRange) -> None:
+    horizon = st.select_slider("Expiring within (days)", HORIZONS, value=90, key="licenses-horizon")
+    expiring = data.report(root, "expiring", days=horizon)
+    chart(figures.expiry_timeline(expiring), key="licenses-expiry")
+    table(expiring, key="licenses-expiring-table")
+
+    # Seats are counted over the policy's seat window (the report's default), not the time range:
+    # a seat stays held for that long after its user's last check.
+    seats = data.report(root, "seats")
+    quota = data.report(root, "quota", window)
+    left, right = st.columns(2)
+    with left:
+        chart(figures.utilisation(seats, "Seat utilisation", ["customer", "license_id"]), key="licenses-seats")
+        table(seats, key="licenses-seats-table", utilisation_pct=_UTILISATION)
+    with right:
+        chart(figures.utilisation(quota, "Quota utilisation", ["customer", "feature"]), key="licenses-quota")
+        table(quota, key="licenses-quota-table", utilisation_pct=_UTILISATION)
