@@ -85,22 +85,26 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | 
             culprit = _culprit(con, exc)
             if culprit is None:
                 raise
-            if not (con.sql("SELECT getvariable('skip_corrupt')").fetchone()[0] and culprit.path in audit_files(con)):
+            if not (_variable(con, "skip_corrupt") and culprit.path in audit_files(con)):
                 raise culprit from None
             _exclude(con, [culprit.path])
 
 
 def audit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The files the ``audit`` view currently reads, as absolute paths."""
-    source = con.sql("SELECT getvariable('audit_files')").fetchone()[0]
+    source = _variable(con, "audit_files")
     if isinstance(source, list):
         return source
-    return [row[0] for row in con.sql("SELECT file FROM glob(getvariable('audit_files')) ORDER BY file").fetchall()]
+    return [row[0] for row in con.execute("SELECT file FROM glob(getvariable('audit_files')) ORDER BY file").fetchall()]
 
 
 def skipped_files(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Audit files left out of the ``audit`` view because they could not be read."""
-    return list(con.sql("SELECT getvariable('skipped_audit_files')").fetchone()[0] or [])
+    return list(_variable(con, "skipped_audit_files") or [])
+
+
+def _variable(con: duckdb.DuckDBPyConnection, name: str) -> Any:
+    return con.execute("SELECT getvariable(?)", [name]).fetchone()[0]
 
 
 def _literal(text: str) -> str:
