@@ -99,13 +99,19 @@ class Enforcer:
 
     def close(self) -> None:
         """Flush the audit trail and release the registry. Idempotent."""
-        if self._thread.loop.is_closed():
-            return
-        try:
-            self._thread.run(self.sink.close())
-        finally:
-            self.port.close()
-            self._thread.stop()
+        if not self._thread.loop.is_closed():
+            try:
+                self._thread.run(self._close())
+            finally:
+                self._thread.stop()
+
+    async def aclose(self) -> None:
+        """``close`` for async code: the flush does not block the caller's loop."""
+        if not self._thread.loop.is_closed():
+            try:
+                await self._thread.wrap(self._close())
+            finally:
+                self._thread.stop()
 
     def __enter__(self) -> Enforcer:
         return self
@@ -117,9 +123,15 @@ class Enforcer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
 
     # -- on the private loop ----------------------------------------------------------------------
+    async def _close(self) -> None:
+        try:
+            await self.sink.close()
+        finally:
+            self.port.close()
+
     async def _refresh(self) -> int:
         self._refreshed = time.monotonic()
         return self.port.refresh()
