@@ -11,16 +11,17 @@ from aiohttp import web
 from gateway.audit import AuditSink
 from gateway.config import Settings
 from gateway.http.gate import Clock, Gate, utc_now
-from gateway.http.keys import GATE, PORT, SETTINGS, SINK, TLS
+from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK, TLS
 from gateway.http.middlewares import decision_shaped_errors
 from gateway.http.routes import setup_routes
+from gateway.http.upkeep import PolicyReloads, upkeep_forever
+from gateway.metrics import Metrics
 from gateway.port import Port
+from gateway.registry.signals import SqliteSignals
 from gateway.tls import PeerIdentityError, ServerTLS, TLSConfigError, peer_identity
 
 log = logging.getLogger("portcullis")
 SinkFactory = Callable[[Settings, int], AuditSink]  # (settings, worker index) -> sink
-# How often a worker picks up registry changes made elsewhere (CLI, admin API on another worker).
-REFRESH_INTERVAL_S = 1.0
 TLS_POLL_INTERVAL_S = 5.0
 
 
@@ -77,27 +78,23 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
         start = getattr(sink, "start", None)
         if start is not None:
             await start()
-        app[PORT], app[SINK] = port, sink
-        app[GATE] = Gate(port, sink, instance, clock,
-                         peer_identity=client_identity if settings.tls_cert and settings.client_ca else None)
-        refresher = asyncio.create_task(_refresh_forever(port))
+        signals = SqliteSignals(settings.db_path)
+        metrics = Metrics(port)
+        gate = Gate(port, sink, instance, clock,
+                    peer_identity=client_identity if settings.tls_cert and settings.client_ca else None,
+                    observers=[metrics.observe])
+        reloads = PolicyReloads(port, signals, sink, instance, clock)
+        app[PORT], app[SINK], app[GATE], app[METRICS], app[RELOADS] = port, sink, gate, metrics, reloads
+        upkeep = asyncio.create_task(upkeep_forever(port, reloads, metrics, gate))
         log.info("gateway ready", extra={"event": "ready", "instance": instance, "licenses": len(port.index),
                                          "policy_version": port.policy.version})
         try:
             yield
         finally:
-            refresher.cancel()
+            upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+                await upkeep
             await sink.close()
+            signals.close()
             port.close()
     return context
-
-
-async def _refresh_forever(port: Port) -> None:
-    while True:
-        await asyncio.sleep(REFRESH_INTERVAL_S)
-        try:
-            port.refresh()
-        except Exception:
-            log.exception("registry refresh failed", extra={"event": "refresh_failed"})

@@ -27,6 +27,7 @@ from gateway.types import Reason
 log = logging.getLogger("portcullis.http")
 _JSON_TYPES = ("application/json",)
 Clock = Callable[[], datetime]
+Observer = Callable[[Sequence[Exchange]], None]
 
 
 def utc_now() -> datetime:
@@ -39,7 +40,8 @@ class Refused(Exception):
 
 class Gate:
     def __init__(self, port: Port, sink: AuditSink, instance: str, clock: Clock = utc_now,
-                 peer_identity: Callable[[web.Request], str | None] | None = None) -> None:
+                 peer_identity: Callable[[web.Request], str | None] | None = None,
+                 observers: Sequence[Observer] = ()) -> None:
         self.port = port
         self.sink = sink
         self.instance = instance
@@ -49,6 +51,7 @@ class Gate:
         self.caller_limits = RateLimiter()
         self.auth_failures = RateLimiter()
         self.lost_records = 0
+        self.observers = tuple(observers)  # metrics, breach watch: told of every answered decision
 
     def reload_callers(self) -> None:
         self.auth.directory = self.port.reload_callers()
@@ -139,6 +142,9 @@ class Gate:
                 first.refuse(Reason.AUDIT_UNAVAILABLE)
                 return _json(first.answer(), 503)
             self.lost_records += len(exchanges)
+        finally:  # after a refusal too, so observers see what was answered
+            for observe in self.observers:
+                observe(exchanges)
         if body is None:
             body, status = exchanges[0].answer(), exchanges[0].http_status
         return _json(body, status or 200)

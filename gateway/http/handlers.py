@@ -16,8 +16,8 @@ from gateway.checks import InvalidRequest, parse_batch
 from gateway.config import Settings
 from gateway.exchange import Exchange
 from gateway.http.gate import Gate, Refused
-from gateway.http.keys import GATE, PORT, SINK
-from gateway.policy import PolicyError
+from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SINK
+from gateway.metrics import CONTENT_TYPE
 from gateway.port import read_check
 from gateway.licenses import iso
 from gateway.registry.sqlite import SqliteStore
@@ -197,6 +197,10 @@ async def import_license(request: web.Request) -> web.Response:
     return await gate.finish([ex])
 
 
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -217,16 +221,10 @@ async def reload_policy(request: web.Request) -> web.Response:
         raw = await gate.read(request, ex, ("application/json", "text/plain", "application/octet-stream", ""))
         caller = gate.authenticate(request, ex, raw)
         gate.require_admin(ex, caller)
-        old = gate.port.policy.version
-        try:
-            policy = gate.port.reload_policy()
-        except PolicyError as exc:
-            log.error("policy reload refused", extra={"event": "policy_reload_failed", "error": str(exc)})
-            ex.refuse(Reason.INVALID_REQUEST, f"policy refused, version {old} stays in force: {exc}")
-            raise Refused from None
-        ex.policy_version = policy.version
-        log.info("policy reloaded", extra={"event": "policy_reload", "old": old, "new": policy.version})
-        ex.decide(None, Decision(Outcome.ALLOW, Reason.VALID, f"policy {policy.version} in force (was {old})"))
+        reloads = request.app[RELOADS]
+        if not reloads.reload(ex):
+            raise Refused
+        reloads.announce()  # every other worker follows within a second
     except Refused:
         pass
     return await gate.finish([ex])

@@ -6,6 +6,8 @@ from aiohttp import web
 from gateway.audit import AuditSink
 from gateway.config import Settings
 from gateway.http.gate import Gate
+from gateway.http.upkeep import PolicyReloads
+from gateway.metrics import Metrics
 from gateway.port import Port
 from gateway.tls import ServerTLS
 
@@ -14,3 +16,5 @@ PORT = web.AppKey("port", Port)
 SINK = web.AppKey("sink", AuditSink)
 GATE = web.AppKey("gate", Gate)
 TLS = web.AppKey("tls", ServerTLS)
+METRICS = web.AppKey("metrics", Metrics)
+RELOADS = web.AppKey("reloads", PolicyReloads)

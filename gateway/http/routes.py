@@ -15,6 +15,7 @@ ROUTES = [
     web.post("/v1/admin/policy/reload", handlers.reload_policy),
     web.get("/healthz", handlers.healthz, allow_head=False),
     web.get("/readyz", handlers.readyz, allow_head=False),
+    web.get("/metrics", handlers.metrics, allow_head=False),
     web.get("/openapi.json", openapi, allow_head=False),
 ]
 

@@ -1,0 +1,77 @@
+"""What a worker does once a second besides answering: follow the registry and the policy, and
+copy its audit sink's counters into the metrics.
+
+Policy reloads reach every worker through the ``policy`` generation of the shared signals: the
+worker that reloads (admin API) or the master (SIGHUP) bumps it, and every worker that sees it
+move reloads ``policy.toml`` itself within a second. Each worker's reload leaves an audit record
+(endpoint ``policy.reload``, its instance, the version now in force, or the error that kept the
+old one), so the trail says when every instance switched.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway.audit import AuditSink, AuditUnavailable
+from gateway.exchange import Exchange
+from gateway.http.gate import Clock, Gate
+from gateway.metrics import Metrics
+from gateway.policy import PolicyError
+from gateway.port import Port
+from gateway.registry.signals import POLICY_GENERATION, Signals
+from gateway.types import Decision, Outcome, Reason
+
+log = logging.getLogger("portcullis.upkeep")
+INTERVAL_S = 1.0
+
+
+class PolicyReloads:
+    def __init__(self, port: Port, signals: Signals, sink: AuditSink, instance: str, clock: Clock) -> None:
+        self.port, self.signals, self.sink, self.instance, self.clock = port, signals, sink, instance, clock
+        self._seen = signals.generation(POLICY_GENERATION)
+
+    def announce(self) -> None:
+        """This worker has just reloaded the policy: make every other worker follow."""
+        self._seen = self.signals.bump(POLICY_GENERATION)
+
+    def reload(self, ex: Exchange) -> bool:
+        """Reload ``policy.toml`` in this worker, the outcome recorded in ``ex``; False if refused
+        (the old policy stays in force)."""
+        old = self.port.policy.version
+        try:
+            policy = self.port.reload_policy()
+        except PolicyError as exc:
+            log.error("policy reload refused", extra={"event": "policy_reload_failed", "policy_version": old,
+                                                      "error": str(exc)})
+            ex.refuse(Reason.INVALID_REQUEST, f"policy refused, version {old} stays in force: {exc}")
+            return False
+        log.info("policy reloaded", extra={"event": "policy_reload", "old": old, "new": policy.version})
+        ex.policy_version = policy.version
+        ex.decide(None, Decision(Outcome.ALLOW, Reason.VALID, f"policy {policy.version} in force (was {old})"))
+        return True
+
+    async def follow(self) -> None:
+        """Reload when another process bumped the generation, and audit it."""
+        generation = self.signals.generation(POLICY_GENERATION)
+        if generation == self._seen:
+            return
+        self._seen = generation
+        ex = self.port.open("policy.reload", instance=self.instance, now=self.clock())
+        self.reload(ex)
+        ex.decided_ns = time.perf_counter_ns()
+        try:
+            await self.sink.submit([ex.record()])
+        except AuditUnavailable as exc:
+            log.error("policy reload not audited", extra={"event": "audit_unavailable", "error": str(exc)})
+
+
+async def upkeep_forever(port: Port, reloads: PolicyReloads, metrics: Metrics, gate: Gate) -> None:
+    while True:
+        await asyncio.sleep(INTERVAL_S)
+        try:
+            metrics.sample(gate.sink, gate.lost_records)
+            port.refresh()
+            await reloads.follow()
+        except Exception:
+            log.exception("upkeep failed", extra={"event": "upkeep_failed"})
