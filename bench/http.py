@@ -1,0 +1,172 @@
+"""HTTP throughput (SPEC §10): one gateway worker (HMAC, durable audit, 10,000 licenses) against a
+bare aiohttp handler of the same payload, same wrk load, alternating runs; then the gateway at
+half that load for p99 latency; then batch decisions/s; and finally a check that every answered
+request is in the audit trail.
+"""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+
+from bench.load import wrk, write_requests
+from gateway.callers import Caller, add_caller
+from gateway.cli.setup import initialise
+from gateway.config import load_settings
+from gateway.licenses import key_hash, new_license_id, new_license_key
+from gateway.registry.sqlite import SqliteStore
+from gateway.types import License
+
+OUT = Path(__file__).parent / "out" / "http"
+LICENSES = 10_000
+USERS_PER_LICENSE = 5
+
+
+def _prepare(root: Path) -> tuple[Path, tuple[str, str], list[str]]:
+    """A data directory with LICENSES licenses (a mix of tiers) and one benchmark caller."""
+    import shutil
+    if root.exists():
+        shutil.rmtree(root)
+    settings = load_settings(root, env={})
+    initialise(settings)
+    key_id, secret = add_caller(settings.callers_path, settings.keys_dir, Caller("bench"))
+    now = datetime.now(timezone.utc)
+    keys, licenses = [], []
+    for i in range(LICENSES):
+        key = new_license_key()
+        keys.append(key)
+        licenses.append(License(license_id=new_license_id(), key_hash=key_hash(key), customer=f"cust-{i}",
+                                product="default", tier=("pro", "enterprise")[i % 2],
+                                expires_at=now + timedelta(days=60 + i % 300)))
+    store = SqliteStore(settings.db_path)
+    store.put(licenses)
+    store.close()
+    return root, (key_id, secret), keys
+
+
+def _check_body(keys: list[str]) -> callable:
+    rng = random.Random(7)
+
+    def body(i: int) -> bytes:
+        key = rng.choice(keys)
+        return json.dumps({"license_key": key, "feature": "reports.sales",
+                           "user_id": f"u{rng.randrange(USERS_PER_LICENSE)}"}).encode()
+    return body
+
+
+def _batch_body(keys: list[str]) -> callable:
+    single = _check_body(keys)
+
+    def body(i: int) -> bytes:
+        return b'{"checks": [' + b",".join(single(i * 100 + j) for j in range(100)) + b"]}"
+    return body
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def _start_gateway(data: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--data", str(data), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=(data.parent / "gateway.log").open("wb"))
+    _wait(f"http://127.0.0.1:{port}/readyz")
+    return proc
+
+
+def _sample_answer(data: Path, port: int, creds, keys) -> bytes:
+    """One real gateway answer: the bare handler returns exactly these bytes."""
+    from gateway.auth import signed_headers
+    body = _check_body(keys)(0)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/check", data=body, method="POST", headers={
+        "Content-Type": "application/json", **signed_headers(*creds, "POST", "/v1/check", body, time.time())})
+    with urllib.request.urlopen(request) as response:
+        return response.read()
+
+
+def run(seconds: int = 8, rounds: int = 3, connections: int = 64) -> dict:
+    OUT.mkdir(parents=True, exist_ok=True)
+    data, creds, keys = _prepare(OUT / "data")
+    gw_port, bare_port = _free_port(), _free_port()
+    gateway = _start_gateway(data, gw_port)
+    bare = None
+    answered = 1  # the sample answer
+    results: dict[str, list[dict]] = {"bare": [], "gateway": []}
+    try:
+        payload = OUT / "payload.json"
+        payload.write_bytes(_sample_answer(data, gw_port, creds, keys))
+        bare = subprocess.Popen([sys.executable, "-m", "bench.bare", str(bare_port), str(payload)])
+        _wait(f"http://127.0.0.1:{bare_port}/none")
+        for r in range(rounds):
+            for name, port in (("bare", bare_port), ("gateway", gw_port)):
+                requests = OUT / f"requests-{name}-{r}.txt"
+                write_requests(requests, 25_000 * seconds, *creds, _check_body(keys), "/v1/check")
+                summary = wrk(f"http://127.0.0.1:{port}/v1/check", requests, seconds=seconds,
+                              connections=connections, workdir=OUT)
+                results[name].append(summary)
+                if name == "gateway":
+                    answered += summary["requests"]
+        bare_rps = statistics.median(s["rps"] for s in results["bare"])
+        gw_rps = statistics.median(s["rps"] for s in results["gateway"])
+        # Half load: each connection waits so that all together send about half the measured rate.
+        half = gw_rps / 2
+        requests = OUT / "requests-half.txt"
+        write_requests(requests, int(half * seconds * 1.5) + 1000, *creds, _check_body(keys), "/v1/check")
+        half_run = wrk(f"http://127.0.0.1:{gw_port}/v1/check", requests, seconds=seconds, connections=16,
+                       delay_ms=16 / half * 1000, workdir=OUT)
+        answered += half_run["requests"]
+        requests = OUT / "requests-batch.txt"
+        write_requests(requests, 2_000 * seconds, *creds, _batch_body(keys), "/v1/check/batch")
+        batch = wrk(f"http://127.0.0.1:{gw_port}/v1/check/batch", requests, seconds=seconds, connections=16,
+                    workdir=OUT)
+        answered_batch = batch["requests"]
+    finally:
+        if bare is not None:
+            bare.terminate()
+            bare.wait(10)
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(60)
+    trail = duckdb.connect().execute(f"SELECT count(*), count(DISTINCT decision_id) FROM read_parquet("
+                       f"'{data}/audit/date=*/hour=*/*.parquet', hive_partitioning=true)").fetchone()
+    return {
+        "bare_rps": bare_rps, "gateway_rps": gw_rps, "ratio": round(gw_rps / bare_rps, 3), "ratio_target": 0.80,
+        "half_load_rps": half_run["rps"], "half_load_p99_ms": half_run["p99_ms"], "p99_target_ms": 5.0,
+        "gateway_p50_ms": statistics.median(s["p50_ms"] for s in results["gateway"]),
+        "gateway_p99_ms": statistics.median(s["p99_ms"] for s in results["gateway"]),
+        "batch_requests_per_s": batch["rps"], "batch_decisions_per_s": round(batch["rps"] * 100),
+        "batch_target": 50_000,
+        "non2xx": sum(s["non2xx"] for s in results["gateway"]) + half_run["non2xx"] + batch["non2xx"],
+        "audit_rows": trail[0], "audit_distinct": trail[1],
+        "answered": answered + answered_batch * 100,
+        "audit_complete": trail[0] == trail[1] and trail[0] >= answered + answered_batch * 100,
+        "runs": results,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
