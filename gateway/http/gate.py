@@ -19,6 +19,7 @@ from uuid_utils import uuid7
 from gateway.audit import AuditSink, AuditUnavailable
 from gateway.auth import HmacAuthenticator
 from gateway.callers import Caller
+from gateway.checks import is_text
 from gateway.exchange import Exchange
 from gateway.port import Port
 from gateway.ratelimit import RateLimiter
@@ -60,7 +61,7 @@ class Gate:
     def open(self, request: web.Request, endpoint: str) -> Exchange:
         header_id = request.headers.get("X-Request-Id")
         return self.port.open(endpoint, instance=self.instance, now=self.clock(), remote_addr=request.remote or "",
-                              request_id=header_id[:128] if header_id else None,
+                              request_id=header_id[:128] if header_id and is_text(header_id) else None,
                               trace_id=_trace_id(request.headers.get("traceparent")))
 
     def sibling(self, first: Exchange) -> Exchange:

@@ -61,8 +61,8 @@ async def test_durable_submits_end_up_in_parquet_once(make_sink, config, key) ->
 
 
 async def test_buffered_acks_before_the_fsync_and_close_flushes(make_sink, config, monkeypatch) -> None:
-    real_fsync = os.fsync
-    monkeypatch.setattr(spool_module.os, "fsync", lambda fd: (time.sleep(0.3), real_fsync(fd)))
+    real_sync = spool_module.SegmentWriter.sync
+    monkeypatch.setattr(spool_module.SegmentWriter, "sync", lambda self: (time.sleep(0.3), real_sync(self)))
     async with make_sink(ack="buffered") as sink:
         started = time.monotonic()
         await sink.submit([make_record(1)])
