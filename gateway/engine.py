@@ -93,7 +93,9 @@ def decide(lic: License | None, policy: Policy, check: Check, usage: Usage, now:
     if lic is None:
         return _deny(Reason.KEY_NOT_FOUND, "no license matches this key", [])
     alerts: list[Reason] = []
-    days_left = None if lic.expires_at is None else math.floor((lic.expires_at - now) / _DAY)
+    # Seconds until expiry (negative once expired): every expiry rule below is arithmetic on it.
+    left_s = None if lic.expires_at is None else (lic.expires_at - now).total_seconds()
+    days_left = None if left_s is None else math.floor(left_s / 86400)
     base = {"days_left": days_left}
     if lic.status is Status.REVOKED:
         return _deny(Reason.LICENSE_REVOKED, f"license {lic.license_id} has been revoked", alerts, **base)
@@ -104,9 +106,8 @@ def decide(lic: License | None, policy: Policy, check: Check, usage: Usage, now:
     if not any_match(lic.environments, check.environment):
         return _deny(Reason.ENVIRONMENT_NOT_ALLOWED,
                      f"license is not valid in environment {check.environment!r}", alerts, **base)
-    if lic.expires_at is not None and now >= lic.expires_at:
-        grace_end = lic.expires_at + timedelta(days=policy.grace_days)
-        if now >= grace_end:
+    if left_s is not None and left_s <= 0:
+        if left_s + policy.grace_days * 86400 <= 0:
             return _deny(Reason.LICENSE_EXPIRED, f"license expired on {_iso(lic.expires_at)}", alerts, **base)
         alerts.append(Reason.EXPIRED_IN_GRACE)
     if lic.tier not in policy.tiers:
@@ -132,12 +133,12 @@ def decide(lic: License | None, policy: Policy, check: Check, usage: Usage, now:
     if meter.quota is not None:
         base.update(quota_used=quota_used, quota_limit=meter.quota.limit, quota_period_end=meter.period_end)
 
-    if days_left is not None and now < lic.expires_at and lic.expires_at - now <= timedelta(days=policy.expiring_warn_days):
+    if left_s is not None and 0 < left_s <= policy.expiring_warn_days * 86400:
         alerts.append(Reason.EXPIRING_SOON)
     if meter.quota is not None and quota_used * 100 >= meter.quota.limit * policy.quota_warn_pct \
             and Reason.QUOTA_OVERAGE not in alerts:
         alerts.append(Reason.QUOTA_NEAR_LIMIT)
-    ttl = 0 if check.quantity else _cache_ttl(lic, policy, now, max_cache_ttl_s)
+    ttl = 0 if check.quantity else _cache_ttl(left_s, policy, max_cache_ttl_s)
     if alerts:
         return Decision(Outcome.ALERT, alerts[0], _ALERT_DETAIL[alerts[0]], tuple(alerts), claim_seat=claim_seat,
                         consume=consume, cache_ttl_s=ttl, **base)
@@ -177,15 +178,15 @@ def _quota(meter: Metering, usage: Usage, quantity: int, policy: Policy,
     return quantity, wanted
 
 
-def _cache_ttl(lic: License, policy: Policy, now: datetime, max_ttl: int) -> int:
-    """A cached answer must not outlive the next moment the license changes state by itself."""
+def _cache_ttl(left_s: float | None, policy: Policy, max_ttl: int) -> int:
+    """A cached answer must not outlive the next moment the license changes state by itself:
+    entering the expiry warning window, expiring, leaving the grace period."""
     ttl = max_ttl
-    if lic.expires_at is not None:
-        for edge in (lic.expires_at - timedelta(days=policy.expiring_warn_days), lic.expires_at,
-                     lic.expires_at + timedelta(days=policy.grace_days)):
-            if edge > now:
-                ttl = min(ttl, int((edge - now).total_seconds()))
-    return max(ttl, 0)
+    if left_s is not None:
+        for edge in (left_s - policy.expiring_warn_days * 86400, left_s, left_s + policy.grace_days * 86400):
+            if edge > 0:
+                ttl = min(ttl, int(edge))
+    return ttl
 
 
 def _with(decision: Decision, **fields) -> Decision:
