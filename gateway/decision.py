@@ -89,16 +89,19 @@ class Decision:
         if decision not in ("allow", "deny", "alert") or not isinstance(reason, str):
             raise ValueError("the answer is not a decision")
         lic, seats, quota = body.get("license"), body.get("seats"), body.get("quota")
-        return cls(
-            decision=decision, reason=reason, detail=body.get("detail") or "",
-            decision_id=body.get("decision_id"), request_id=body.get("request_id"), feature=body.get("feature"),
-            license=LicenseInfo(**{k: lic.get(k) for k in LicenseInfo.__slots__}) if lic else None,
-            alerts=tuple(body.get("alerts") or ()),
-            seats=Seats(seats.get("used"), seats.get("limit")) if seats else None,
-            quota=QuotaInfo(quota.get("used"), quota.get("limit"), quota.get("period_end")) if quota else None,
-            policy_version=body.get("policy_version") or "", cache_ttl_s=int(body.get("cache_ttl_s") or 0),
-            http_status=http_status,
-        )
+        try:
+            return cls(
+                decision=decision, reason=reason, detail=body.get("detail") or "",
+                decision_id=body.get("decision_id"), request_id=body.get("request_id"), feature=body.get("feature"),
+                license=LicenseInfo(**{k: lic.get(k) for k in LicenseInfo.__slots__}) if lic else None,
+                alerts=tuple(body.get("alerts") or ()),
+                seats=Seats(seats.get("used"), seats.get("limit")) if seats else None,
+                quota=QuotaInfo(quota.get("used"), quota.get("limit"), quota.get("period_end")) if quota else None,
+                policy_version=body.get("policy_version") or "", cache_ttl_s=int(body.get("cache_ttl_s") or 0),
+                http_status=http_status,
+            )
+        except (AttributeError, TypeError):  # a nested field of the wrong type
+            raise ValueError("the answer is not a decision") from None
 
     @classmethod
     def unreachable(cls, feature: str, detail: str, *, fail_open: bool, request_id: str | None = None) -> Decision:
