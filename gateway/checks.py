@@ -19,6 +19,22 @@ class InvalidRequest(ValueError):
     """The body is not a well-formed check; the message is safe to return to the caller."""
 
 
+def is_text(value: str) -> bool:
+    """Whether a string is valid Unicode. JSON escapes can spell lone surrogates (``"\\ud800"``),
+    which no UTF-8 encoder accepts: such a string could be neither hashed nor audited."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: str) -> str:
+    return value if is_text(value) else value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass(frozen=True, slots=True)
 class CheckBody:
     license_key: str
@@ -35,12 +51,12 @@ def parse_check(doc: Any) -> CheckBody:
         raise InvalidRequest("a check must be a JSON object")
     unknown = doc.keys() - _FIELDS
     if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}")
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(map(_shown, unknown)))[:200]}")
     for name in ("license_key", "feature"):
         if name not in doc:
             raise InvalidRequest(f"missing required field: {name}")
     key = doc["license_key"]
-    if not isinstance(key, str) or not 1 <= len(key) <= 256:
+    if not isinstance(key, str) or not 1 <= len(key) <= 256 or not is_text(key):
         raise InvalidRequest("license_key must be a string of 1-256 characters")
     feature = _name(doc, "feature")
     optional = {name: _name(doc, name) for name in _OPTIONAL_STR if doc.get(name) is not None}
@@ -72,4 +88,4 @@ def lenient_fields(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         return {}
     return {k: v[:128] for k in ("feature", "user_id", "product", "request_id")
-            if isinstance(v := doc.get(k), str)}
+            if isinstance(v := doc.get(k), str) and is_text(v)}
