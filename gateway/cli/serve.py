@@ -1,10 +1,9 @@
 """``portcullis serve``: run the gateway on this data directory."""
 from __future__ import annotations
 
-import logging
+import sys
 
 import click
-from aiohttp import web
 
 from gateway.cli.common import data_option, settings_for
 
@@ -20,20 +19,26 @@ from gateway.cli.common import data_option, settings_for
 @click.option("--env", "environment", default=None, help="Deployment environment (default $PORTCULLIS_ENV or dev).")
 @data_option
 def serve(host, port, workers, tls_cert, tls_key, client_ca, environment, data_dir):
-    """Serve the decision API."""
-    from gateway.http.app import create_app
-    from gateway.http.keys import TLS
+    """Serve the decision API (SIGTERM: drain and stop; SIGHUP: reload policy.toml in every worker)."""
+    from gateway import logs
+    from gateway.policy import PolicyError, load_policy
+    from gateway.workers import serve as run_workers
 
     settings = settings_for(data_dir, host=host, port=port, workers=workers, tls_cert=tls_cert, tls_key=tls_key,
                             client_ca=client_ca, environment=environment)
     if not settings.policy_path.exists():
         raise click.ClickException(f"{settings.policy_path} not found: run `portcullis init --data {settings.data_dir}`")
-    logging.basicConfig(level=settings.log_level.upper())
     if bool(settings.tls_cert) != bool(settings.tls_key) or (settings.client_ca and not settings.tls_cert):
         raise click.UsageError("--tls-cert and --tls-key go together; --client-ca needs both")
-    app = create_app(settings)
-    tls = app.get(TLS)
-    scheme = "https" if tls else "http"
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None,
-                ssl_context=tls.context if tls else None,
-                print=lambda *_: click.echo(f"portcullis listening on {scheme}://{settings.host}:{settings.port}"))
+    if settings.workers < 1:
+        raise click.UsageError("--workers must be at least 1")
+    try:
+        load_policy(settings.policy_path)  # refused here, with its error, before any worker starts
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    logs.configure(settings.log_level)
+    try:
+        status = run_workers(settings, announce=click.echo)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+    sys.exit(status)

@@ -1,0 +1,210 @@
+"""The processes of ``portcullis serve``: a master that owns the port and supervises N workers.
+
+The master binds the listening socket once, then forks the workers; all of them accept on that
+one socket and the kernel hands each connection to one of them. Workers share nothing but the
+registry database (licenses, seats, quotas: check-and-consume is one SQLite transaction, so no
+seat or unit is granted twice) and the signals table in it; each has its own instance id
+(``<instance>-w<N>``), audit spool and Parquet files.
+
+Signals to the master:
+
+- SIGTERM, SIGINT: stop. The master closes its copy of the socket and passes SIGTERM on. Each
+  worker stops accepting, lets in-flight requests finish (up to ``shutdown_timeout_s``), closes
+  its audit sink (everything acknowledged ends up in Parquet) and exits 0. A worker still alive
+  after twice that is killed. The master exits 0 when every worker did.
+- SIGHUP: every worker reloads ``policy.toml``. The master bumps the ``policy`` generation;
+  each worker reloads, audits it, and keeps its old policy if the new one is refused.
+
+A worker that dies is restarted under the same index (so the same instance id recovers its
+spool); one that dies within its first seconds (a broken policy, a locked spool) stops the whole
+server with exit status 1, rather than restarting in a loop. Workers die with the master
+(``PR_SET_PDEATHSIG``): ``kill -9`` of the master is a crash of the gateway, never orphans that
+keep the port and the spools.
+
+Ordering: ``PROMETHEUS_MULTIPROC_DIR`` must be set before prometheus-client is first imported
+(it picks its value store at import), so nothing that imports it is imported here at module
+level; the application is imported by each worker after the fork.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from typing import Callable
+
+from gateway import logs
+from gateway.config import Settings
+from gateway.registry.signals import POLICY_GENERATION, SqliteSignals
+
+log = logging.getLogger("portcullis.workers")
+STARTUP_GRACE_S = 5.0  # a worker dying sooner than this is a configuration error, not a crash
+_STOP = {signal.SIGTERM, signal.SIGINT}
+_SIGNALS = _STOP | {signal.SIGHUP, signal.SIGCHLD}
+_PR_SET_PDEATHSIG = 1
+
+
+def serve(settings: Settings, announce: Callable[[str], None] = print) -> int:
+    """Run the gateway until SIGTERM or SIGINT; returns the exit status. OSError if it cannot bind."""
+    _prepare_metrics_dir(settings.run_dir / "metrics")
+    sock = bind(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if settings.tls_cert else "http"
+    announce(f"portcullis listening on {scheme}://{settings.host}:{port} ({settings.workers} workers)")
+    return Master(settings, sock).run()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _prepare_metrics_dir(path) -> None:
+    """Every worker's metric files go here; files of an earlier run would be summed in, so go."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the metrics directory was set up")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+class Master:
+    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+        self.settings, self.sock = settings, sock
+        self.children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
+        self.stopping_since: float | None = None
+        self.status = 0
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        for worker in range(self.settings.workers):
+            self._spawn(worker)
+        while self.children:
+            info = signal.sigtimedwait(_SIGNALS, 1.0)
+            if info is not None and info.si_signo in _STOP:
+                self._stop()
+            elif info is not None and info.si_signo == signal.SIGHUP:
+                self._reload()
+            self._reap()
+            if self.stopping_since is not None and time.monotonic() - self.stopping_since > 2 * self._timeout:
+                for pid in self.children:
+                    log.error("worker did not stop in time, killing it", extra={"event": "worker_killed", "pid": pid})
+                    os.kill(pid, signal.SIGKILL)
+                self.status = 1
+        return self.status
+
+    @property
+    def _timeout(self) -> float:
+        return self.settings.shutdown_timeout_s
+
+    def _spawn(self, worker: int) -> None:
+        master = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                # SIGTERM and SIGINT stay blocked until the worker's loop handles them (a stop
+                # that arrives during start-up is then a graceful one); SIGHUP is the master's.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS - _STOP)
+                _die_with(master)
+                code = run_worker(self.settings, worker, self.sock)
+            except BaseException as exc:
+                log.exception("worker failed: %s", exc, extra={"event": "worker_failed", "worker": worker})
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = (worker, time.monotonic())
+        log.info("worker started", extra={"event": "worker_started", "worker": worker, "pid": pid})
+
+    def _stop(self) -> None:
+        if self.stopping_since is not None:
+            return
+        self.stopping_since = time.monotonic()
+        log.info("stopping", extra={"event": "stopping", "workers": len(self.children)})
+        self.sock.close()  # the workers' copies close as they stop; then new connections are refused
+        for pid in self.children:
+            os.kill(pid, signal.SIGTERM)
+
+    def _reload(self) -> None:
+        signals = SqliteSignals(self.settings.db_path)
+        try:
+            generation = signals.bump(POLICY_GENERATION)
+        finally:
+            signals.close()
+        log.info("policy reload requested", extra={"event": "policy_reload_requested", "generation": generation})
+
+    def _reap(self) -> None:
+        from prometheus_client import multiprocess  # safe here: the environment is set
+
+        while self.children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return
+            worker, started = self.children.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            multiprocess.mark_process_dead(pid)
+            if self.stopping_since is not None:
+                self.status |= int(code != 0)
+                log.info("worker stopped", extra={"event": "worker_stopped", "worker": worker, "code": code})
+            elif time.monotonic() - started < STARTUP_GRACE_S:
+                log.error("worker failed at start, stopping", extra={"event": "worker_start_failed",
+                                                                    "worker": worker, "code": code})
+                self.status = 1
+                self._stop()
+            else:
+                log.error("worker died, restarting it", extra={"event": "worker_died", "worker": worker, "code": code})
+                self._spawn(worker)
+
+
+def _die_with(master: int) -> None:
+    """Have the kernel SIGKILL this process when the master dies (Linux); no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != master:  # the master died before prctl took effect
+        os._exit(1)
+
+
+def run_worker(settings: Settings, worker: int, sock: socket.socket) -> int:
+    from gateway.http.app import create_app  # after the fork: see the module docstring
+
+    logs.set_context(instance=settings.instance_id(worker))
+    return asyncio.run(_serve_app(create_app(settings, worker=worker), settings, sock))
+
+
+async def _serve_app(app, settings: Settings, sock: socket.socket) -> int:
+    from aiohttp import web
+
+    from gateway.http.keys import TLS
+
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
+                           **logs.access_log_options(settings.access_log))
+    await runner.setup()
+    try:
+        tls = app.get(TLS)
+        await web.SockSite(runner, sock, ssl_context=tls.context if tls else None).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signo in _STOP:
+            loop.add_signal_handler(signo, stop.set)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # stop accepting, drain in-flight requests, then close the audit sink
+    return 0

@@ -1,0 +1,183 @@
+"""``portcullis serve --workers 2`` as real processes: shared seats and quotas, graceful stop,
+policy reloads that reach every worker, and JSON logs that carry no secret."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import time
+
+import aiohttp
+import duckdb
+import pytest
+
+from gateway.auth import signed_headers
+
+pytestmark = pytest.mark.slow
+CHECK = "/v1/check"
+
+
+async def post(session: aiohttp.ClientSession, url: str, creds, path: str, doc: dict) -> tuple[int, dict]:
+    body = json.dumps(doc).encode()
+    headers = {"Content-Type": "application/json",
+               **signed_headers(creds.key_id, creds.secret, "POST", path, body, time.time())}
+    async with session.post(url + path, data=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+def fresh_connections() -> aiohttp.ClientSession:
+    """One connection per request, so the kernel spreads them over the workers."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=64))
+
+
+def start(spawn, data_dir, *args: str, workers: int = 2, **kwargs):
+    """A gateway whose every worker is up (readiness alone means: at least one is)."""
+    server = spawn(data_dir.path, "--workers", str(workers), *args, **kwargs)
+    deadline = time.monotonic() + 20
+    while server.log.read_text().count('"event": "ready"') < workers:
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.05)
+    return server
+
+
+def trail(data_dir, where: str = "true") -> list[tuple]:
+    return duckdb.sql(f"SELECT decision_id, instance, endpoint, decision, reason, policy_version, error "
+                      f"FROM read_parquet('{data_dir.settings.audit_dir}/date=*/hour=*/*.parquet') "
+                      f"WHERE {where}").fetchall()
+
+
+async def test_seats_and_quotas_are_never_over_granted_across_workers(data_dir, spawn):
+    seated = data_dir.issue(tier="basic")  # 5 seats, +20 % tolerance
+    metered = data_dir.issue(tier="strict", seats=1000)  # export: 10 a day, +10 % tolerance
+    server = start(spawn, data_dir)
+    async with fresh_connections() as session:
+        seats = await asyncio.gather(*(post(session, server.url, data_dir.service, CHECK, {
+            "license_key": seated.key, "feature": "view", "user_id": f"user-{i}"}) for i in range(40)))
+        units = await asyncio.gather(*(post(session, server.url, data_dir.service, CHECK, {
+            "license_key": metered.key, "feature": "export", "user_id": "u1", "quantity": 1}) for _ in range(60)))
+    seat_grants = [body for _, body in seats if body["decision"] != "deny"]
+    unit_grants = [body for _, body in units if body["decision"] != "deny"]
+    assert len(seat_grants) == 6 and {b["reason"] for _, b in seats} >= {"SEAT_LIMIT_EXCEEDED"}
+    assert len(unit_grants) == 11 and {b["reason"] for _, b in units} >= {"QUOTA_EXCEEDED"}
+    assert server.stop() == 0
+    with sqlite3.connect(data_dir.settings.db_path) as db:
+        held = db.execute("SELECT COUNT(*) FROM seats WHERE license_id=?", (seated.license.license_id,)).fetchone()[0]
+        used = db.execute("SELECT SUM(used) FROM usage WHERE license_id=?", (metered.license.license_id,)).fetchone()[0]
+    assert (held, used) == (6, 11)
+    instances = {row[1] for row in trail(data_dir)}
+    assert len(instances) == 2, "both workers should have answered"
+
+
+async def _hammer(url: str, creds, key: str, received: list[str]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for i in range(100_000):
+            try:
+                status, body = await post(session, url, creds, CHECK, {"license_key": key, "feature": "x",
+                                                                        "user_id": f"u{i}"})
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                return  # the server stopped: what we did not receive was never acknowledged
+            if status == 200:
+                received.append(body["decision_id"])
+
+
+async def test_sigterm_drains_flushes_and_exits_0_without_losing_an_acknowledged_record(data_dir, spawn):
+    issued = data_dir.issue(tier="unlimited")
+    server = start(spawn, data_dir)
+    received: list[str] = []
+    clients = [asyncio.create_task(_hammer(server.url, data_dir.service, issued.key, received)) for _ in range(12)]
+    while len(received) < 300:
+        await asyncio.sleep(0.02)
+    server.proc.send_signal(signal.SIGTERM)
+    await asyncio.gather(*clients)
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    ids = [row[0] for row in trail(data_dir)]
+    assert len(ids) == len(set(ids)), "duplicated records"
+    missing = set(received) - set(ids)
+    assert not missing, f"{len(missing)} of {len(received)} acknowledged records lost"
+    assert not list((data_dir.settings.spool_dir).glob("*/*.seg*")), "spool segments left behind"
+
+
+async def _versions_seen(url: str, creds, key: str, n: int = 24) -> set[str]:
+    async with fresh_connections() as session:
+        answers = await asyncio.gather(*(post(session, url, creds, CHECK, {"license_key": key, "feature": "x"})
+                                         for _ in range(n)))
+    return {body["policy_version"] for _, body in answers}
+
+
+async def _until_every_worker_has(version: str, url: str, creds, key: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (seen := await _versions_seen(url, creds, key)) != {version}:
+        assert time.monotonic() < deadline, f"workers still answer with {seen}, expected {version}"
+        await asyncio.sleep(0.2)
+
+
+async def test_policy_reloads_reach_every_worker_and_broken_ones_are_refused(data_dir, spawn):
+    issued = data_dir.issue(tier="unlimited")
+    policy = data_dir.settings.policy_path
+    server = start(spawn, data_dir)
+    original = (await _versions_seen(server.url, data_dir.service, issued.key)).pop()
+
+    policy.write_text(policy.read_text().replace("grace_days = 7", "grace_days = 8"))
+    async with aiohttp.ClientSession() as session:
+        status, body = await post(session, server.url, data_dir.admin, "/v1/admin/policy/reload", {})
+    by_api = body["policy_version"]
+    assert status == 200 and by_api != original and by_api in body["detail"]
+    await _until_every_worker_has(by_api, server.url, data_dir.service, issued.key)
+
+    policy.write_text(policy.read_text().replace("grace_days = 8", "grace_days = 9"))
+    os.kill(server.proc.pid, signal.SIGHUP)
+    by_signal = (await asyncio.to_thread(_wait_for_new_version, server, data_dir, issued.key, by_api))
+    await _until_every_worker_has(by_signal, server.url, data_dir.service, issued.key)
+
+    policy.write_text("[tiers.broken]\nfeatures = 3\n")
+    async with aiohttp.ClientSession() as session:
+        status, body = await post(session, server.url, data_dir.admin, "/v1/admin/policy/reload", {})
+    assert (status, body["reason"]) == (400, "INVALID_REQUEST") and by_signal in body["detail"]
+    os.kill(server.proc.pid, signal.SIGHUP)
+    await asyncio.sleep(2.5)
+    assert await _versions_seen(server.url, data_dir.service, issued.key) == {by_signal}
+    assert server.stop() == 0
+
+    reloads = trail(data_dir, "endpoint IN ('policy.reload', 'admin.policy_reload')")
+    followed = {(instance, version) for _, instance, endpoint, decision, _, version, _ in reloads
+                if endpoint == "policy.reload" and decision == "allow"}
+    assert {v for _, v in followed} == {by_api, by_signal}
+    assert len({i for i, v in followed if v == by_signal}) == 2, "each worker audits its own reload"
+    refused = [row for row in reloads if row[3] == "deny"]
+    assert refused and all("stays in force" in row[6] for row in refused)
+    log = server.log.read_text()
+    assert "policy_reload_failed" in log and "tier 'broken'" in log
+
+
+def _wait_for_new_version(server, data_dir, key: str, old: str) -> str:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = asyncio.run(_versions_seen(server.url, data_dir.service, key, 4)) - {old}
+        if seen:
+            return seen.pop()
+        time.sleep(0.2)
+    raise AssertionError("SIGHUP did not reload the policy")
+
+
+async def test_json_logs_of_a_real_run_carry_no_secret(data_dir, spawn):
+    issued = data_dir.issue(tier="basic")
+    server = start(spawn, data_dir, env={"PORTCULLIS_ACCESS_LOG": "true",
+                                                         "PORTCULLIS_LOG_LEVEL": "debug"})
+    async with fresh_connections() as session:
+        await post(session, server.url, data_dir.service, CHECK, {"license_key": issued.key, "feature": "view",
+                                                                  "user_id": "u1"})
+        await post(session, server.url, data_dir.admin, CHECK, {"license_key": issued.key, "feature": "nope"})
+        bad = type(data_dir.service)(data_dir.service.key_id, "wrong-" + data_dir.service.secret)
+        await post(session, server.url, bad, CHECK, {"license_key": issued.key, "feature": "view"})
+        async with session.post(server.url + CHECK, data=b'{"license_key": "' + issued.key.encode() + b'"',
+                                headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 400
+    assert server.stop() == 0
+    text = server.log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "access" for line in lines)
+    assert all({"time", "level", "event", "message"} <= set(line) for line in lines)
+    for secret in (issued.key, data_dir.service.secret, data_dir.admin.secret):
+        assert secret not in text
