@@ -3,19 +3,17 @@
 ``connect`` runs ``views.sql`` verbatim (relative paths resolve against the data directory via
 ``file_search_path``), so Python, the dashboard and the stock DuckDB CLI see the same views.
 It copes with what the CLI cannot: a view whose files do not exist yet becomes an empty relation
-with the right columns, and corrupt audit files can be left out. ``query`` runs SQL and turns
-a corrupt Parquet file into an error that names it (DuckDB only sometimes does).
+with the right columns, and unreadable audit files can be left out. ``query`` runs SQL and turns
+a damaged Parquet file into an error that names it (DuckDB only sometimes does).
 """
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from gateway.audit.schema import AUDIT_SCHEMA
 from gateway.snapshot import CALLERS_SCHEMA, LICENSES_SCHEMA
@@ -45,28 +43,29 @@ class CorruptFileError(RuntimeError):
 def connect(data_dir: str | Path, *, skip_corrupt: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the ``audit``, ``licenses`` and ``callers`` views.
 
-    Nothing is written to the data directory. With ``skip_corrupt`` the audit files whose
-    footer cannot be read are left out of the ``audit`` view now, and any file found unreadable
-    later by ``query`` is left out and the query retried; ``skipped_files(con)`` lists them.
+    Nothing is written to the data directory. Creating the ``audit`` view reads every audit
+    file's footer (``union_by_name``), so an unreadable one is found here: it raises
+    ``CorruptFileError``, or with ``skip_corrupt`` is left out of the view. ``query`` does the
+    same for damage found later; ``skipped_files(con)`` lists what was left out.
     """
-    root = Path(data_dir).resolve()
     con = duckdb.connect(":memory:")
-    con.execute(f"SET file_search_path = {_literal(str(root))}")
-    for statement in duckdb.extract_statements(VIEWS_SQL.read_text(encoding="utf-8")):
-        view = _VIEW_NAME.search(statement.query)
-        try:
-            con.execute(statement.query)
-        except duckdb.IOException:
-            if view is None or view.group(1) not in EMPTY_SCHEMAS:
-                raise
-            _create_empty(con, view.group(1))  # no files yet: an empty view, not an error
+    con.execute(f"SET file_search_path = {_literal(str(Path(data_dir).resolve()))}")
     con.execute("SET VARIABLE skip_corrupt = ?", [skip_corrupt])
     con.execute("SET VARIABLE skipped_audit_files = []::VARCHAR[]")
-    if skip_corrupt:
-        files = audit_files(con)
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            readable = list(pool.map(_footer_readable, files))
-        _exclude(con, [path for path, ok in zip(files, readable) if not ok])
+    for statement in duckdb.extract_statements(VIEWS_SQL.read_text(encoding="utf-8")):
+        view = _VIEW_NAME.search(statement.query)
+        while True:
+            try:
+                con.execute(statement.query)
+                break
+            except duckdb.IOException as exc:
+                if not (view and view.group(1) in EMPTY_SCHEMAS and "No files found" in str(exc)):
+                    raise
+                _create_empty(con, view.group(1))  # nothing written yet: empty, not an error
+                break
+            except duckdb.Error as exc:
+                if not _leave_out(con, _culprit(con, exc), exc):
+                    break  # every audit file was unreadable: the view is now empty
     return con
 
 
@@ -82,16 +81,11 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | 
             relation = con.sql(sql, params=dict(params) if params else None)
             return relation.to_arrow_table() if relation is not None else pa.table({})
         except duckdb.Error as exc:
-            culprit = _culprit(con, exc)
-            if culprit is None:
-                raise
-            if not (_variable(con, "skip_corrupt") and culprit.path in audit_files(con)):
-                raise culprit from None
-            _exclude(con, [culprit.path])
+            _leave_out(con, _culprit(con, exc), exc)
 
 
 def audit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The files the ``audit`` view currently reads, as absolute paths."""
+    """The files the ``audit`` view reads, as absolute paths."""
     source = _variable(con, "audit_files")
     if isinstance(source, list):
         return source
@@ -104,7 +98,7 @@ def skipped_files(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _variable(con: duckdb.DuckDBPyConnection, name: str) -> Any:
-    return con.execute("SELECT getvariable(?)", [name]).fetchone()[0]
+    return con.execute("SELECT getvariable(?)", [name]).fetchall()[0][0]
 
 
 def _literal(text: str) -> str:
@@ -116,24 +110,21 @@ def _create_empty(con: duckdb.DuckDBPyConnection, view: str) -> None:
     con.register(view, EMPTY_SCHEMAS[view].empty_table())
 
 
-def _footer_readable(path: str) -> bool:
-    try:
-        pq.read_metadata(path)
-    except (OSError, pa.ArrowException):
-        return False
-    return True
-
-
-def _exclude(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
-    if not paths:
-        return
-    keep = [path for path in audit_files(con) if path not in set(paths)]
-    con.execute("SET VARIABLE skipped_audit_files = list_concat(getvariable('skipped_audit_files'), ?::VARCHAR[])",
-                [paths])
-    if keep:
-        con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [keep])
-    else:
+def _leave_out(con: duckdb.DuckDBPyConnection, culprit: CorruptFileError | None, exc: duckdb.Error) -> bool:
+    """Leave the culprit out of the ``audit`` view if allowed, else raise; True while the view
+    still has files to read."""
+    if culprit is None:
+        raise exc
+    if not (_variable(con, "skip_corrupt") and culprit.path in audit_files(con)):
+        raise culprit from None
+    keep = [path for path in audit_files(con) if path != culprit.path]
+    con.execute("SET VARIABLE skipped_audit_files = list_append(getvariable('skipped_audit_files'), ?)",
+                [culprit.path])
+    if not keep:
         _create_empty(con, "audit")
+        return False
+    con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [keep])
+    return True
 
 
 def _culprit(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> CorruptFileError | None:

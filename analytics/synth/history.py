@@ -27,7 +27,7 @@ from gateway.snapshot import write_callers_snapshot, write_licenses_snapshot
 from .population import DAY_US, caller_rows, license_rows, make_population
 from .traffic import HOUR_US, arrivals, traffic
 
-COMPACTED = "compacted"  # file name prefix: one file holds the hour of every instance
+COMPACTED = "compact"  # as `audit compact` names merged files: one file holds the hour of every instance
 
 
 
