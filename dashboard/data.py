@@ -81,8 +81,8 @@ def _database(root: str) -> _Database:
     # Lock the connection to the data directory, for the SQL box: after this, table functions
     # such as read_text('/etc/passwd') are refused. It cannot be undone on this connection.
     allowed = ", ".join(_literal(p) for p in (root.rstrip("/") + "/", *_VIEW_DIRS))
-    con.execute(f"SET allowed_directories = [{allowed}]")
-    con.execute("SET enable_external_access = false")
+    con.sql(f"SET allowed_directories = [{allowed}]")
+    con.sql("SET enable_external_access = false")
     return _Database(con, threading.Lock())
 
 

@@ -110,7 +110,7 @@ def top_offenders(unauthorized: pd.DataFrame, top: int = 15) -> go.Figure:
         rows = per[per["reason"] == reason]
         if not rows.empty:
             fig.add_bar(name=reason, x=rows["calls"], y=rows["source"], orientation="h", marker_color=colour)
-    return fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(order)))
+    return fig.update_yaxes(categoryorder="array", categoryarray=order.tolist()[::-1])
 
 
 def auth_errors(unauthorized: pd.DataFrame) -> go.Figure:
@@ -152,7 +152,7 @@ def zombie_keys(keys: pd.DataFrame, top: int = 15) -> go.Figure:
         if mask.any():
             fig.add_bar(name=kind, x=rows.loc[mask, "presented"], y=label[mask], orientation="h",
                         marker_color=KEY_KIND_COLOURS[kind])
-    return fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(label)))
+    return fig.update_yaxes(categoryorder="array", categoryarray=label.tolist()[::-1])
 
 
 def utilisation(df: pd.DataFrame, title: str, label: list[str], top: int = 20) -> go.Figure:
@@ -166,7 +166,7 @@ def utilisation(df: pd.DataFrame, title: str, label: list[str], top: int = 20) -
     fig.add_bar(name="utilisation", x=rows["utilisation_pct"], y=names, orientation="h",
                 marker_color=[utilisation_colour(p) for p in rows["utilisation_pct"]])
     fig.add_vline(x=100, line_dash="dot", line_color=OUTCOME_COLOURS["deny"])
-    return fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(names)))
+    return fig.update_yaxes(categoryorder="array", categoryarray=names.tolist()[::-1])
 
 
 def expiry_timeline(expiring: pd.DataFrame) -> go.Figure:
