@@ -84,7 +84,9 @@ class HmacAuthenticator:
         signature = headers.get("X-Port-Signature")
         if not (key_id and timestamp and nonce and signature):
             return Identity(None, "none", "missing_credentials")
-        if not timestamp.isdigit() or len(timestamp) > 12 or abs(int(timestamp) - now) > self.skew_s:
+        # isascii: str.isdigit() also accepts "²" (which int() refuses) and other scripts' digits.
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12 \
+                or abs(int(timestamp) - now) > self.skew_s:
             return Identity(None, "hmac", "stale_timestamp")
         caller = self.directory.by_key_id.get(key_id)
         secret = self.directory.secrets.get(key_id)
