@@ -145,8 +145,13 @@ class SegmentWriter:
 
 
 def read_segment(path: Path) -> pa.Table | None:
-    """Every whole frame of a segment (None if it holds none); a torn tail is logged and dropped."""
-    data = memoryview(path.read_bytes())
+    """Every whole frame of a segment (None if it holds none); a torn tail is logged and dropped.
+
+    The file is read, not memory-mapped: a mapped file truncated underneath, or a read error,
+    would kill the process with SIGBUS instead of raising.
+    """
+    content = pa.py_buffer(path.read_bytes())
+    data = memoryview(content)
     if data[:len(MAGIC)] != MAGIC[:len(data)]:
         raise SpoolError(f"{path}: not an audit spool segment")
     payloads = []
@@ -154,35 +159,22 @@ def read_segment(path: Path) -> pa.Table | None:
     while offset + _HEADER.size <= size:
         length, crc = _HEADER.unpack_from(data, offset)
         end = offset + _HEADER.size + length
-        payload = data[offset + _HEADER.size:end]
-        if end > size or zlib.crc32(payload) != crc:
+        if end > size or zlib.crc32(data[offset + _HEADER.size:end]) != crc:
             break
-        payloads.append(payload)
+        payloads.append(content.slice(offset + _HEADER.size, length))
         offset = end
     if offset < size:
         log.warning("audit spool segment %s: torn tail at byte offset %d (%d bytes dropped); "
                     "recovered the %d whole frames before it", path, offset, size - offset, len(payloads))
     if len(payloads) < 2:
         return None
-    schema = pa.ipc.read_schema(pa.py_buffer(payloads[0]))
-    batches = [pa.ipc.read_record_batch(pa.py_buffer(p), schema) for p in payloads[1:]]
+    schema = pa.ipc.read_schema(payloads[0])
+    batches = [pa.ipc.read_record_batch(payload, schema) for payload in payloads[1:]]
     return pa.Table.from_batches(batches, schema=schema)
 
 
-def _settle(futures: list[asyncio.Future], error: BaseException | None,
-            rejected: list[tuple[asyncio.Future, InvalidRecord]]) -> None:
-    for future in futures:
-        if not future.done():
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-    for future, exc in rejected:
-        if not future.done():
-            future.set_exception(exc)
-
-
-_Entry = tuple[Sequence[Mapping], asyncio.Future]
+_Entry = tuple[Sequence[Mapping], asyncio.Future | None]  # no future: the submitter does not wait
+_Outcome = tuple[asyncio.Future | None, int, Exception | None]  # (future, number of records, error)
 
 
 class Spool:
@@ -192,7 +184,8 @@ class Spool:
     """
 
     def __init__(self, directory: Path, schema: pa.Schema, *, rotate_s: float, rotate_bytes: int,
-                 commit_interval_s: float, on_rotated: Callable[[Path], None]) -> None:
+                 commit_interval_s: float, on_rotated: Callable[[Path], None],
+                 on_lost: Callable[[int, Exception], None] = lambda count, error: None) -> None:
         self.directory = directory
         self._schema = schema
         self._encoder = RecordEncoder(schema)
@@ -200,6 +193,7 @@ class Spool:
         self._rotate_bytes = rotate_bytes
         self._commit_interval_s = commit_interval_s
         self._on_rotated = on_rotated
+        self._on_lost = on_lost
         self._queue: deque[_Entry] = deque()
         self._wake = threading.Event()
         self._closing = False
@@ -222,9 +216,13 @@ class Spool:
         self._loop = asyncio.get_running_loop()
         self._thread.start()
 
-    def append(self, records: Sequence[Mapping]) -> asyncio.Future:
-        """Queue records; the future resolves once they are fsync'd (or fails with the error)."""
-        future = self._loop.create_future()
+    def append(self, records: Sequence[Mapping], wait: bool = True) -> asyncio.Future | None:
+        """Queue records; the future resolves once they are fsync'd (or fails with the error).
+
+        With ``wait=False`` there is no future: records that then cannot be written are
+        reported to ``on_lost`` (on the event loop, once per commit).
+        """
+        future = self._loop.create_future() if wait else None
         self._queue.append((records, future))
         if not self._wake.is_set():  # the thread clears before draining, so no wake-up is lost
             self._wake.set()
@@ -251,7 +249,7 @@ class Spool:
                     self._commit(entries)
                 except Exception as exc:  # a bug here must fail the submitters, not hang them
                     log.exception("audit spool: commit failed")
-                    self._loop.call_soon_threadsafe(_settle, [f for _, f in entries], exc, [])
+                    self._loop.call_soon_threadsafe(self._settle, [(f, len(r), exc) for r, f in entries])
             elif not self.healthy:
                 self._probe()
             if closing or self._rotation_due():
@@ -271,23 +269,24 @@ class Spool:
         return segment is not None and (segment.size >= self._rotate_bytes
                                         or time.monotonic() - segment.opened_at >= self._rotate_s)
 
-    def _encode(self, entries: list[_Entry]) -> tuple[list[pa.RecordBatch], list[asyncio.Future], list]:
+    def _encode(self, entries: list[_Entry]) -> tuple[list[pa.RecordBatch], list[_Entry], list[_Outcome]]:
+        """Batches of the valid entries, those entries, and the outcomes of the invalid ones."""
         try:
             records = entries[0][0] if len(entries) == 1 else [r for recs, _ in entries for r in recs]
-            return self._encoder.encode(records), [f for _, f in entries], []
+            return self._encoder.encode(records), entries, []
         except InvalidRecord:
             pass  # find the submits at fault; the others in the group are still written
         batches, accepted, rejected = [], [], []
-        for records, future in entries:
+        for entry in entries:
             try:
-                batches += self._encoder.encode(records)
-                accepted.append(future)
+                batches += self._encoder.encode(entry[0])
+                accepted.append(entry)
             except InvalidRecord as exc:
-                rejected.append((future, exc))
+                rejected.append((entry[1], len(entry[0]), exc))
         return batches, accepted, rejected
 
     def _commit(self, entries: list[_Entry]) -> None:
-        batches, accepted, rejected = self._encode(entries)
+        batches, accepted, outcomes = self._encode(entries)
         error: OSError | None = None
         if batches:
             parts = [part for batch in batches for part in _frame(batch.serialize())]
@@ -305,7 +304,24 @@ class Spool:
                 self.bytes_written += written
                 self.records_written += sum(batch.num_rows for batch in batches)
                 self._recovered()
-        self._loop.call_soon_threadsafe(_settle, accepted, error, rejected)
+        outcomes += [(future, len(records), error) for records, future in accepted
+                     if future is not None or error is not None]
+        if outcomes:
+            self._loop.call_soon_threadsafe(self._settle, outcomes)
+
+    def _settle(self, outcomes: list[_Outcome]) -> None:
+        """On the event loop: resolve the waiting submitters, report what unwaited ones lost."""
+        lost, reason = 0, None
+        for future, count, error in outcomes:
+            if future is None:
+                lost, reason = lost + count, error
+            elif not future.done():  # a submitter cancelled meanwhile (client gone) is skipped
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+        if lost:
+            self._on_lost(lost, reason)
 
     def _open(self) -> SegmentWriter:
         self._segment = SegmentWriter(self.directory / f"{new_segment_id()}{SUFFIX}", self._schema)

@@ -26,7 +26,6 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -75,7 +74,7 @@ class DurableSink:
         self._segments: queue.Queue[Path | None] = queue.Queue()
         self._spool = Spool(config.spool_dir, AUDIT_SCHEMA, rotate_s=config.rotate_s,
                             rotate_bytes=config.rotate_bytes, commit_interval_s=config.commit_interval_ms / 1000,
-                            on_rotated=self._segments.put)
+                            on_rotated=self._segments.put, on_lost=self._lost)
         self._converter = threading.Thread(target=self._convert_loop, name=f"audit-convert:{config.instance}",
                                            daemon=True)
         self._stopping = threading.Event()
@@ -140,24 +139,21 @@ class DurableSink:
             raise AuditUnavailable("the audit sink is not running")
         if not records:
             return
-        future = self._spool.append(records)
         if (self.config.ack == "buffered" and self._spool.healthy
-                and self._spool.pending <= self.config.max_buffered):
-            future.add_done_callback(partial(self._after_buffered, len(records)))
+                and self._spool.pending < self.config.max_buffered):
+            self._spool.append(records, wait=False)
             return
         try:
-            await future
+            await self._spool.append(records)
         except OSError as exc:
             if self.config.on_failure != "allow":
                 raise AuditUnavailable(f"audit spool cannot be written: {exc}") from exc
             self.lost_records += len(records)
 
-    def _after_buffered(self, count: int, future: asyncio.Future) -> None:
+    def _lost(self, count: int, error: Exception) -> None:
         """Buffered records were acknowledged already: a failure can only be counted and logged."""
-        if future.cancelled() or future.exception() is None:
-            return
         self.lost_records += count
-        log.error("audit: %d acknowledged (buffered) records were lost: %s", count, future.exception())
+        log.error("audit: %d acknowledged (buffered) records were lost: %s", count, error)
 
     def _convert_loop(self) -> None:
         while (segment := self._segments.get()) is not None:
