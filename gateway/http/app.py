@@ -19,6 +19,7 @@ from gateway.metrics import Metrics
 from gateway.port import Port
 from gateway.registry.signals import SqliteSignals
 from gateway.tls import PeerIdentityError, ServerTLS, TLSConfigError, peer_identity
+from gateway.webhooks import Notifier
 
 log = logging.getLogger("portcullis")
 SinkFactory = Callable[[Settings, int], AuditSink]  # (settings, worker index) -> sink
@@ -80,21 +81,24 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
             await start()
         signals = SqliteSignals(settings.db_path)
         metrics = Metrics(port)
+        notifier = Notifier(settings, port, signals, sink, instance, metrics) if settings.webhooks_url else None
         gate = Gate(port, sink, instance, clock,
                     peer_identity=client_identity if settings.tls_cert and settings.client_ca else None,
-                    observers=[metrics.observe])
+                    observers=[metrics.observe] + ([notifier.observe] if notifier else []))
         reloads = PolicyReloads(port, signals, sink, instance, clock)
         app[PORT], app[SINK], app[GATE], app[METRICS], app[RELOADS] = port, sink, gate, metrics, reloads
-        upkeep = asyncio.create_task(upkeep_forever(port, reloads, metrics, gate))
+        background = [asyncio.create_task(upkeep_forever(port, reloads, metrics, gate))]
+        if notifier is not None:
+            background.append(asyncio.create_task(notifier.run()))
         log.info("gateway ready", extra={"event": "ready", "instance": instance, "licenses": len(port.index),
                                          "policy_version": port.policy.version})
         try:
             yield
         finally:
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
-            await sink.close()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await sink.close()  # after the tasks: their last audit records still get in
             signals.close()
             port.close()
     return context
