@@ -1,0 +1,86 @@
+"""Dockerfile and compose.yaml, checked without a container engine: their structure, and every
+command they run is a real ``portcullis`` command with real options."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gateway.cli import main
+from gateway.config import Settings
+
+ROOT = Path(__file__).parent.parent
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+SETTING_VARIABLES = {"PORTCULLIS_DATA", "PORTCULLIS_ENV"} | {
+    f"PORTCULLIS_{f.name.upper()}" for f in fields(Settings) if f.name not in ("extra", "data_dir", "environment")}
+
+
+def instruction(name: str) -> list[str]:
+    return re.findall(rf"^{name}\s+(.+)$", DOCKERFILE, flags=re.MULTILINE)
+
+
+def exec_form(name: str) -> list[str]:
+    (value,) = instruction(name)
+    return json.loads(value)
+
+
+def test_image_is_slim_non_root_and_installed_like_the_readme():
+    (base,) = instruction("FROM")
+    assert base.startswith("python:3.11") and "slim" in base
+    (user,) = instruction("USER")
+    assert user not in ("root", "0")
+    assert any("pip install ." in run for run in instruction("RUN"))
+    assert exec_form("ENTRYPOINT") == ["portcullis"]
+    env = " ".join(instruction("ENV")) + DOCKERFILE
+    assert "PORTCULLIS_HOST=0.0.0.0" in env and "PORTCULLIS_DASHBOARD_HOST=0.0.0.0" in env
+
+
+def test_gateway_and_dashboard_share_one_data_volume():
+    services = COMPOSE["services"]
+    assert {"gateway", "dashboard"} <= set(services)
+    mounts = {name: {v for v in service.get("volumes", []) if v.endswith(":/data")} for name, service in services.items()}
+    assert mounts["gateway"] == mounts["dashboard"] and len(mounts["gateway"]) == 1
+    volume = next(iter(mounts["gateway"])).split(":")[0]
+    assert volume in COMPOSE["volumes"]
+
+
+@pytest.mark.parametrize("service, path, port", [("gateway", "/healthz", 8080), ("dashboard", "/_stcore/health", 8501)])
+def test_healthchecks_probe_the_service_itself(service, path, port):
+    check = COMPOSE["services"][service]["healthcheck"]
+    assert check["test"][0] == "CMD" and f"http://127.0.0.1:{port}{path}" in " ".join(check["test"])
+
+
+def test_configuration_is_portcullis_variables_binding_every_interface():
+    services = COMPOSE["services"]
+    for name in ("gateway", "dashboard"):
+        env = services[name]["environment"]
+        assert set(env) <= SETTING_VARIABLES, set(env) - SETTING_VARIABLES
+        assert env["PORTCULLIS_DATA"] == "/data"
+    assert services["gateway"]["environment"]["PORTCULLIS_HOST"] == "0.0.0.0"
+    assert services["dashboard"]["environment"]["PORTCULLIS_DASHBOARD_HOST"] == "0.0.0.0"
+    for name in ("gateway", "dashboard"):
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"]), "published on the host's loopback"
+    assert services["dashboard"]["depends_on"]["gateway"]["condition"] == "service_healthy"
+    assert services["gateway"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+
+
+def _commands() -> list[list[str]]:
+    commands = [exec_form("CMD")]
+    for service in COMPOSE["services"].values():
+        assert "entrypoint" not in service, "the image's entrypoint is portcullis"
+        commands.append(service.get("command") or exec_form("CMD"))
+    return commands
+
+
+@pytest.mark.parametrize("argv", _commands(), ids=" ".join)
+def test_every_command_run_is_a_real_cli_command_with_real_options(argv):
+    assert main.get_command(None, argv[0]) is not None, f"no command {argv[0]!r}"
+    result = CliRunner().invoke(main, [*argv, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
