@@ -1,0 +1,96 @@
+"""Report speed (SPEC §10: every report ≤ 1 s over 10 million audit records).
+
+``python -m bench.reports [--rows N] [--days D]`` prints one JSON object. The synthetic history
+is generated once into ``bench/out/reports-<rows>-<days>d/`` and reused by later runs. One
+connection is opened (timed apart, like a dashboard's long-lived one), then every registered
+report runs three times as of the history's end; the median wall time is the figure, with the
+process CPU time beside it since other processes may share the machine. Each report's plan is
+summarised from EXPLAIN: the partition filter DuckDB applied and how many files it kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+
+from analytics.db import audit_files, connect
+from analytics.registry import REPORTS, run_report
+from analytics.synth import generate
+
+OUT = Path(__file__).with_name("out")
+LIMIT_S = 1.0
+
+
+def history(rows: int, days: int) -> tuple[Path, dict]:
+    """The cached synthetic history for (rows, days), generated on first use."""
+    data = OUT / f"reports-{rows}-{days}d"
+    summary_path = data / "synth.json"
+    if not summary_path.exists():
+        shutil.rmtree(data, ignore_errors=True)  # a half-written cache from an interrupted run
+        summary = generate(data, days=days, rows=rows, progress=lambda line: print(line, file=sys.stderr))
+        summary_path.write_text(json.dumps(summary))
+    return data, json.loads(summary_path.read_text())
+
+
+def scans(plan: Any) -> Iterator[dict[str, str]]:
+    """The Parquet scans of an EXPLAIN (FORMAT JSON) plan, with their partition pruning."""
+    nodes = plan if isinstance(plan, list) else [plan]
+    for node in nodes:
+        info = node.get("extra_info", {})
+        if node.get("name") == "READ_PARQUET":
+            yield {"file_filters": info.get("File Filters", "(none)"), "scanning_files": info.get("Scanning Files", "all")}
+        yield from scans(node.get("children", []))
+
+
+def _timed(con: duckdb.DuckDBPyConnection, name: str, now: datetime) -> tuple[float, float, int]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = run_report(con, name, now=now)
+    return time.perf_counter() - wall, time.process_time() - cpu, result.num_rows
+
+
+def run(rows: int = 10_000_000, days: int = 30, repeat: int = 3) -> dict:
+    data, summary = history(rows, days)
+    now = datetime.fromisoformat(summary["end"])
+    began = time.perf_counter()
+    con = connect(data)
+    connect_s = time.perf_counter() - began
+    reports = {}
+    for name, report in REPORTS.items():
+        runs = [_timed(con, name, now) for _ in range(repeat)]
+        plan = con.execute("EXPLAIN (FORMAT JSON) " + report.sql, report.bind(now=now)).fetchall()[0][1]
+        median = statistics.median(wall for wall, _, _ in runs)
+        reports[name] = {
+            "median_s": round(median, 3),
+            "runs_s": [round(wall, 3) for wall, _, _ in runs],
+            "cpu_s": round(statistics.median(cpu for _, cpu, _ in runs), 3),
+            "result_rows": runs[0][2],
+            "ok": median <= LIMIT_S,
+            "scans": list(scans(json.loads(plan))),
+        }
+    return {
+        "benchmark": "reports", "rows": summary["rows"], "days": days, "files": len(audit_files(con)),
+        "limit_s": LIMIT_S, "connect_s": round(connect_s, 3), "threads": con.execute(
+            "SELECT current_setting('threads')").fetchall()[0][0],
+        "all_ok": all(r["ok"] for r in reports.values()), "reports": reports,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.reports", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args.rows, args.days), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
