@@ -27,8 +27,9 @@ with st.sidebar:
     slug = st.radio("Page", list(PAGES), key="page", format_func=lambda s: PAGES[s].title,
                     label_visibility="collapsed")
     st.query_params["page"] = slug
-    window = data.RANGES[st.selectbox("Time range", list(data.RANGES), index=list(data.RANGES).index(data.DEFAULT_RANGE))]
-    refresh = REFRESH[st.selectbox("Auto-refresh", list(REFRESH), index=2)]
+    ranges = list(data.RANGES)
+    window = data.RANGES[st.selectbox("Time range", ranges, index=ranges.index(data.DEFAULT_RANGE), key="range")]
+    refresh = REFRESH[st.selectbox("Auto-refresh", list(REFRESH), index=2, key="refresh")]
     st.caption(f"Data: `{root}`  \nQueries are cached for {data.TTL_S} s.")
 
 page = PAGES[slug]

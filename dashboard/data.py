@@ -11,8 +11,9 @@ thread; the usual answer, a cursor per thread, does not work here because the ``
 a session variable and relative paths that a cursor (a fresh DuckDB session) does not inherit.
 DuckDB parallelises each query across cores itself, so serialising loses little.
 
-The connection is renewed every :data:`CONNECTION_TTL_S` seconds: ``connect`` fixes the list of
-audit files (it leaves corrupt ones out), so new hours only appear in a new connection.
+The connection is renewed every :data:`CONNECTION_TTL_S` seconds: when ``connect`` found no
+audit files yet, or left unreadable ones out, its ``audit`` view is fixed to what it saw then, and
+only a new connection sees the files written since.
 """
 from __future__ import annotations
 

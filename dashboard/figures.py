@@ -24,7 +24,7 @@ ZOMBIE_KINDS = ("revoked", "expired", "unknown")
 REFUSAL_REASONS = ("UNAUTHENTICATED", "CALLER_NOT_AUTHORIZED", "RATE_LIMITED")
 NO_DATA = "No data in this time range"
 
-_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.15))
+_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.15, traceorder="normal"))
 _TIME = dict(_LAYOUT, hovermode="x unified")
 
 
@@ -138,21 +138,17 @@ def keys_by_kind(keys: pd.DataFrame) -> go.Figure:
 
 
 def zombie_keys(keys: pd.DataFrame, top: int = 15) -> go.Figure:
-    """Revoked, expired and unknown keys still presented, the most presented on top, coloured by
-    kind (``stale-keys`` report)."""
+    """Revoked, expired and unknown keys still presented, the most presented on top
+    (``stale-keys`` report). All are refused, so all are red; the label says which kind."""
     title = "Zombie keys still presented"
     zombies = keys[keys["kind"].isin(ZOMBIE_KINDS)] if not keys.empty else keys
     if zombies.empty:
         return empty(title, "No zombie keys presented")
     rows = zombies.nlargest(top, "presented")
-    label = rows["key_fp"] + " · " + rows["customer"].fillna("no license")
-    fig = go.Figure(layout=dict(title=title, xaxis_title="times presented", **_LAYOUT))
-    for kind in ZOMBIE_KINDS:
-        mask = rows["kind"] == kind
-        if mask.any():
-            fig.add_bar(name=kind, x=rows.loc[mask, "presented"], y=label[mask], orientation="h",
-                        marker_color=KEY_KIND_COLOURS[kind])
-    return fig.update_yaxes(categoryorder="array", categoryarray=label.tolist()[::-1])
+    label = rows["kind"] + " · " + rows["key_fp"] + " · " + rows["customer"].fillna("no license")
+    fig = go.Figure(layout=dict(title=title, xaxis_title="times presented", showlegend=False, **_LAYOUT))
+    fig.add_bar(name="zombie keys", x=rows["presented"], y=label, orientation="h", marker_color=OUTCOME_COLOURS["deny"])
+    return fig.update_yaxes(autorange="reversed")
 
 
 def utilisation(df: pd.DataFrame, title: str, label: list[str], top: int = 20) -> go.Figure:

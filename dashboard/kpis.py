@@ -47,19 +47,19 @@ def _count_delta(now: float, before: float) -> str | None:
     if not before:
         return None
     change = int(now) - int(before)
-    return f"{change:+,} ({100 * change / before:+.1f}%) vs previous"
+    return f"{change:+,} ({100 * change / before:+.1f}%)"
 
 
 def _points_delta(now: float, before: float) -> str | None:
     if pd.isna(now) or pd.isna(before):
         return None
-    return f"{now - before:+.2f} pp vs previous"
+    return f"{now - before:+.2f} pp"
 
 
 def _ms_delta(now: float, before: float) -> str | None:
     if pd.isna(now) or pd.isna(before):
         return None
-    return f"{(now - before) / 1000:+.2f} ms vs previous"
+    return f"{(now - before) / 1000:+.2f} ms"
 
 
 def _pct(value: float) -> str:

@@ -13,7 +13,7 @@ STALE_AFTER = (7, 14, 30, 60, 90)
 def render(root: str, window: TimeRange) -> None:
     days = st.select_slider("Stale after (days without an allowed check)", STALE_AFTER, value=30, key="keys-days")
     keys = data.report(root, "stale-keys", days=days)
-    left, right = st.columns([1, 2])
+    left, right = st.columns([2, 3])
     with left:
         chart(figures.keys_by_kind(keys), key="keys-kinds")
     with right:

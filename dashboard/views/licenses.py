@@ -26,5 +26,5 @@ def render(root: str, window: TimeRange) -> None:
         chart(figures.utilisation(seats, "Seat utilisation", ["customer", "license_id"]), key="licenses-seats")
         table(seats, key="licenses-seats-table", utilisation_pct=_UTILISATION)
     with right:
-        chart(figures.utilisation(quota, "Quota utilisation", ["customer", "feature"]), key="licenses-quota")
+        chart(figures.utilisation(quota, "Quota utilisation", ["customer", "license_id", "feature"]), key="licenses-quota")
         table(quota, key="licenses-quota-table", utilisation_pct=_UTILISATION)

@@ -15,5 +15,6 @@ def render(root: str, window: TimeRange) -> None:
         no_records(root, window)
     for column, kpi in zip(st.columns(5), kpis(overview)):
         column.metric(kpi.label, kpi.value, kpi.delta, delta_color=kpi.delta_color, help=kpi.help, border=True)
+    st.caption(f"Changes are against the {window.hours} hours before the {window.label.lower()}.")
     chart(figures.decisions_over_time(data.report(root, "trends", window)), key="overview-decisions")
     chart(figures.latency_percentiles(data.report(root, "latency", window)), key="overview-latency")

@@ -86,8 +86,8 @@ def test_keys_are_coloured_by_severity():
     assert list(kinds.data[0].x) == ["never_used", "stale", "revoked", "unknown"]
     assert list(kinds.data[0].marker.color) == [figures.OUTCOME_COLOURS[c] for c in ("alert", "alert", "deny", "deny")]
     zombies = figures.zombie_keys(df)
-    assert [t.name for t in zombies.data] == ["revoked", "unknown"]
-    assert list(zombies.data[1].y) == ["dd · no license"]
+    assert list(zombies.data[0].y) == ["unknown · dd · no license", "revoked · cc · initech"]
+    assert zombies.data[0].marker.color == figures.OUTCOME_COLOURS["deny"]
 
 
 @pytest.mark.parametrize("pct, colour", [(10, "allow"), (79.9, "allow"), (80, "alert"), (100, "alert"), (100.1, "deny")])
@@ -140,7 +140,7 @@ def overview(current, previous):
 def test_kpis_compare_with_the_previous_period_and_bad_news_is_inverse():
     shown = {k.label: k for k in kpis(overview((1100, 110, 10.0, 30, 2500.0, 8), (1000, 50, 5.0, 40, 2000.0, 4)))}
     assert shown["Decisions"].value == "1,100"
-    assert shown["Decisions"].delta == "+100 (+10.0%) vs previous" and shown["Decisions"].delta_color == "normal"
+    assert shown["Decisions"].delta == "+100 (+10.0%)" and shown["Decisions"].delta_color == "normal"
     assert shown["Deny rate"].value == "10.00 %" and shown["Deny rate"].delta.startswith("+5.00 pp")
     assert shown["Alerts"].delta.startswith("-10 (-25.0%)")
     assert shown["p99 latency"].value == "2.50 ms" and shown["p99 latency"].delta.startswith("+0.50 ms")
