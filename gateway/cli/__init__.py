@@ -19,6 +19,7 @@ _COMMANDS = {
     "call": "gateway.cli.call:call",
     "keys": "gateway.cli.keys:keys",
     "dashboard": "gateway.cli.dashboard:dashboard",
+    "demo": "gateway.cli.demo:demo",
     "certs": "gateway.cli.certs:certs",
     "audit": "gateway.cli.audit:audit",
     "report": "analytics.cli:report",
