@@ -24,6 +24,7 @@ import fcntl
 import logging
 import os
 import queue
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from gateway.keyfiles import audit_key
 log = logging.getLogger(__name__)
 
 CONVERT_RETRY_S = 5.0
+CONVERTER_NICE = 10  # still ~10 % of a saturated core: conversion needs ~1 us per record
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class SinkConfig:
     rotate_s: float = 60.0
     rotate_bytes: int = 64 * 1024 * 1024
     commit_interval_ms: float = 0.0  # extra wait before each fsync to gather a larger group
-    max_buffered: int = 10_000  # buffered mode: beyond this many queued submits, wait for the fsync
+    max_buffered: int = 1000  # buffered mode: beyond this many queued submits, wait for the fsync
 
     @classmethod
     def from_settings(cls, settings: Settings, worker: int = 0) -> SinkConfig:
@@ -156,6 +158,13 @@ class DurableSink:
         log.error("audit: %d acknowledged (buffered) records were lost: %s", count, error)
 
     def _convert_loop(self) -> None:
+        if sys.platform == "linux":  # there a thread is a task with its own priority
+            # Conversion is background work: on a busy core the event loop must get the CPU
+            # first, or its requests wait behind compression for a scheduler time slice.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONVERTER_NICE)
+            except OSError as exc:
+                log.warning("audit: cannot lower the converter thread's priority: %s", exc)
         while (segment := self._segments.get()) is not None:
             try:
                 self.files_written += len(convert_segment(segment, self.config.audit_dir, self.config.instance,
