@@ -9,9 +9,12 @@ private in-process registry.
 
 Three kinds of source:
 
-- per request, :meth:`Metrics.observe` (called by ``Gate.finish``): label children are bound once
-  and cached, so a decision costs a dict lookup and one increment;
-- per second, :meth:`Metrics.sample`: what the worker's audit sink counts, copied as deltas;
+- per request, :meth:`Metrics.observe` (called by ``Gate.finish``) only adds to plain integers of
+  this process: a prometheus-client increment costs several microseconds (a lock, and an mmap
+  write across workers), ten times a dict update, and a batch of 100 checks would pay it 100 times;
+- per second, and before every scrape, :meth:`Metrics.sample` folds those integers into
+  prometheus-client's values (so other workers' figures are at most a second old), and copies
+  what the worker's audit sink counts, as deltas;
 - per scrape, the registry's state (licenses by status, expiring soon): the same in every worker,
   so the answering worker computes it from its own index.
 """
@@ -19,8 +22,9 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_left
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -28,7 +32,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.exchange import Exchange
 from gateway.port import Port
-from gateway.types import Reason, Status
+from gateway.types import Outcome, Reason, Status
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 EXPIRY_WINDOWS_DAYS = (7, 30)
@@ -70,9 +74,11 @@ class Metrics:
         self._deliveries_total = Counter("portcullis_webhook_deliveries", "Webhook delivery attempts by result",
                                          ["result"], registry=reg)
         self._port = port
-        self._decisions: dict[tuple[Any, Any], Any] = {}
-        self._auth: dict[str, Any] = {}
-        self._unknown_keys: dict[str, Any] = {}
+        self._decided: dict[tuple[Outcome, Reason], int] = {}
+        self._auth: dict[str, int] = {}
+        self._unknown_keys: dict[str, int] = {}
+        self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self._latency_sum = 0.0
         self._sampled = dict.fromkeys(_SINK_COUNTERS, 0)
         self._policy_version = ""
         self.sample(None)
@@ -80,25 +86,26 @@ class Metrics:
     # -- per request (hot path) -----------------------------------------------------------
     def observe(self, exchanges: Sequence[Exchange]) -> None:
         first = exchanges[0]
-        self._latency.observe((first.decided_ns - first.received_ns) / 1e9)
+        latency = (first.decided_ns - first.received_ns) / 1e9
+        self._latency_counts[bisect_left(LATENCY_BUCKETS, latency)] += 1  # prometheus: le is "<="
+        self._latency_sum += latency
+        decided = self._decided
         for ex in exchanges:
             d = ex.decision
             key = (d.outcome, d.reason)
-            child = self._decisions.get(key)
-            if child is None:
-                child = self._decisions[key] = self._decisions_total.labels(d.outcome.value, d.reason.value)
-            child.inc()
+            decided[key] = decided.get(key, 0) + 1
             if ex.auth_error is not None:
-                _child(self._auth, self._auth_total, ex.auth_error).inc()
+                self._auth[ex.auth_error] = self._auth.get(ex.auth_error, 0) + 1
             elif d.reason is Reason.KEY_NOT_FOUND and ex.caller_id is not None:
-                _child(self._unknown_keys, self._unknown_keys_total, ex.caller_id).inc()
+                self._unknown_keys[ex.caller_id] = self._unknown_keys.get(ex.caller_id, 0) + 1
 
     def delivery(self, result: str) -> None:
         self._deliveries_total.labels(result).inc()
 
     # -- per second -----------------------------------------------------------------------
     def sample(self, sink: object | None, lost_elsewhere: int = 0) -> None:
-        """Copy the sink's counters (deltas) and this worker's policy version."""
+        """Fold the per-request counts in; copy the sink's counters (deltas) and the policy version."""
+        self._fold()
         if sink is not None:
             for attr, counter in self._sink_totals.items():
                 value = getattr(sink, attr, 0) + (lost_elsewhere if attr == "lost_records" else 0)
@@ -113,21 +120,33 @@ class Metrics:
             self._policy.labels(version).set(1)
             self._policy_version = version
 
+    def _fold(self) -> None:
+        decided, self._decided = self._decided, {}
+        for (outcome, reason), n in decided.items():
+            self._decisions_total.labels(outcome.value, reason.value).inc(n)
+        for metric, pending in ((self._auth_total, self._auth), (self._unknown_keys_total, self._unknown_keys)):
+            for label, n in pending.items():
+                metric.labels(label).inc(n)
+            pending.clear()
+        counts, self._latency_counts = self._latency_counts, [0] * len(self._latency_counts)
+        # Histogram has no bulk observe: add to its per-bucket values (not cumulative: the
+        # exposition sums them), as observe() itself does. tests/http/test_metrics.py guards it.
+        for bucket, n in zip(self._latency._buckets, counts):
+            if n:
+                bucket.inc(n)
+        if self._latency_sum:
+            self._latency._sum.inc(self._latency_sum)
+            self._latency_sum = 0.0
+
     # -- per scrape -----------------------------------------------------------------------
     def render(self) -> bytes:
+        self._fold()  # this worker's latest; the others' are at most a second old
         if not multiprocess():
             return generate_latest(self._registry)
         merged = CollectorRegistry()
         MultiProcessCollector(merged)
         merged.register(self._registry_state)
         return generate_latest(merged)
-
-
-def _child(cache: dict[str, Any], metric: Counter, label: str) -> Any:
-    child = cache.get(label)
-    if child is None:
-        child = cache[label] = metric.labels(label)
-    return child
 
 
 class _RegistryState:

@@ -12,6 +12,7 @@ import time
 import aiohttp
 import duckdb
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import signed_headers
 
@@ -42,6 +43,11 @@ def start(spawn, data_dir, *args: str, workers: int = 2, **kwargs):
     return server
 
 
+def _decisions(exposition: str) -> float:
+    return sum(s.value for family in text_string_to_metric_families(exposition) for s in family.samples
+               if s.name == "portcullis_decisions_total")
+
+
 def trail(data_dir, where: str = "true") -> list[tuple]:
     return duckdb.sql(f"SELECT decision_id, instance, endpoint, decision, reason, policy_version, error "
                       f"FROM read_parquet('{data_dir.settings.audit_dir}/date=*/hour=*/*.parquet') "
@@ -61,6 +67,11 @@ async def test_seats_and_quotas_are_never_over_granted_across_workers(data_dir, 
     unit_grants = [body for _, body in units if body["decision"] != "deny"]
     assert len(seat_grants) == 6 and {b["reason"] for _, b in seats} >= {"SEAT_LIMIT_EXCEEDED"}
     assert len(unit_grants) == 11 and {b["reason"] for _, b in units} >= {"QUOTA_EXCEEDED"}
+    await asyncio.sleep(1.5)  # each worker folds its counts into the shared metric files every second
+    async with fresh_connections() as session:
+        for _ in range(6):  # whichever worker answers the scrape reports every worker's decisions
+            async with session.get(server.url + "/metrics") as response:
+                assert _decisions(await response.text()) == 100
     assert server.stop() == 0
     with sqlite3.connect(data_dir.settings.db_path) as db:
         held = db.execute("SELECT COUNT(*) FROM seats WHERE license_id=?", (seated.license.license_id,)).fetchone()[0]
