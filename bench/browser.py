@@ -1,0 +1,104 @@
+"""The dashboard in headless Chromium: start ``portcullis dashboard``, open a page, wait until it is
+drawn. Shared by the browser test and ``bench/dashboard.py`` so both measure the same thing.
+
+Chromium and its driver are Debian's (``chromium``, ``chromium-driver``); Selenium is pointed at
+them explicitly so it never tries to download a browser.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM_ARGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1440,2200",
+)
+# Present in the DOM only while a Streamlit script run is in progress.
+_RUNNING = '[data-testid="stStatusWidget"] [data-testid^="stStatusWidgetRunning"]'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def dashboard_server(data: Path, log: Path, timeout: float = 60) -> Iterator[str]:
+    """``portcullis dashboard --data <data>`` on a free port until the block ends; yields its URL.
+    Everything it prints goes to ``log``."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PORTCULLIS_DATA"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "dashboard", "--port", str(port), "--data", str(data)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, timeout)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"portcullis dashboard exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} not healthy after {timeout}s")
+
+
+@contextmanager
+def chromium(profile: Path):
+    """A headless Chromium WebDriver with a fresh profile in ``profile``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM and CHROMEDRIVER):
+        raise RuntimeError("needs Debian chromium and chromium-driver (scripts/setup)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (*CHROMIUM_ARGS, f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_rendered(driver, title: str, charts: int, timeout: float = 90) -> None:
+    """Until the page's header reads ``title``, ``charts`` Plotly charts (or, for none, a table)
+    are drawn and no script run is in progress."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def rendered(d) -> bool:
+        headers = [h.text for h in d.find_elements(By.CSS_SELECTOR, '[data-testid="stHeading"] h2')]
+        drawn = (len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= charts if charts
+                 else bool(d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')))
+        return title in headers and drawn and not d.find_elements(By.CSS_SELECTOR, _RUNNING)
+
+    WebDriverWait(driver, timeout, poll_frequency=0.05).until(rendered)
