@@ -96,14 +96,20 @@ def install(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def convert_segment(segment: Path, audit_dir: Path, instance: str, manifest: Manifest) -> list[str]:
-    """Convert one closed segment, list its files in the manifest, delete it; return the paths."""
+def convert_segment(segment: Path, audit_dir: Path, instance: str, manifest: Manifest, *,
+                    replay: bool = False) -> list[str]:
+    """Convert one closed segment, list its files in the manifest, delete it; return the paths.
+
+    ``replay``: the segment may have been converted before (left by an earlier run, or a
+    retry), so a file the manifest ever listed is skipped even if compaction has since merged
+    it away. A fresh segment only needs that (costly) manifest scan if its file exists.
+    """
     table = read_segment(segment)
     written = []
     for hour, part in by_hour(table) if table is not None else ():
         path = f"{partition(hour)}/{instance}-{segment.stem}.parquet"
         final = audit_dir / path
-        if final.exists() and manifest.lists(path):
+        if (replay or final.exists()) and manifest.lists(path):
             continue  # converted and listed before a crash that left the segment behind
         make_dirs(final.parent)
         tmp = final.with_name(final.name + TMP_SUFFIX)

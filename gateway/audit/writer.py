@@ -9,6 +9,7 @@ and the records are counted in ``lost_records``. Records are never dropped silen
 
 Rotated segments are converted to Parquet by a converter thread (the event loop only ever
 queues records), and on start the segments an earlier run of this instance left are converted.
+In buffered mode records are encoded after ``submit`` returns: do not mutate them afterwards.
 
 Wire it into aiohttp with ``cleanup_ctx``::
 
@@ -73,10 +74,10 @@ class DurableSink:
     def __init__(self, config: SinkConfig, signing_key: Ed25519PrivateKey) -> None:
         self.config = config
         self._manifest = Manifest(config.audit_dir, signing_key)
-        self._segments: queue.Queue[Path | None] = queue.Queue()
+        self._segments: queue.Queue[tuple[Path, bool] | None] = queue.Queue()  # (segment, replay)
         self._spool = Spool(config.spool_dir, AUDIT_SCHEMA, rotate_s=config.rotate_s,
                             rotate_bytes=config.rotate_bytes, commit_interval_s=config.commit_interval_ms / 1000,
-                            on_rotated=self._segments.put, on_lost=self._lost)
+                            on_rotated=lambda segment: self._segments.put((segment, False)), on_lost=self._lost)
         self._converter = threading.Thread(target=self._convert_loop, name=f"audit-convert:{config.instance}",
                                            daemon=True)
         self._stopping = threading.Event()
@@ -110,7 +111,7 @@ class DurableSink:
             raise RuntimeError(f"audit spool {self.config.spool_dir} is used by another process: "
                                f"every worker needs its own instance id") from None
         for segment in self._spool.segments():
-            self._segments.put(segment)
+            self._segments.put((segment, True))
         self._spool.start()
         self._converter.start()
         self._running = True
@@ -165,12 +166,13 @@ class DurableSink:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONVERTER_NICE)
             except OSError as exc:
                 log.warning("audit: cannot lower the converter thread's priority: %s", exc)
-        while (segment := self._segments.get()) is not None:
+        while (item := self._segments.get()) is not None:
+            segment, replay = item
             try:
                 self.files_written += len(convert_segment(segment, self.config.audit_dir, self.config.instance,
-                                                          self._manifest))
+                                                          self._manifest, replay=replay))
             except Exception:  # the segment stays in the spool; nothing acknowledged is lost
                 self.conversion_failures += 1
                 log.exception("audit: converting spool segment %s failed; it stays in the spool", segment)
                 if not self._stopping.wait(CONVERT_RETRY_S):
-                    self._segments.put(segment)
+                    self._segments.put((segment, True))

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.audit.manifest import Manifest, sha256_file
 from gateway.audit.parquet import make_dirs, write_parquet
 from gateway.audit.schema import AUDIT_SCHEMA
+from gateway.audit.spool import Spool
 from gateway.audit.writer import DurableSink, SinkConfig
 
 T0 = 1_767_268_800_000_000  # 2026-01-01T12:00:00Z in microseconds
@@ -44,6 +45,19 @@ def add_file(audit: Path, manifest: Manifest, hour: int, name: str, rows: int = 
     manifest.append(path=path, sha256=sha256_file(audit / path), rows=facts.rows,
                     min_ts=facts.min_ts, max_ts=facts.max_ts)
     return path
+
+
+async def make_segment(directory: Path, batches: list[list[dict]]) -> Path:
+    """A real closed spool segment, one group commit per batch."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rotated: list[Path] = []
+    spool = Spool(directory, AUDIT_SCHEMA, rotate_s=3600, rotate_bytes=1 << 30, commit_interval_s=0,
+                  on_rotated=rotated.append)
+    spool.start()
+    for batch in batches:
+        await spool.append(batch)
+    await spool.close()
+    return rotated[0]
 
 
 @pytest.fixture

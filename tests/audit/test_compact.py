@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 from gateway.audit import compact as compact_module
 from gateway.audit.compact import compact
 from gateway.audit.manifest import Manifest, verify
-from tests.audit.conftest import add_file
+from gateway.audit.parquet import convert_segment
+from tests.audit.conftest import T0, add_file, make_record, make_segment
 
 LATER = datetime(2026, 1, 1, 15, 30, tzinfo=timezone.utc)  # with 1 h grace: hours 12 and 13 are closed, 14 is not
 GRACE = timedelta(hours=1)
@@ -84,3 +86,18 @@ def test_a_modified_input_is_never_merged(trail: Path, key) -> None:
     assert merges[0].skipped and "w0-a1.parquet" in merges[0].skipped
     assert len(list(Manifest(trail).entries())) == entries
     assert [p.kind for p in verify(trail, key.public_key()).problems] == ["modified"]
+
+
+async def test_a_segment_replayed_after_its_hour_was_compacted_adds_nothing(tmp_path: Path, key) -> None:
+    audit = tmp_path / "audit"
+    manifest = Manifest(audit, key)
+    add_file(audit, manifest, 0, "w1-other")
+    segment = await make_segment(tmp_path / "spool", [[make_record(i, ts=T0 + i) for i in range(4)]])
+    shutil.copy(segment, tmp_path / "kept.seg")
+    convert_segment(segment, audit, "w0", manifest)
+    compact(audit, key, now=LATER, grace=GRACE)  # merges away the segment's file
+    shutil.copy(tmp_path / "kept.seg", segment)  # the worker died before deleting its segment
+    assert convert_segment(segment, audit, "w0", manifest, replay=True) == []
+    ids = [row[1] for row in _rows(audit)]
+    assert len(ids) == len(set(ids)) == 3 + 4
+    assert verify(audit, key.public_key()).ok

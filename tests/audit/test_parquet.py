@@ -11,20 +11,7 @@ from gateway.audit import parquet as parquet_module
 from gateway.audit.manifest import Manifest, verify
 from gateway.audit.parquet import convert_segment
 from gateway.audit.schema import AUDIT_SCHEMA
-from gateway.audit.spool import Spool
-from tests.audit.conftest import HOUR, T0, make_record
-
-
-async def _segment(directory: Path, batches: list[list[dict]]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    rotated: list[Path] = []
-    spool = Spool(directory, AUDIT_SCHEMA, rotate_s=3600, rotate_bytes=1 << 30, commit_interval_s=0,
-                  on_rotated=rotated.append)
-    spool.start()
-    for batch in batches:
-        await spool.append(batch)
-    await spool.close()
-    return rotated[0]
+from tests.audit.conftest import HOUR, T0, make_record, make_segment
 
 
 def _glob(audit_dir: Path) -> str:
@@ -33,7 +20,7 @@ def _glob(audit_dir: Path) -> str:
 
 async def test_a_segment_becomes_hive_partitioned_zstd_parquet(tmp_path: Path, key) -> None:
     records = [make_record(i, ts=T0 + i) for i in range(300)]
-    segment = await _segment(tmp_path / "spool", [records[:100], records[100:]])
+    segment = await make_segment(tmp_path / "spool", [records[:100], records[100:]])
     audit = tmp_path / "audit"
     written = convert_segment(segment, audit, "host-w0", Manifest(audit, key))
     assert written == [f"date=2026-01-01/hour=12/host-w0-{segment.stem}.parquet"]
@@ -51,7 +38,7 @@ async def test_a_segment_becomes_hive_partitioned_zstd_parquet(tmp_path: Path, k
 
 async def test_records_spanning_hours_go_to_one_file_per_hour(tmp_path: Path, key) -> None:
     records = [make_record(i, ts=T0 + (i % 3) * HOUR + i) for i in range(90)]
-    segment = await _segment(tmp_path / "spool", [records])
+    segment = await make_segment(tmp_path / "spool", [records])
     audit = tmp_path / "audit"
     written = convert_segment(segment, audit, "w1", Manifest(audit, key))
     assert [p.split("/")[1] for p in written] == ["hour=12", "hour=13", "hour=14"]
@@ -63,7 +50,7 @@ async def test_records_spanning_hours_go_to_one_file_per_hour(tmp_path: Path, ke
 
 
 async def test_replaying_a_segment_is_idempotent(tmp_path: Path, key) -> None:
-    segment = await _segment(tmp_path / "spool", [[make_record(i, ts=T0 + i * HOUR // 2) for i in range(4)]])
+    segment = await make_segment(tmp_path / "spool", [[make_record(i, ts=T0 + i * HOUR // 2) for i in range(4)]])
     copy = tmp_path / "copy.seg"
     shutil.copy(segment, copy)
     audit = tmp_path / "audit"
@@ -79,7 +66,7 @@ async def test_replaying_a_segment_is_idempotent(tmp_path: Path, key) -> None:
 
 
 async def test_a_crash_between_rename_and_manifest_is_repaired_by_replay(tmp_path: Path, key, monkeypatch) -> None:
-    segment = await _segment(tmp_path / "spool", [[make_record(i) for i in range(5)]])
+    segment = await make_segment(tmp_path / "spool", [[make_record(i) for i in range(5)]])
     audit = tmp_path / "audit"
     manifest = Manifest(audit, key)
     with monkeypatch.context() as patch:
@@ -94,7 +81,7 @@ async def test_a_crash_between_rename_and_manifest_is_repaired_by_replay(tmp_pat
 
 
 async def test_temp_files_never_match_the_reader_glob(tmp_path: Path, key, monkeypatch) -> None:
-    segment = await _segment(tmp_path / "spool", [[make_record()]])
+    segment = await make_segment(tmp_path / "spool", [[make_record()]])
     audit = tmp_path / "audit"
     seen: list[int] = []
 

@@ -15,11 +15,10 @@ import pytest
 
 from gateway.audit import AuditUnavailable, spool as spool_module
 from gateway.audit.manifest import verify
-from gateway.audit.schema import AUDIT_SCHEMA
-from gateway.audit.spool import InvalidRecord, Spool
+from gateway.audit.spool import InvalidRecord
 from gateway.audit.writer import DurableSink, SinkConfig
 from gateway.config import Settings
-from tests.audit.conftest import make_record
+from tests.audit.conftest import make_record, make_segment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,14 +85,8 @@ async def test_segments_rotate_and_convert_while_running(make_sink, config) -> N
 
 
 async def test_start_converts_the_segments_an_earlier_run_left(make_sink, config, key) -> None:
-    config.spool_dir.mkdir(parents=True)
-    leftover = Spool(config.spool_dir, AUDIT_SCHEMA, rotate_s=3600, rotate_bytes=1 << 30, commit_interval_s=0,
-                     on_rotated=lambda path: None)
-    leftover.start()
     records = [make_record(i) for i in range(20)]
-    await leftover.append(records)
-    await leftover.close()
-    segment, = config.spool_dir.glob("*.seg")
+    segment = await make_segment(config.spool_dir, [records[:5], records[5:]])
     with open(segment, "ab") as f:
         f.write(b"\x10\x00\x00\x00torn")  # a frame header whose payload never made it to disk
     async with make_sink():
@@ -228,7 +221,7 @@ import asyncio, sys
 from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.audit.writer import DurableSink, SinkConfig
-from tests.audit.conftest import make_record
+from tests.audit.conftest import make_record, make_segment
 
 root, key = Path(sys.argv[1]), Ed25519PrivateKey.from_private_bytes(bytes.fromhex(sys.argv[2]))
 
