@@ -82,7 +82,7 @@ def _merge(audit_dir: Path, manifest: Manifest, partition: str, inputs: list[Ent
     name = PREFIX + hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16] + ".parquet"
     final = audit_dir / partition / name
     tmp = final.with_name(name + TMP_SUFFIX)
-    facts = write_parquet((pq.read_table(audit_dir / p) for p in paths), schema, tmp)
+    facts = write_parquet((pq.ParquetFile(audit_dir / p).read() for p in paths), schema, tmp)
     if facts.rows != rows:
         tmp.unlink()
         raise RuntimeError(f"{partition}: merged {facts.rows} rows, the manifest lists {rows}")

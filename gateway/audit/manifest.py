@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
@@ -35,6 +35,7 @@ PARQUET_GLOB = "date=*/hour=*/*.parquet"
 GENESIS = "0" * 64  # the ``prev`` of the first entry
 _DOMAIN = b"portcullis audit manifest v1\n"  # a manifest signature can never pass for another one
 _BLOCK = 8192
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class ManifestError(Exception):
@@ -47,7 +48,8 @@ def sha256_file(path: Path) -> str:
 
 
 def iso_us(micros: int) -> str:
-    return datetime.fromtimestamp(micros / 1e6, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Exact to the microsecond (no float on the way)."""
+    return (_EPOCH + timedelta(microseconds=micros)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def line_hash(line: bytes) -> str:

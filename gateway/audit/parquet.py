@@ -22,7 +22,7 @@ from gateway.audit.manifest import Manifest, sha256_file
 from gateway.audit.spool import fsync_dir, read_segment
 
 HOUR_US = 3_600_000_000
-ROW_GROUP_ROWS = 1 << 20  # large row groups: readers skip by statistics, not by tiny groups
+ROW_GROUP_ROWS = 1 << 20  # large row groups: long column chunks compress well and scan fast
 TMP_SUFFIX = ".tmp"
 # Min/max statistics only where they prune: time columns. On strings they cost a quarter of the
 # write time and tell nothing about row groups of ~a million mixed records.
