@@ -29,6 +29,7 @@ class Settings:
     workers: int = 1
     instance: str = ""  # default: the host name; each worker appends "-w<N>" so every writer is unique
     max_body_bytes: int = 64 * 1024
+    read_timeout_s: float = 10.0
     clock_skew_s: int = 300
     cache_ttl_s: int = 30
     auth_fail_rps: float = 20.0

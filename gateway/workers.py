@@ -194,6 +194,7 @@ async def _serve_app(app, settings: Settings, sock: socket.socket) -> int:
     from gateway.http.keys import TLS
 
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
+                           keepalive_timeout=settings.read_timeout_s,  # also bounds an unfinished request head
                            **logs.access_log_options(settings.access_log))
     await runner.setup()
     try:

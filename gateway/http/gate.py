@@ -7,6 +7,7 @@ before any HMAC is computed (a flood of bad signatures costs a dictionary lookup
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -89,9 +90,17 @@ class Gate:
             ex.refuse(Reason.PAYLOAD_TOO_LARGE, f"body larger than {cap} bytes")
             raise Refused
         try:
-            raw = await request.read()
+            if request.content.is_eof():  # the body came with the head: nothing to wait for
+                raw = await request.read()
+            else:  # a client trickling its body (or a malformed chunk aiohttp never reports) is cut off
+                async with asyncio.timeout(self.port.settings.read_timeout_s):
+                    raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             ex.refuse(Reason.PAYLOAD_TOO_LARGE, f"body larger than {cap} bytes")
+            raise Refused from None
+        except TimeoutError:
+            ex.refuse(Reason.INVALID_REQUEST, f"body not received within {self.port.settings.read_timeout_s:g} s",
+                      status=408)
             raise Refused from None
         if request.content_type not in content_types:
             ex.refuse(Reason.INVALID_REQUEST, f"content type must be {' or '.join(content_types)}", status=415)
@@ -152,8 +161,11 @@ class Gate:
 
 
 def _json(body: Any, status: int) -> web.Response:
-    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
-                        content_type="application/json")
+    response = web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+                            content_type="application/json")
+    if status == 408:
+        response.force_close()  # RFC 9110 §15.5.9: the connection of a timed-out request is closed
+    return response
 
 
 def _trace_id(traceparent: str | None) -> str | None:

@@ -50,7 +50,8 @@ def _ref(name: str) -> dict:
 
 def _answers(*codes: int, ok: str = "Decision") -> dict:
     described = {200: "a decision", 400: "invalid request", 401: "not authenticated", 403: "caller not authorized",
-                 404: "no such license", 413: "body too large", 415: "wrong content type", 429: "rate limited",
+                 404: "no such license", 408: "body not received in time", 413: "body too large",
+                 415: "wrong content type", 429: "rate limited",
                  500: "internal error (a deny)", 503: "audit unavailable (a deny)"}
     return {str(c): {"description": described[c], "content": {"application/json": {
         "schema": _ref(ok if c == 200 else "Decision")}}} for c in codes}
@@ -60,7 +61,7 @@ def _json_body(schema: str) -> dict:
     return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
-_ERRORS = (400, 401, 403, 413, 415, 429, 500, 503)
+_ERRORS = (400, 401, 403, 408, 413, 415, 429, 500, 503)
 _ADMIN_ID = [{"name": "license_id", "in": "path", "required": True, "schema": _STR}]
 
 DOCUMENT = {
@@ -96,10 +97,10 @@ DOCUMENT = {
             "responses": _answers(200, *_ERRORS)}},
         **{f"/v1/admin/licenses/{{license_id}}/{action}": {"post": {
             "operationId": f"{action}License", "summary": f"{action.capitalize()} a license (admin)",
-            "parameters": _ADMIN_ID, "responses": _answers(200, 401, 403, 404, 413, 415, 503)}}
+            "parameters": _ADMIN_ID, "responses": _answers(200, 401, 403, 404, 408, 413, 415, 503)}}
            for action in ("revoke", "suspend", "resume")},
         "/v1/admin/policy/reload": {"post": {"operationId": "reloadPolicy", "summary": "Reload policy.toml (admin)",
-                                             "responses": _answers(200, 400, 401, 403, 413, 415, 503)}},
+                                             "responses": _answers(200, 400, 401, 403, 408, 413, 415, 503)}},
         "/healthz": {"get": {"operationId": "healthz", "security": [], "summary": "Process is alive",
                              "responses": {"200": {"description": "alive"}}}},
         "/readyz": {"get": {"operationId": "readyz", "security": [], "summary": "Ready to decide",
