@@ -33,6 +33,7 @@ from dashboard import sqlbox
 
 TTL_S = 30
 CONNECTION_TTL_S = 120
+SQL_TIMEOUT_S = 30
 # The directories the views read, relative to the data directory as views.sql names them; the
 # SQL box may read nothing else.
 _VIEW_DIRS = ("audit/", "snapshots/")
@@ -102,10 +103,19 @@ def report(root: str, name: str, window: TimeRange | None = None, **params: Any)
 
 
 def sql(root: str, text: str, limit: int = sqlbox.DEFAULT_LIMIT) -> tuple[pd.DataFrame, bool]:
-    """Run the SQL box's query (never cached: whoever types SQL wants the current answer)."""
+    """Run the SQL box's query (never cached: whoever types SQL wants the current answer).
+
+    A query running longer than :data:`SQL_TIMEOUT_S` is interrupted (``duckdb.InterruptException``):
+    it holds the connection's lock, and with it every other viewer's charts.
+    """
     db = _database(root)
     with db.lock:
-        return sqlbox.run(db.con, text, limit)
+        timer = threading.Timer(SQL_TIMEOUT_S, db.con.interrupt)
+        timer.start()
+        try:
+            return sqlbox.run(db.con, text, limit)
+        finally:
+            timer.cancel()
 
 
 def skipped_files(root: str) -> list[str]:

@@ -82,5 +82,7 @@ def _run(root: str, text: str, limit: int) -> tuple[pd.DataFrame, bool] | str:
         return data.sql(root, text, limit)
     except sqlbox.RefusedQuery as exc:
         return f"Refused: {exc}"
+    except duckdb.InterruptException:
+        return f"Stopped after {data.SQL_TIMEOUT_S} s: narrow the query (a `WHERE date >= ...` skips whole partitions)."
     except duckdb.Error as exc:
         return f"Query failed: {exc}"
