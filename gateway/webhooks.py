@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -70,9 +71,20 @@ def verify(secret: bytes, timestamp: str, body: bytes, header: str, now: float, 
 
 
 def webhook_secret(path: Path) -> bytes:
-    """The signing secret, created (mode 0600) on first use."""
+    """The signing secret, created (mode 0600) on first use.
+
+    Workers start together: each writes a candidate under its own name and links it into place,
+    which fails if another got there first, so all of them end up signing with the same secret.
+    """
     if not path.exists():
-        write_private(path, ("whsec_" + secrets.token_urlsafe(32)).encode())
+        candidate = path.with_name(f"{path.name}.{os.getpid()}.new")
+        write_private(candidate, ("whsec_" + secrets.token_urlsafe(32)).encode())
+        try:
+            os.link(candidate, path)
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
     secret = path.read_text(encoding="utf-8").strip()
     logs.protect(secret)
     return secret.encode("utf-8")
