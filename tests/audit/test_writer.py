@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import subprocess
@@ -214,6 +215,42 @@ async def test_buffered_records_lost_to_a_full_disk_are_counted(small_disk: Path
         await _wait_for(lambda: sink.lost_records == 4)
         with pytest.raises(AuditUnavailable):  # once known unhealthy, buffered submits wait and fail
             await sink.submit([make_record()])
+
+
+def _fail_once(monkeypatch, target: object, name: str, error: int) -> None:
+    """Make ``target.name`` raise OSError(error) on its next call only."""
+    real = getattr(target, name)
+    calls = []
+
+    def flaky(*args: object):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError(error, os.strerror(error))
+        return real(*args)
+
+    monkeypatch.setattr(target, name, flaky)
+
+
+@pytest.mark.parametrize("target, name, error", [
+    (spool_module.SegmentWriter, "write", errno.EIO),
+    (spool_module.SegmentWriter, "sync", errno.EIO),
+    (spool_module.Spool, "_open", errno.EACCES),
+], ids=["write-EIO", "fsync-EIO", "open-EACCES"])
+async def test_spool_faults_fail_closed_and_lose_nothing_acked(make_sink, config, key, monkeypatch,
+                                                              target, name, error) -> None:
+    async with make_sink(rotate_bytes=1) as sink:  # every commit rotates: the next one opens a segment
+        before = [make_record(i) for i in range(5)]
+        await sink.submit(before)
+        _fail_once(monkeypatch, target, name, error)
+        with pytest.raises(AuditUnavailable, match=os.strerror(error)):
+            await sink.submit([make_record(100)])
+        assert not sink.healthy() and sink.failures == 1
+        after = [make_record(200 + i) for i in range(5)]
+        await sink.submit(after)
+        assert sink.healthy()
+    stored = _parquet_ids(config.audit_dir)
+    assert sorted(stored) == sorted(r["decision_id"] for r in before + after), "acked once, refused never"
+    assert verify(config.audit_dir, key.public_key()).ok
 
 
 CHILD = """
