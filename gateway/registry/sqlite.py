@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import replace
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from gateway.licenses import license_from_dict, license_to_dict
+import orjson
+
+from gateway.licenses import license_to_dict, stored_license
 from gateway.types import Decision, License, Metering, Outcome, Status, Usage
 
 _SCHEMA = """
@@ -85,7 +87,7 @@ class SqliteStore:
         if current == revision:
             return current, []
         rows = self._db.execute("SELECT doc FROM licenses WHERE rev > ?", (revision,)).fetchall()
-        return current, [license_from_dict(json.loads(doc)) for (doc,) in rows]
+        return current, [stored_license(orjson.loads(doc)) for (doc,) in rows]
 
     def put(self, licenses: Iterable[License]) -> int:
         now = _now_us()
@@ -108,7 +110,7 @@ class SqliteStore:
 
     def get(self, license_id: str) -> License | None:
         row = self._db.execute("SELECT doc FROM licenses WHERE license_id=?", (license_id,)).fetchone()
-        return license_from_dict(json.loads(row[0])) if row else None
+        return stored_license(orjson.loads(row[0])) if row else None
 
     def set_status(self, license_id: str, status: Status) -> License | None:
         lic = self.get(license_id)
