@@ -116,12 +116,12 @@ REPORTS: dict[str, Report] = {
                "p50/p95/p99 and max of latency_us per time bucket.",
                (BUCKET, Param("days", 7, "look back this many days"), NOW)),
         Report("features", "Feature usage",
-               "Checks by feature and tier: allowed, alerted, denied, licenses and users.",
+               "Checks by feature and tier: allowed, alerted, denied, deny % and licenses asking.",
                (Param("days", 30, "look back this many days"), NOW)),
         Report("seats", "Seat utilisation",
-               "Seat-limited licenses: seats used against the limit, users seen, seat refusals and "
-               "overages; the fullest first.",
-               (Param("days", 30, "users seen within this many days (the policy's seat_ttl_days)"), NOW)),
+               "Seat-limited licenses: the latest seats used against the limit, calls, seat refusals "
+               "and overages; the fullest first.",
+               (Param("days", 30, "look back this many days"), NOW)),
         # The dashboard's: its KPIs, its quota chart and its audit explorer's pages.
         Report("overview", "Headline numbers",
                "Decisions, denials and deny %, alerts, p99 latency and auth failures (401) over the last "

@@ -116,11 +116,11 @@ def test_latency_percentiles_per_bucket(con):
 def test_features_usage_by_feature_and_tier(con):
     found = {(r["feature"], r["tier"]): r for r in rows(con, "features", days=30)}
     api = found[("api.calls", "enterprise")]
-    assert (api["calls"], api["allowed"], api["licenses"], api["users"]) == (100, 100, 1, 1)
+    assert (api["calls"], api["allowed"], api["licenses"], api["deny_pct"]) == (100, 100, 1, 0.0)
     # lic_soon x3, lic_revoked x4, lic_expired x2, lic_suspended_soon x1; the future call excluded
     export = found[("export", "pro")]
     assert (export["calls"], export["allowed"], export["alerted"], export["denied"]) == (10, 2, 1, 7)
-    assert export["licenses"] == 4
+    assert (export["licenses"], export["deny_pct"]) == (4, 70.0)
 
 
 def test_seats_reports_the_latest_count_against_the_limit(con):
@@ -128,7 +128,7 @@ def test_seats_reports_the_latest_count_against_the_limit(con):
     assert [r["license_id"] for r in found] == ["lic_seats"]
     seats = found[0]
     assert (seats["seats_used"], seats["seats_limit"], seats["utilisation_pct"]) == (7, 10, 70.0)
-    assert (seats["active_users"], seats["seat_denials"]) == (2, 1)
+    assert (seats["calls"], seats["seat_denials"], seats["customer"]) == (3, 1, "cust-lic_seats")
 
 
 @pytest.mark.parametrize("name", sorted(REPORTS))
