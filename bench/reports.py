@@ -4,13 +4,15 @@
 is generated once into ``bench/out/reports-<rows>-<days>d/`` and reused by later runs. One
 connection is opened (timed apart, like a dashboard's long-lived one), then every registered
 report runs three times as of the history's end; the median wall time is the figure, with the
-process CPU time beside it since other processes may share the machine. Each report's plan is
-summarised from EXPLAIN: the partition filter DuckDB applied and how many files it kept.
+process CPU time (all DuckDB threads) beside it and the load average around the run, since other
+processes may share the machine. Each report's plan is summarised from EXPLAIN: the partition
+filter DuckDB applied and how many files it kept.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -59,6 +61,7 @@ def _timed(con: duckdb.DuckDBPyConnection, name: str, now: datetime) -> tuple[fl
 def run(rows: int = 10_000_000, days: int = 30, repeat: int = 3) -> dict:
     data, summary = history(rows, days)
     now = datetime.fromisoformat(summary["end"])
+    load_before = os.getloadavg()[0]
     began = time.perf_counter()
     con = connect(data)
     connect_s = time.perf_counter() - began
@@ -79,6 +82,8 @@ def run(rows: int = 10_000_000, days: int = 30, repeat: int = 3) -> dict:
         "benchmark": "reports", "rows": summary["rows"], "days": days, "files": len(audit_files(con)),
         "limit_s": LIMIT_S, "connect_s": round(connect_s, 3), "threads": con.execute(
             "SELECT current_setting('threads')").fetchall()[0][0],
+        # other processes on the machine inflate wall times: the 1-minute load around the run
+        "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count(),
         "all_ok": all(r["ok"] for r in reports.values()), "reports": reports,
     }
 
