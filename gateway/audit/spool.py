@@ -22,10 +22,10 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import pyarrow as pa
 

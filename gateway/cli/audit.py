@@ -8,7 +8,8 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.audit.compact import compact as compact_trail
-from gateway.audit.manifest import Manifest, Report, verify as verify_trail
+from gateway.audit.manifest import Manifest, Report
+from gateway.audit.manifest import verify as verify_trail
 from gateway.bundle import parse_public_key
 from gateway.cli.common import data_option, emit, json_option, settings_for
 from gateway.config import Settings

@@ -22,7 +22,7 @@ def _problems(audit: Path, key: Ed25519PrivateKey, **options: str) -> list[tuple
 
 
 def test_an_intact_trail_verifies(trail, key) -> None:
-    audit, paths = trail
+    audit, _ = trail
     report = verify(audit, key.public_key())
     assert report.ok and report.entries == 4 and report.files == 4 and report.rows == 12
     entries = list(Manifest(audit).entries())
@@ -101,7 +101,7 @@ def test_a_recorded_head_exposes_a_chain_cut_short(trail, key) -> None:
 
 
 def test_a_torn_last_line_is_reported_then_cut_by_the_next_append(trail, key) -> None:
-    audit, paths = trail
+    audit, _ = trail
     manifest = Manifest(audit, key)
     with open(manifest.path, "ab") as f:
         f.write(b'{"seq":5,"path":"date=')

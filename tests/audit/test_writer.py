@@ -14,7 +14,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from gateway.audit import AuditUnavailable, spool as spool_module
+from gateway.audit import AuditUnavailable
+from gateway.audit import spool as spool_module
 from gateway.audit.manifest import verify
 from gateway.audit.spool import InvalidRecord
 from gateway.audit.writer import DurableSink, SinkConfig
@@ -151,7 +152,8 @@ async def test_duckdb_reads_while_the_writer_writes(make_sink, config) -> None:
 def small_disk(tmp_path: Path):
     mount = tmp_path / "small-disk"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                            capture_output=True, check=False)
     if result.returncode:
         pytest.skip(f"a small tmpfs cannot be mounted here: {result.stderr.decode().strip()}")
     yield mount
