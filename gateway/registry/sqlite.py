@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -116,7 +115,7 @@ class SqliteStore:
         lic = self.get(license_id)
         if lic is None:
             return None
-        updated = replace(lic, status=status)
+        updated = lic._replace(status=status)
         self.put([updated])
         return updated
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pyarrow.parquet as pq
@@ -130,7 +129,7 @@ def stage(store: SqliteStore, case: dict, now: datetime) -> str:
     key = new_license_key()
     if case.get("license") == "none":
         return key
-    lic = replace(build_license(case.get("license")), license_id=new_license_id(), key_hash=key_hash(key))
+    lic = build_license(case.get("license"))._replace(license_id=new_license_id(), key_hash=key_hash(key))
     store.put([lic])
     check = Check(environment=case.get("environment", "prod"), **case["check"])
     seed(store, lic, check, Usage(**case.get("usage", {})), now)
