@@ -22,8 +22,11 @@ def render(root: str, window: TimeRange) -> None:
     page = page_column.number_input("Page", min_value=1, step=1, key=_PAGE)
     rows = data.report(root, "audit-page", window, page=int(page), page_size=page_size, **filters)
     matching = int(rows["matching"].iloc[0]) if len(rows) else 0
-    st.caption(f"{matching:,} matching records in the {window.label.lower()} · "
-               f"page {page} of {max(1, -(-matching // page_size))}, newest first")
+    if rows.empty and page > 1:  # the count comes with the rows, so past the end it is unknown
+        st.caption(f"Page {page} is past the last page of matching records.")
+    else:
+        st.caption(f"{matching:,} matching records in the {window.label.lower()} · "
+                   f"page {page} of {max(1, -(-matching // page_size))}, newest first")
     table(rows.drop(columns="matching"), key="explorer-table")
     st.download_button(
         f"Download CSV (up to {CSV_MAX_ROWS:,} records)", icon=":material/download:", file_name="audit.csv",
