@@ -56,13 +56,11 @@ def report(name: str | None, days: int | None, hours: int | None, bucket: str | 
         return
     try:
         spec = get_report(name)
-        given = {"days": days, "hours": hours, "bucket": bucket}
-        params = {key: value for key, value in given.items() if value is not None}
-        texts = dict(item.split("=", 1) if "=" in item else (item, "") for item in extra)
+        texts = dict(item.partition("=")[::2] for item in extra)
         if now_text is not None:
             texts["now"] = now_text
-        accepted = {p.name: p for p in spec.params}
-        params.update({key: accepted[key].parse(text) if key in accepted else text for key, text in texts.items()})
+        given = {"days": days, "hours": hours, "bucket": bucket}
+        params = {**spec.parse(texts), **{key: value for key, value in given.items() if value is not None}}
         bound = spec.bind(**params)  # once, so the output states the exact `now` used
         with _connection(data_dir, skip_corrupt) as con:
             click.echo(render(run_report(con, name, **bound), fmt, report=name, params=bound))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import duckdb
 import pyarrow as pa
@@ -50,6 +50,12 @@ class Report:
     description: str
     params: tuple[Param, ...] = field(default=())
 
+    def parse(self, texts: Mapping[str, str]) -> dict[str, Any]:
+        """Parameter values written as text, typed; names the report does not take are passed
+        through for ``bind`` to refuse."""
+        known = {p.name: p for p in self.params}
+        return {name: known[name].parse(text) if name in known else text for name, text in texts.items()}
+
     @cached_property
     def sql(self) -> str:
         return (REPORTS_DIR / f"{self.name}.sql").read_text(encoding="utf-8")
@@ -67,10 +73,9 @@ class Report:
             value = values.get(p.name)
             bound[p.name] = p.default if value is None else value
             _check(self.name, p, bound[p.name])
-        if bound.get("now") is None:
-            bound["now"] = datetime.now(timezone.utc)
-        elif bound["now"].tzinfo is None:
-            bound["now"] = bound["now"].replace(tzinfo=timezone.utc)
+        if "now" in bound:
+            now = bound["now"] or datetime.now(timezone.utc)
+            bound["now"] = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
         return bound
 
 
