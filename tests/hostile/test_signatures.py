@@ -92,3 +92,20 @@ def test_non_ascii_digits_in_the_timestamp_are_stale_not_a_crash():
         headers = {"X-Port-Key-Id": KEY_ID, "X-Port-Timestamp": timestamp, "X-Port-Nonce": "n" * 16,
                    "X-Port-Signature": "0" * 64}
         assert auth.authenticate("POST", "/v1/check", headers, b"", time.time()).error == "stale_timestamp"
+
+
+def test_signatures_are_compared_in_constant_time(monkeypatch):
+    """The timing-oracle guard: every signature check goes through ``hmac.compare_digest``."""
+    import gateway.auth as auth_module
+
+    compared = []
+    real = auth_module.hmac.compare_digest
+    monkeypatch.setattr(auth_module.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    now = time.time()
+    timestamp = str(int(now))
+    good = sign(SECRET, "POST", "/v1/check", timestamp, "n" * 16, b"{}")
+    for signature in (good, "0" * 64, good[:-1] + ("0" if good[-1] != "0" else "1")):
+        headers = {"X-Port-Key-Id": KEY_ID, "X-Port-Timestamp": timestamp, "X-Port-Nonce": "n" * 16,
+                   "X-Port-Signature": signature}
+        authenticator().authenticate("POST", "/v1/check", headers, b"{}", now)
+    assert len(compared) == 3
