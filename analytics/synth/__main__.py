@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 
 from .history import generate
 
@@ -19,9 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end", type=datetime.fromisoformat, default=None,
                         help="end of the history (ISO 8601, UTC if no offset); default: now")
     args = parser.parse_args(argv)
-    end = args.end and (args.end if args.end.tzinfo else args.end.replace(tzinfo=timezone.utc))
     try:
-        summary = generate(args.data, days=args.days, rows=args.rows, end=end, licenses=args.licenses,
+        summary = generate(args.data, days=args.days, rows=args.rows, end=args.end, licenses=args.licenses,
                            seed=args.seed, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

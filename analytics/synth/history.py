@@ -30,10 +30,9 @@ from .traffic import HOUR_US, arrivals, traffic
 COMPACTED = "compact"  # as `audit compact` names merged files: one file holds the hour of every instance
 
 
-
 def generate(data_dir: str | Path, *, days: int = 30, rows: int = 1_000_000, end: datetime | None = None,
              licenses: int = 500, seed: int = 7, progress: Callable[[str], None] | None = None) -> dict:
-    """Generate the history ending at ``end`` (default: the start of the current hour, UTC).
+    """Generate the history ending at ``end`` (default: now; naive = UTC), rounded down to the hour.
 
     Refuses a data directory that already holds audit files: mixing synthetic and real (or two
     synthetic) histories would make every report meaningless.
@@ -45,6 +44,7 @@ def generate(data_dir: str | Path, *, days: int = 30, rows: int = 1_000_000, end
     if days < 1 or rows < days:
         raise ValueError("need at least one day and at least one row per day")
     end = end or datetime.now(timezone.utc)
+    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     end_us = int(end.timestamp() * 1_000_000) // HOUR_US * HOUR_US
     start_us = end_us - days * DAY_US
     rng = np.random.default_rng(seed)
@@ -83,7 +83,7 @@ def _hour_files(table: pa.Table):
     """(hour start, rows) for each hour of records sorted by ts."""
     hour = pc.divide(table["ts"].cast(pa.int64()), HOUR_US).to_numpy()
     starts = np.flatnonzero(np.diff(hour, prepend=-1))
-    for lo, hi in zip(starts, np.append(starts[1:], len(hour))):
+    for lo, hi in zip(starts, np.append(starts[1:], len(hour)), strict=True):
         yield int(hour[lo]) * HOUR_US, table.slice(lo, hi - lo)
 
 

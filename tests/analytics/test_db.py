@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from analytics.db import EMPTY_SCHEMAS, VIEWS_SQL, CorruptFileError, audit_files, connect, query, skipped_files
@@ -46,9 +48,6 @@ def test_views_sql_runs_verbatim_from_the_data_directory(planted: Path, monkeypa
 
 
 def test_older_files_without_newer_columns_are_read_by_name(planted: Path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     old = planted / "audit" / "date=2020-01-01" / "hour=00"
     old.mkdir(parents=True)
     pq.write_table(pa.table({"ts": pa.array([NOW.replace(year=2020, month=1, day=1, hour=0)], pa.timestamp("us", tz="UTC")),
