@@ -131,6 +131,7 @@ def run(records: int = 500_000) -> dict:
         "meets_targets": parquet["parquet_per_s"] >= 200_000
         and max(r["max_stall_ms"] for r in (parquet, durable, buffered)) <= 10.0,
         "load_average": os.getloadavg()[0],  # other processes on the machine skew wall-clock figures
+        "cpus": os.cpu_count(),
     }
 
 

@@ -33,7 +33,7 @@ def _parquet_ids(audit: Path) -> list[str]:
     ).fetchall()]
 
 
-async def _wait_for(condition, timeout: float = 5.0) -> None:
+async def _wait_for(condition, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -139,6 +139,8 @@ async def test_duckdb_reads_while_the_writer_writes(make_sink, config) -> None:
             for i in range(40):
                 await sink.submit([make_record(i * 100 + j) for j in range(50)])
                 await asyncio.sleep(0.02)
+                if i == 19:  # half-way: some files are in place while more are still coming
+                    await _wait_for(lambda: sink.files_written >= 2 and counts and counts[-1] > 0)
     finally:
         stop.set()
         thread.join()
