@@ -25,6 +25,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import streamlit as st
 
 from analytics import db as analytics_db
@@ -99,7 +100,19 @@ def report(root: str, name: str, window: TimeRange | None = None, **params: Any)
     values = {**(window.params_for(name) if window else {}), **params}
     db = _database(root)
     with db.lock:
-        return run_report(db.con, name, **values).to_pandas()
+        table = run_report(db.con, name, **values)
+    return frame(table)
+
+
+def frame(table: pa.Table) -> pd.DataFrame:
+    """A report's rows for pandas and Plotly. Decimals (DuckDB's HUGEINT sums of counts, exact
+    averages) would become columns of Python ``Decimal`` objects that Plotly cannot rank or
+    stack, so they become int64 (no fraction) or float64 first."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_decimal(field.type):
+            target = pa.int64() if field.type.scale == 0 else pa.float64()
+            table = table.set_column(i, field.name, table.column(i).cast(target))
+    return table.to_pandas()
 
 
 def sql(root: str, text: str, limit: int = sqlbox.DEFAULT_LIMIT) -> tuple[pd.DataFrame, bool]:

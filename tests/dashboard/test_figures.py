@@ -1,14 +1,16 @@
-"""The figure builders, KPI deltas and the SQL box's guard, without Streamlit or a server."""
+"""The figure builders, KPI deltas, report frames and the SQL box's guard, without a Streamlit server."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from dashboard import figures, sqlbox
-from dashboard.data import RANGES
+from dashboard.data import RANGES, frame
 from dashboard.kpis import has_data, kpis
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -156,6 +158,14 @@ def test_kpis_without_a_previous_period_show_no_delta():
     assert has_data(overview((10, 0, 0.0, 0, 300.0, 0), (0, 0, nan, 0, nan, 0)))
     assert not has_data(overview((0, 0, nan, 0, nan, 0), (0, 0, nan, 0, nan, 0)))
     assert [k.value for k in kpis(overview((0, 0, nan, 0, nan, 0), (0, 0, nan, 0, nan, 0)))][1:4:2] == ["–", "–"]
+
+
+def test_decimal_counts_become_numbers_plotly_can_rank():
+    table = pa.table({"presented": pa.array([3, None, 12], pa.decimal128(38, 0)),
+                      "share": pa.array([Decimal("1.50"), Decimal("2.25"), None], pa.decimal128(10, 2)), "key_fp": ["a", "b", "c"]})
+    df = frame(table)
+    assert str(df["presented"].dtype) in ("int64", "float64") and df["share"].dtype == "float64"
+    assert df.nlargest(1, "presented")["key_fp"].tolist() == ["c"]
 
 
 def test_time_ranges_fill_only_the_parameters_a_report_declares():
