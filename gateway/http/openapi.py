@@ -9,12 +9,14 @@ from gateway.types import Outcome, Reason
 _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$"}
+_OPTIONAL_NAME = {**_NAME, "type": ["string", "null"]}  # null: the same as leaving the field out
 
 CHECK = {
     "type": "object", "additionalProperties": False, "required": ["license_key", "feature"],
     "properties": {
         "license_key": {"type": "string", "minLength": 1, "maxLength": 256},
-        "feature": _NAME, "user_id": _NAME, "product": _NAME, "environment": _NAME, "request_id": _NAME,
+        "feature": _NAME, "user_id": _OPTIONAL_NAME, "product": _OPTIONAL_NAME, "environment": _OPTIONAL_NAME,
+        "request_id": _OPTIONAL_NAME,
         "quantity": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000, "default": 0},
     },
 }
@@ -72,7 +74,9 @@ DOCUMENT = {
         "schemas": {
             "Check": CHECK, "Decision": DECISION,
             "Batch": {"type": "object", "additionalProperties": False, "required": ["checks"], "properties": {
-                "checks": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": _ref("Check")}}},
+                "checks": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": _ref("Check"),
+                           "description": "each check is answered on its own: a malformed one gets status 400 "
+                                          "in its result, the others are decided"}}},
             "Import": {"type": "object", "additionalProperties": False, "required": ["bundle"], "properties": {
                 "bundle": {"type": "string", "description": "a sealed bundle in its text form"}}},
             "BatchResults": {"type": "object", "required": ["results"], "properties": {
