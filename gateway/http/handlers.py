@@ -107,6 +107,8 @@ async def get_license(request: web.Request) -> web.Response:
             ex.refuse(Reason.CALLER_NOT_AUTHORIZED, "caller may not read licenses of this product")
     except Refused:
         pass
+    except Exception:
+        _internal_error(ex)
     return await gate.finish([ex])
 
 
@@ -131,6 +133,8 @@ async def change_status(request: web.Request) -> web.Response:
             ex.extra = _license_extra(lic)
     except Refused:
         pass
+    except Exception:
+        _internal_error(ex)
     return await gate.finish([ex])
 
 
@@ -227,4 +231,6 @@ async def reload_policy(request: web.Request) -> web.Response:
         reloads.announce()  # every other worker follows within a second
     except Refused:
         pass
+    except Exception:
+        _internal_error(ex)
     return await gate.finish([ex])
