@@ -117,10 +117,11 @@ async def _versions_seen(url: str, creds, key: str, n: int = 24) -> set[str]:
     return {body["policy_version"] for _, body in answers}
 
 
-async def _until_every_worker_has(version: str, url: str, creds, key: str, timeout: float = 10.0) -> None:
+async def _until_every_worker_has(version: str, server, creds, key: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    while (seen := await _versions_seen(url, creds, key)) != {version}:
-        assert time.monotonic() < deadline, f"workers still answer with {seen}, expected {version}"
+    while (seen := await _versions_seen(server.url, creds, key)) != {version}:
+        assert time.monotonic() < deadline, (f"workers still answer with {seen}, expected {version}:\n"
+                                             + server.log.read_text()[-4000:])
         await asyncio.sleep(0.2)
 
 
@@ -135,12 +136,12 @@ async def test_policy_reloads_reach_every_worker_and_broken_ones_are_refused(dat
         status, body = await post(session, server.url, data_dir.admin, "/v1/admin/policy/reload", {})
     by_api = body["policy_version"]
     assert status == 200 and by_api != original and by_api in body["detail"]
-    await _until_every_worker_has(by_api, server.url, data_dir.service, issued.key)
+    await _until_every_worker_has(by_api, server, data_dir.service, issued.key)
 
     policy.write_text(policy.read_text().replace("grace_days = 8", "grace_days = 9"))
     os.kill(server.proc.pid, signal.SIGHUP)
     by_signal = (await asyncio.to_thread(_wait_for_new_version, server, data_dir, issued.key, by_api))
-    await _until_every_worker_has(by_signal, server.url, data_dir.service, issued.key)
+    await _until_every_worker_has(by_signal, server, data_dir.service, issued.key)
 
     policy.write_text("[tiers.broken]\nfeatures = 3\n")
     async with aiohttp.ClientSession() as session:

@@ -69,9 +69,17 @@ class PolicyReloads:
 async def upkeep_forever(port: Port, reloads: PolicyReloads, metrics: Metrics, gate: Gate) -> None:
     while True:
         await asyncio.sleep(INTERVAL_S)
+        # Each step on its own: a registry that is briefly locked must not hold back the metrics.
+        _step(metrics.sample, gate.sink, gate.lost_records)
+        _step(port.refresh)
         try:
-            metrics.sample(gate.sink, gate.lost_records)
-            port.refresh()
             await reloads.follow()
         except Exception:
-            log.exception("upkeep failed", extra={"event": "upkeep_failed"})
+            log.exception("policy follow failed", extra={"event": "upkeep_failed"})
+
+
+def _step(function, *args) -> None:
+    try:
+        function(*args)
+    except Exception:
+        log.exception("upkeep step failed", extra={"event": "upkeep_failed", "step": function.__qualname__})
