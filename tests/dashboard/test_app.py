@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from importlib.util import find_spec
 from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -132,3 +134,14 @@ def test_a_runaway_query_is_stopped(history, monkeypatch):
     assert at.error[0].value.startswith("Stopped after 0.5 s")
     run_sql(at, "SELECT 42 AS answer")  # and the connection is usable again
     assert at.dataframe[-1].value["answer"].tolist() == [42]
+
+
+def test_an_unreadable_audit_file_is_left_out_and_named(history, tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    shutil.copytree(history, root)
+    victim = sorted((root / "audit").glob("date=*/hour=*/*.parquet"))[-1]
+    lost = pq.read_metadata(victim).num_rows
+    victim.write_bytes(b"PAR1 not parquet at all")
+    at = open_app(root, monkeypatch, "overview")
+    assert "1 unreadable audit file(s) left out" in at.warning[0].value and victim.name in at.warning[0].value
+    assert at.metric[0].value == f"{count(history) - lost:,}"
