@@ -127,7 +127,7 @@ def auth_errors(unauthorized: pd.DataFrame) -> go.Figure:
 
 def keys_by_kind(keys: pd.DataFrame) -> go.Figure:
     """How many keys are stale, never used, or zombies by kind (``stale-keys`` report)."""
-    title = "Keys needing attention"
+    title = "Keys by kind"
     if keys.empty:
         return empty(title, "No stale or zombie keys")
     counts = keys["kind"].value_counts().reindex(list(KEY_KIND_COLOURS)).dropna()

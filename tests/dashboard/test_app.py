@@ -21,7 +21,7 @@ APP = find_spec("dashboard.app").origin
 CHART_TITLES = {
     "overview": ["Decisions over time", "Decision latency"],
     "licenses": ["Expiry timeline", "Seat utilisation", "Quota utilisation"],
-    "keys": ["Keys needing attention", "Zombie keys still presented"],
+    "keys": ["Keys by kind", "Zombie keys still presented"],
     "security": ["Unauthorized requests over time", "Top offenders", "Authentication errors"],
     "explorer": [],
 }
