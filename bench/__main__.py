@@ -1,0 +1,117 @@
+"""``python -m bench``: every SPEC §10 target measured in one run on this machine.
+
+Each benchmark module has ``run() -> dict``; this runs them in turn, writes everything to
+``bench/results.json`` and prints one table of target, measured and verdict. ``--only NAME``
+runs a subset; ``--quick`` shrinks the data sets for a smoke run (its figures are not the
+targets' figures).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import import_module
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).parent / "results.json"
+
+
+def _rows_engine(r: dict) -> list:
+    return [("pure engine, median µs per decision", r["engine_median_us"], "≤ 20", r["engine_median_us"] <= 20)]
+
+
+def _rows_auth(r: dict) -> list:
+    return [("HMAC verify alone, µs", r["hmac_us"], "—", None),
+            ("authenticate + nonce + rate limit, µs", r["authenticate_ratelimit_us"], "≈ HMAC", None)]
+
+
+def _rows_http(r: dict) -> list:
+    return [("gateway ÷ bare aiohttp, requests/s", r["ratio"], "≥ 0.80", r["ratio"] >= 0.80),
+            ("  gateway requests/s (bare)", f'{r["gateway_rps"]:.0f} ({r["bare_rps"]:.0f})', "—", None),
+            ("p99 at half load, ms", r["half_load_p99_ms"], "≤ 5", r["half_load_p99_ms"] <= 5),
+            ("batch decisions/s per worker", r["batch_decisions_per_s"], "≥ 50,000",
+             r["batch_decisions_per_s"] >= 50_000),
+            ("every answered request audited", r["audit_complete"], "yes", r["audit_complete"])]
+
+
+def _rows_audit(r: dict) -> list:
+    stall = max(r[k]["max_stall_ms"] for k in ("parquet", "durable", "buffered"))
+    return [("audit writer records/s into Parquet", r["parquet"]["parquet_per_s"], "≥ 200,000",
+             r["parquet"]["parquet_per_s"] >= 200_000),
+            ("worst event-loop stall, ms", stall, "≤ 10", stall <= 10),
+            ("single-record acks/s durable (buffered)",
+             f'{r["durable"]["acked_per_s"]} ({r["buffered"]["acked_per_s"]})', "—", None)]
+
+
+def _rows_reports(r: dict) -> list:
+    return [(f"report {name}, s over {r['rows']:,} rows", v["median_s"], "≤ 1", v["ok"])
+            for name, v in r["reports"].items()]
+
+
+def _rows_dashboard(r: dict) -> list:
+    cold = r["browser"]["cold_rendered_s"]
+    return [(f"dashboard overview first render, s ({r['rows']:,} rows)", cold, "≤ 3", cold <= 3)]
+
+
+def _rows_startup(r: dict) -> list:
+    return [(f"start-up with {r['startup_licenses']:,} licenses, s", r["startup_ready_s"], "≤ 3",
+             r["startup_ready_s"] <= 3),
+            ("gateway RSS, MB", r["startup_rss_mb"], "≤ 200", r["startup_rss_mb"] <= 200)]
+
+
+# name -> (module, kwargs for --quick, rows)
+BENCHES: dict[str, tuple[str, dict, Callable[[dict], list]]] = {
+    "engine": ("bench.engine", {}, _rows_engine),
+    "auth": ("bench.auth", {}, _rows_auth),
+    "http": ("bench.http", {"seconds": 3, "rounds": 1}, _rows_http),
+    "audit": ("bench.audit_writer", {"records": 100_000}, _rows_audit),
+    "reports": ("bench.reports", {"rows": 1_000_000}, _rows_reports),
+    "dashboard": ("bench.dashboard", {"rows": 1_000_000}, _rows_dashboard),
+    "startup": ("bench.startup", {"count": 20_000, "repeats": 1}, _rows_startup),
+}
+
+
+def table(rows: list) -> str:
+    lines = ["| measure | measured | target | met |", "|---|---|---|---|"]
+    for name, value, target, ok in rows:
+        verdict = "—" if ok is None else ("yes" if ok else "**no**")
+        lines.append(f"| {name} | {value:,} | {target} | {verdict} |" if isinstance(value, int) and not
+                     isinstance(value, bool) else f"| {name} | {value} | {target} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=sorted(BENCHES), help="run only these (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="small data sets: a smoke run, not the targets")
+    args = parser.parse_args(argv)
+    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "platform": platform.platform(), "load_avg_start": os.getloadavg()},
+                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick}
+    rows = []
+    for name in args.only or BENCHES:
+        module, quick, to_rows = BENCHES[name]
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        began = time.perf_counter()
+        result = import_module(module).run(**(quick if args.quick else {}))
+        result["elapsed_s"] = round(time.perf_counter() - began, 1)
+        print(f"bench: {name} done in {result['elapsed_s']} s", file=sys.stderr, flush=True)
+        results[name] = result
+        rows += to_rows(result)
+    results["load_avg_end"] = os.getloadavg()
+    results["table"] = table(rows)
+    RESULTS.write_text(json.dumps(results, indent=2, default=str))
+    print(results["table"])
+    print(f"\nmachine: {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"load average {results['machine']['load_avg_start'][0]:.1f} → {results['load_avg_end'][0]:.1f}; "
+          f"full results in {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
