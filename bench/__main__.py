@@ -61,7 +61,8 @@ def _rows_dashboard(r: dict) -> list:
 def _rows_startup(r: dict) -> list:
     return [(f"start-up with {r['startup_licenses']:,} licenses, s", r["startup_ready_s"], "≤ 3",
              r["startup_ready_s"] <= 3),
-            ("gateway RSS, MB", r["startup_rss_mb"], "≤ 200", r["startup_rss_mb"] <= 200)]
+            ("gateway worker RSS, MB", r["worker_rss_mb"], "≤ 200", r["worker_rss_mb"] <= 200),
+            ("  master + worker PSS, MB", r["total_pss_mb"], "—", None)]
 
 
 # name -> (module, kwargs for --quick, rows)
