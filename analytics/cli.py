@@ -24,7 +24,10 @@ skip_corrupt_option = click.option("--skip-corrupt", is_flag=True,
 
 @contextmanager
 def _connection(data_dir: str | None, skip_corrupt: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(settings_for(data_dir).data_dir, skip_corrupt=skip_corrupt)
+    root = settings_for(data_dir).data_dir
+    if not root.is_dir():  # a mistyped --data would otherwise look like an empty history
+        raise click.ClickException(f"data directory {root} does not exist")
+    con = connect(root, skip_corrupt=skip_corrupt)
     try:
         yield con
         for path in skipped_files(con):

@@ -113,3 +113,8 @@ def test_sql_reads_statements_from_stdin_until_semicolons(run, planted: Path):
 def test_sql_on_an_empty_data_directory(run, empty_data: Path):
     result = run("sql", "-c", "SELECT count(*) AS n FROM audit", "--format", "csv", "--data", str(empty_data))
     assert (result.exit_code, result.output) == (0, "n\n0\n")
+
+
+def test_a_missing_data_directory_is_an_error_not_an_empty_history(run, tmp_path: Path):
+    result = run("report", "expiring", "--data", str(tmp_path / "typo"))
+    assert result.exit_code == 1 and "does not exist" in result.output
