@@ -1,14 +1,17 @@
 """The processes of ``portcullis serve``: a master that owns the port and supervises N workers.
 
-The master binds the listening socket once, then forks the workers; all of them accept on that
-one socket and the kernel hands each connection to one of them. Workers share nothing but the
+The master reserves the port (a socket bound with ``SO_REUSEPORT``, never listening: it takes no
+connections), then forks the workers; each listens on its own ``SO_REUSEPORT`` socket on that
+port and the kernel spreads connections over them by their addresses. (One accept socket shared
+by all would be simpler, but whichever worker wakes first takes the connection, so a busy
+worker can starve the others; per-worker sockets share the load evenly.) Workers share nothing but the
 registry database (licenses, seats, quotas: check-and-consume is one SQLite transaction, so no
 seat or unit is granted twice) and the signals table in it; each has its own instance id
 (``<instance>-w<N>``), audit spool and Parquet files.
 
 Signals to the master:
 
-- SIGTERM, SIGINT: stop. The master closes its copy of the socket and passes SIGTERM on. Each
+- SIGTERM, SIGINT: stop. The master releases the port and passes SIGTERM on. Each
   worker stops accepting, lets in-flight requests finish (up to ``shutdown_timeout_s``), closes
   its audit sink (everything acknowledged ends up in Parquet) and exits 0. A worker still alive
   after twice that is killed. The master exits 0 when every worker did.
@@ -43,6 +46,7 @@ from gateway.config import Settings
 from gateway.registry.signals import POLICY_GENERATION, SqliteSignals
 
 log = logging.getLogger("portcullis.workers")
+BACKLOG = 1024
 STARTUP_GRACE_S = 5.0  # a worker dying sooner than this is a configuration error, not a crash
 _STOP = {signal.SIGTERM, signal.SIGINT}
 _SIGNALS = _STOP | {signal.SIGHUP, signal.SIGCHLD}
@@ -52,23 +56,31 @@ _PR_SET_PDEATHSIG = 1
 def serve(settings: Settings, announce: Callable[[str], None] = print) -> int:
     """Run the gateway until SIGTERM or SIGINT; returns the exit status. OSError if it cannot bind."""
     _prepare_metrics_dir(settings.run_dir / "metrics")
-    sock = bind(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
+    reserved = reserve(settings.host, settings.port)
+    port = reserved.getsockname()[1]
     scheme = "https" if settings.tls_cert else "http"
     announce(f"portcullis listening on {scheme}://{settings.host}:{port} ({settings.workers} workers)")
-    return Master(settings, sock).run()
+    return Master(settings.with_(port=port), reserved).run()
 
 
-def bind(host: str, port: int) -> socket.socket:
+def reserve(host: str, port: int) -> socket.socket:
+    """Hold the port for this server's workers. A port already in use, by another gateway's
+    workers too, is refused like by any server (EADDRINUSE): the first, exclusive bind checks."""
+    probe = bind(host, port, reuse_port=False)
+    port = probe.getsockname()[1]
+    probe.close()
+    return bind(host, port)
+
+
+def bind(host: str, port: int, reuse_port: bool = True) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuse_port))
     try:
         sock.bind((host, port))
     except OSError:
         sock.close()
         raise
-    sock.listen(1024)
-    sock.setblocking(False)
     return sock
 
 
@@ -82,8 +94,8 @@ def _prepare_metrics_dir(path) -> None:
 
 
 class Master:
-    def __init__(self, settings: Settings, sock: socket.socket) -> None:
-        self.settings, self.sock = settings, sock
+    def __init__(self, settings: Settings, reserved: socket.socket) -> None:
+        self.settings, self.reserved = settings, reserved
         self.children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
         self.stopping_since: float | None = None
         self.status = 0
@@ -121,7 +133,8 @@ class Master:
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS - _STOP)
                 _die_with(master)
-                code = run_worker(self.settings, worker, self.sock)
+                self.reserved.close()
+                code = run_worker(self.settings, worker)
             except BaseException as exc:
                 log.exception("worker failed: %s", exc, extra={"event": "worker_failed", "worker": worker})
             finally:
@@ -135,7 +148,7 @@ class Master:
             return
         self.stopping_since = time.monotonic()
         log.info("stopping", extra={"event": "stopping", "workers": len(self.children)})
-        self.sock.close()  # the workers' copies close as they stop; then new connections are refused
+        self.reserved.close()
         for pid in self.children:
             os.kill(pid, signal.SIGTERM)
 
@@ -181,14 +194,14 @@ def _die_with(master: int) -> None:
         os._exit(1)
 
 
-def run_worker(settings: Settings, worker: int, sock: socket.socket) -> int:
+def run_worker(settings: Settings, worker: int) -> int:
     from gateway.http.app import create_app  # after the fork: see the module docstring
 
     logs.set_context(instance=settings.instance_id(worker))
-    return asyncio.run(_serve_app(create_app(settings, worker=worker), settings, sock))
+    return asyncio.run(_serve_app(create_app(settings, worker=worker), settings))
 
 
-async def _serve_app(app, settings: Settings, sock: socket.socket) -> int:
+async def _serve_app(app, settings: Settings) -> int:
     from aiohttp import web
 
     from gateway.http.keys import TLS
@@ -196,10 +209,12 @@ async def _serve_app(app, settings: Settings, sock: socket.socket) -> int:
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
                            keepalive_timeout=settings.read_timeout_s,  # also bounds an unfinished request head
                            **logs.access_log_options(settings.access_log))
-    await runner.setup()
+    await runner.setup()  # the app's resources (registry, audit sink) before the first connection
     try:
         tls = app.get(TLS)
-        await web.SockSite(runner, sock, ssl_context=tls.context if tls else None).start()
+        sock = bind(settings.host, settings.port)
+        sock.listen(BACKLOG)
+        await web.SockSite(runner, sock, ssl_context=tls.context if tls else None, backlog=BACKLOG).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signo in _STOP:
