@@ -3,9 +3,10 @@
 The master reserves the port (a socket bound with ``SO_REUSEPORT``, never listening: it takes no
 connections), then forks the workers; each listens on its own ``SO_REUSEPORT`` socket on that
 port and the kernel spreads connections over them by their addresses. (One accept socket shared
-by all would be simpler, but whichever worker wakes first takes the connection, so a busy
-worker can starve the others; per-worker sockets share the load evenly.) Workers share nothing but the
-registry database (licenses, seats, quotas: check-and-consume is one SQLite transaction, so no
+by all would be simpler, but whichever worker wakes first takes the connection, so one worker
+can take nearly all of them; per-worker sockets share the load evenly.)
+
+Workers share nothing but the registry database (licenses, seats, quotas: check-and-consume is one SQLite transaction, so no
 seat or unit is granted twice) and the signals table in it; each has its own instance id
 (``<instance>-w<N>``), audit spool and Parquet files.
 
