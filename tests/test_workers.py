@@ -3,6 +3,7 @@ policy reloads that reach every worker, and JSON logs that carry no secret."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -43,9 +44,9 @@ def start(spawn, data_dir, *args: str, workers: int = 2, **kwargs):
     return server
 
 
-def _decisions(exposition: str) -> float:
+def _total(exposition: str, name: str) -> float:
     return sum(s.value for family in text_string_to_metric_families(exposition) for s in family.samples
-               if s.name == "portcullis_decisions_total")
+               if s.name == name)
 
 
 def trail(data_dir, where: str = "true") -> list[tuple]:
@@ -71,7 +72,9 @@ async def test_seats_and_quotas_are_never_over_granted_across_workers(data_dir, 
     async with fresh_connections() as session:
         for _ in range(6):  # whichever worker answers the scrape reports every worker's decisions
             async with session.get(server.url + "/metrics") as response:
-                assert _decisions(await response.text()) == 100
+                exposition = await response.text()
+            assert _total(exposition, "portcullis_decisions_total") == 100
+            assert _total(exposition, "portcullis_audit_records_total") == 100
     assert server.stop() == 0
     with sqlite3.connect(data_dir.settings.db_path) as db:
         held = db.execute("SELECT COUNT(*) FROM seats WHERE license_id=?", (seated.license.license_id,)).fetchone()[0]
@@ -117,30 +120,45 @@ async def _versions_seen(url: str, creds, key: str, n: int = 24) -> set[str]:
     return {body["policy_version"] for _, body in answers}
 
 
+def _version_of(policy) -> str:
+    return hashlib.sha256(policy.read_bytes()).hexdigest()[:12]
+
+
 async def _until_every_worker_has(version: str, server, creds, key: str, timeout: float = 20.0) -> None:
+    """Each worker reports its policy in ``portcullis_policy_info`` (how many workers run each
+    version), whichever worker answers the scrape; then decisions must carry that version."""
     deadline = time.monotonic() + timeout
-    while (seen := await _versions_seen(server.url, creds, key)) != {version}:
-        assert time.monotonic() < deadline, (f"workers still answer with {seen}, expected {version}:\n"
-                                             + server.log.read_text()[-4000:])
-        await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(server.url + "/metrics") as response:
+                exposition = await response.text()
+            workers = {s.labels["policy_version"]: s.value for f in text_string_to_metric_families(exposition)
+                       for s in f.samples if s.name == "portcullis_policy_info"}
+            if workers.get(version) == 2:
+                break
+            assert time.monotonic() < deadline, f"workers per version: {workers}, expected 2 on {version}:\n" + (
+                server.log.read_text()[-4000:])
+            await asyncio.sleep(0.2)
+    assert await _versions_seen(server.url, creds, key) == {version}
 
 
 async def test_policy_reloads_reach_every_worker_and_broken_ones_are_refused(data_dir, spawn):
     issued = data_dir.issue(tier="unlimited")
     policy = data_dir.settings.policy_path
     server = start(spawn, data_dir)
-    original = (await _versions_seen(server.url, data_dir.service, issued.key)).pop()
+    original = _version_of(policy)
+    await _until_every_worker_has(original, server, data_dir.service, issued.key)
 
     policy.write_text(policy.read_text().replace("grace_days = 7", "grace_days = 8"))
+    by_api = _version_of(policy)
     async with aiohttp.ClientSession() as session:
         status, body = await post(session, server.url, data_dir.admin, "/v1/admin/policy/reload", {})
-    by_api = body["policy_version"]
-    assert status == 200 and by_api != original and by_api in body["detail"]
+    assert status == 200 and body["policy_version"] == by_api != original and by_api in body["detail"]
     await _until_every_worker_has(by_api, server, data_dir.service, issued.key)
 
     policy.write_text(policy.read_text().replace("grace_days = 8", "grace_days = 9"))
+    by_signal = _version_of(policy)
     os.kill(server.proc.pid, signal.SIGHUP)
-    by_signal = (await asyncio.to_thread(_wait_for_new_version, server, data_dir, issued.key, by_api))
     await _until_every_worker_has(by_signal, server, data_dir.service, issued.key)
 
     policy.write_text("[tiers.broken]\nfeatures = 3\n")
@@ -149,7 +167,7 @@ async def test_policy_reloads_reach_every_worker_and_broken_ones_are_refused(dat
     assert (status, body["reason"]) == (400, "INVALID_REQUEST") and by_signal in body["detail"]
     os.kill(server.proc.pid, signal.SIGHUP)
     await asyncio.sleep(2.5)
-    assert await _versions_seen(server.url, data_dir.service, issued.key) == {by_signal}
+    await _until_every_worker_has(by_signal, server, data_dir.service, issued.key, timeout=0)
     assert server.stop() == 0
 
     reloads = trail(data_dir, "endpoint IN ('policy.reload', 'admin.policy_reload')")
@@ -161,16 +179,6 @@ async def test_policy_reloads_reach_every_worker_and_broken_ones_are_refused(dat
     assert refused and all("stays in force" in row[6] for row in refused)
     log = server.log.read_text()
     assert "policy_reload_failed" in log and "tier 'broken'" in log
-
-
-def _wait_for_new_version(server, data_dir, key: str, old: str) -> str:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        seen = asyncio.run(_versions_seen(server.url, data_dir.service, key, 4)) - {old}
-        if seen:
-            return seen.pop()
-        time.sleep(0.2)
-    raise AssertionError("SIGHUP did not reload the policy")
 
 
 async def test_json_logs_of_a_real_run_carry_no_secret(data_dir, spawn):
