@@ -1,11 +1,17 @@
 """Write-ahead spool: audit records appended to segment files and fsync'd with group commit.
 
-A segment is ``MAGIC`` followed by frames ``<u32 length><u32 crc32(payload)><payload>``. The first
-payload is the Arrow schema, every later one an Arrow IPC record batch of up to
-:data:`CHUNK_RECORDS` records. Arrow is the spool format because the batches are what the
-Parquet converter needs anyway: records are converted once, in bulk, off the event loop.
+A segment is ``MAGIC`` followed by frames ``<u32 length><u32 crc32(payload)><payload>``; each
+payload is one group commit's records as newline-delimited JSON.
 
-Group commit: :meth:`Spool.append` only queues the records and returns a future. One commit
+Where the work happens is chosen for the GIL. :meth:`Spool.append` validates each record against
+the schema and encodes it with orjson on the event loop (a few µs, predictable). The commit
+thread then only writes and fsyncs, which release the GIL, so an acknowledgement never waits for
+the interpreter to be handed over (measured: 64 concurrent single-record submitters were acked
+about five times faster, p50 1.3 ms instead of 8 ms, than when the thread built Arrow batches).
+Parsing the JSON into Arrow happens once per segment, at conversion, in pyarrow's C++ JSON
+reader, which runs without the GIL.
+
+Group commit: :meth:`Spool.append` queues the encoded records and returns a future. One commit
 thread takes everything queued, writes it and fsyncs once; the futures of every record in that
 write resolve after the fsync. While it syncs, the next group gathers. Every frame is fsync'd
 before any of its records is acknowledged, so after a crash each acknowledged record lies
@@ -14,6 +20,7 @@ before the first torn or corrupt frame, which is where :func:`read_segment` stop
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -23,17 +30,19 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
+import pyarrow.json as pa_json
+
+from gateway.audit.schema import AUDIT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"PCSPOOL1"
+MAGIC = b"PCSPOOL2"
 SUFFIX = ".seg"
-CHUNK_RECORDS = 512  # converted with the GIL held: ~1-2 ms, the longest the event loop waits for it
 RETRY_S = 1.0  # while unhealthy, how often the commit thread probes the spool by itself
 _HEADER = struct.Struct("<II")
 
@@ -46,29 +55,58 @@ class InvalidRecord(ValueError):
     """A record does not fit the audit schema: a bug in the code that built it."""
 
 
-@dataclass(frozen=True)
 class RecordEncoder:
-    """Turns record dicts into Arrow batches, refusing missing or mistyped values."""
+    """Validates record dicts against the audit schema and encodes them as JSON lines; decodes
+    whole segments back into an Arrow table of exactly that schema."""
 
-    schema: pa.Schema
-    struct_type: pa.StructType = field(init=False)
-    required: tuple[int, ...] = field(init=False)
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._names = frozenset(schema.names)
+        self._checks = tuple((f.name, *_kind(f.type), f.nullable) for f in schema)
+        # On disk timestamps are integers (µs since the epoch, UTC); the reader casts them back.
+        self._json_schema = pa.schema([pa.field(f.name, pa.int64() if pa.types.is_timestamp(f.type) else f.type)
+                                       for f in schema])
+        pa.array([], type=pa.struct(schema))  # pyarrow's one-time time zone set-up (~0.3 s): at start, not on a request
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "struct_type", pa.struct(self.schema))
-        object.__setattr__(self, "required", tuple(i for i, f in enumerate(self.schema) if not f.nullable))
-        pa.array([], type=self.struct_type)  # pyarrow's one-time time zone set-up (~0.3 s): at start, not on a request
+    def encode(self, records: Sequence[Mapping]) -> bytes:
+        """JSON lines of ``records``; InvalidRecord names the first field that does not fit."""
+        lines = []
+        for record in records:
+            if record.keys() != self._names:
+                missing = sorted(self._names - record.keys())
+                raise InvalidRecord(f"audit record without a value for {missing[0]!r}" if missing else
+                                    f"audit record with unknown field(s) {sorted(record.keys() - self._names)}")
+            for name, kinds, low, high, label, nullable in self._checks:
+                value = record[name]
+                if value is None:
+                    if not nullable:
+                        raise InvalidRecord(f"audit record without a value for {name!r}")
+                elif type(value) not in kinds or (low is not None and not low <= value <= high) or (
+                        label == "list<string>" and not all(type(item) is str for item in value)):
+                    raise InvalidRecord(f"audit record field {name!r} must be {label}, got {value!r:.60}")
+            lines.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        return b"".join(lines)
 
-    def encode(self, records: Sequence[Mapping]) -> pa.RecordBatch:
-        try:
-            array = pa.array(records, type=self.struct_type)
-        except (TypeError, ValueError, pa.ArrowException) as exc:
-            raise InvalidRecord(f"audit record does not fit the schema: {exc}") from None
-        batch = pa.RecordBatch.from_struct_array(array)
-        for i in self.required:
-            if batch.column(i).null_count:
-                raise InvalidRecord(f"audit record without a value for {self.schema.names[i]!r}")
-        return batch
+    def decode(self, payloads: Sequence[pa.Buffer | bytes]) -> pa.Table:
+        """Parse JSON lines (C++, without the GIL) into a table of the audit schema."""
+        data = pa.py_buffer(b"".join(payloads))
+        table = pa_json.read_json(pa.BufferReader(data),
+                                  read_options=pa_json.ReadOptions(use_threads=False, block_size=1 << 24),
+                                  parse_options=pa_json.ParseOptions(explicit_schema=self._json_schema,
+                                                                     unexpected_field_behavior="error"))
+        return table.select(self.schema.names).cast(self.schema)
+
+
+def _kind(arrow_type: pa.DataType) -> tuple[tuple[type, ...], int | None, int | None, str]:
+    """Python types a value may have, its range, and the name errors use."""
+    if pa.types.is_timestamp(arrow_type):
+        return (int,), None, None, "integer microseconds since the epoch"
+    if pa.types.is_integer(arrow_type):
+        bits = arrow_type.bit_width
+        return (int,), -(1 << (bits - 1)), (1 << (bits - 1)) - 1, str(arrow_type)
+    if pa.types.is_list(arrow_type):
+        return (list, tuple), None, None, "list<string>"
+    return (str,), None, None, str(arrow_type)
 
 
 def new_segment_id() -> str:
@@ -92,12 +130,12 @@ def _frame(payload: pa.Buffer | bytes) -> list:
 class SegmentWriter:
     """One open segment. ``synced`` is the size known to be on disk: nothing past it was acked."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.opened_at = time.monotonic()
         self.size = self.synced = 0
-        header = [MAGIC, *_frame(schema.serialize())]
-        self.header_size = sum(len(part) for part in header)
+        header = [MAGIC]
+        self.header_size = len(MAGIC)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             self.write(header)
@@ -141,7 +179,7 @@ class SegmentWriter:
             pass  # an empty segment left behind is dropped when it is converted
 
 
-def read_segment(path: Path) -> pa.Table | None:
+def read_segment(path: Path, encoder: RecordEncoder | None = None) -> pa.Table | None:
     """Every whole frame of a segment (None if it holds none); a torn tail is logged and dropped.
 
     The file is read, not memory-mapped: a mapped file truncated underneath, or a read error,
@@ -163,14 +201,17 @@ def read_segment(path: Path) -> pa.Table | None:
     if offset < size:
         log.warning("audit spool segment %s: torn tail at byte offset %d (%d bytes dropped); "
                     "recovered the %d whole frames before it", path, offset, size - offset, len(payloads))
-    if len(payloads) < 2:
+    if not payloads:
         return None
-    schema = pa.ipc.read_schema(payloads[0])
-    batches = [pa.ipc.read_record_batch(payload, schema) for payload in payloads[1:]]
-    return pa.Table.from_batches(batches, schema=schema)
+    return (encoder or default_encoder()).decode(payloads)
 
 
-_Entry = tuple[Sequence[Mapping], asyncio.Future | None]  # no future: the submitter does not wait
+@functools.cache
+def default_encoder() -> RecordEncoder:
+    return RecordEncoder(AUDIT_SCHEMA)
+
+
+_Entry = tuple[bytes, int, asyncio.Future | None]  # (JSON lines, records, future); no future: nobody waits
 _Outcome = tuple[asyncio.Future | None, int, Exception | None]  # (future, number of records, error)
 
 
@@ -184,7 +225,6 @@ class Spool:
                  commit_interval_s: float, on_rotated: Callable[[Path], None],
                  on_lost: Callable[[int, Exception], None] = lambda count, error: None) -> None:
         self.directory = directory
-        self._schema = schema
         self._encoder = RecordEncoder(schema)
         self._rotate_s = rotate_s
         self._rotate_bytes = rotate_bytes
@@ -220,7 +260,15 @@ class Spool:
         reported to ``on_lost`` (on the event loop, once per commit).
         """
         future = self._loop.create_future() if wait else None
-        self._queue.append((records, future))
+        try:
+            encoded = self._encoder.encode(records)
+        except InvalidRecord as exc:  # a bug in the code that built the record: refuse only this submit
+            if future is None:
+                self._loop.call_soon(self._on_lost, len(records), exc)
+            else:
+                future.set_exception(exc)
+            return future
+        self._queue.append((encoded, len(records), future))
         if not self._wake.is_set():  # the thread clears before draining, so no wake-up is lost
             self._wake.set()
         return future
@@ -246,7 +294,7 @@ class Spool:
                     self._commit(entries)
                 except Exception as exc:  # a bug here must fail the submitters, not hang them
                     log.exception("audit spool: commit failed")
-                    self._loop.call_soon_threadsafe(self._settle, [(f, len(r), exc) for r, f in entries])
+                    self._loop.call_soon_threadsafe(self._settle, [(f, n, exc) for _, n, f in entries])
             elif not self.healthy:
                 self._probe()
             if closing or self._rotation_due():
@@ -266,50 +314,25 @@ class Spool:
         return segment is not None and (segment.size >= self._rotate_bytes
                                         or time.monotonic() - segment.opened_at >= self._rotate_s)
 
-    def _encode(self, records: Sequence[Mapping]) -> list[pa.RecordBatch]:
-        batches = []
-        for start in range(0, len(records), CHUNK_RECORDS):
-            batches.append(self._encoder.encode(records[start:start + CHUNK_RECORDS]))
-            time.sleep(0)  # hand the GIL to the event loop between chunks, not after a switch interval
-        return batches
-
-    def _encode_entries(self, entries: list[_Entry]) -> tuple[list[pa.RecordBatch], list[_Entry], list[_Outcome]]:
-        """Batches of the valid entries, those entries, and the outcomes of the invalid ones."""
-        try:
-            records = entries[0][0] if len(entries) == 1 else [r for recs, _ in entries for r in recs]
-            return self._encode(records), entries, []
-        except InvalidRecord:
-            pass  # find the submits at fault; the others in the group are still written
-        batches, accepted, rejected = [], [], []
-        for entry in entries:
-            try:
-                batches += self._encode(entry[0])
-                accepted.append(entry)
-            except InvalidRecord as exc:
-                rejected.append((entry[1], len(entry[0]), exc))
-        return batches, accepted, rejected
-
     def _commit(self, entries: list[_Entry]) -> None:
-        batches, accepted, outcomes = self._encode_entries(entries)
+        """Write and fsync one group; runs without the GIL but for a little bookkeeping."""
+        payload = entries[0][0] if len(entries) == 1 else b"".join(encoded for encoded, _, _ in entries)
         error: OSError | None = None
-        if batches:
-            parts = [part for batch in batches for part in _frame(batch.serialize())]
-            started = time.perf_counter()
-            try:
-                segment = self._segment or self._open()
-                written = segment.write(parts)
-                segment.sync()
-            except OSError as exc:
-                error = exc
-                self._fail(exc)
-            else:
-                self.flush_seconds_total += time.perf_counter() - started
-                self.syncs += 1
-                self.bytes_written += written
-                self.records_written += sum(batch.num_rows for batch in batches)
-                self._recovered()
-        outcomes += [(future, len(records), error) for records, future in accepted
-                     if future is not None or error is not None]
+        started = time.perf_counter()
+        try:
+            segment = self._segment or self._open()
+            written = segment.write(_frame(payload))
+            segment.sync()
+        except OSError as exc:
+            error = exc
+            self._fail(exc)
+        else:
+            self.flush_seconds_total += time.perf_counter() - started
+            self.syncs += 1
+            self.bytes_written += written
+            self.records_written += sum(count for _, count, _ in entries)
+            self._recovered()
+        outcomes = [(future, count, error) for _, count, future in entries if future is not None or error is not None]
         if outcomes:
             self._loop.call_soon_threadsafe(self._settle, outcomes)
 
@@ -328,7 +351,7 @@ class Spool:
             self._on_lost(lost, reason)
 
     def _open(self) -> SegmentWriter:
-        self._segment = SegmentWriter(self.directory / f"{new_segment_id()}{SUFFIX}", self._schema)
+        self._segment = SegmentWriter(self.directory / f"{new_segment_id()}{SUFFIX}")
         return self._segment
 
     def _fail(self, exc: OSError) -> None:
