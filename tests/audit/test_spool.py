@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import struct
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,7 +12,7 @@ import pytest
 
 from gateway.audit import spool as spool_module
 from gateway.audit.schema import AUDIT_SCHEMA
-from gateway.audit.spool import InvalidRecord, Spool, SpoolError, read_segment
+from gateway.audit.spool import MAGIC, InvalidRecord, Spool, SpoolError, read_segment
 from tests.audit.conftest import make_record
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -64,6 +66,7 @@ async def test_group_commit_covers_concurrent_submits_with_few_fsyncs(tmp_path: 
     def counting_fsync(fd: int) -> None:
         calls.append(fd)
         real_fsync(fd)
+        time.sleep(0.005)  # a disk as slow as a busy one: submits pile up behind each fsync
 
     monkeypatch.setattr(spool_module.os, "fsync", counting_fsync)
     spool = _spool(tmp_path)
@@ -133,7 +136,12 @@ async def test_torn_tail_recovers_every_whole_frame(tmp_path: Path, caplog) -> N
     data = segment.read_bytes()
     whole = read_segment(segment)
     assert whole.num_rows == 30
-    last_frame = len(data) - len(whole.to_batches()[-1].serialize()) - 8
+    offset, frames = len(MAGIC), []  # walk the frame headers: <u32 length><u32 crc><payload>
+    while offset < len(data):
+        frames.append(offset)
+        offset += 8 + struct.unpack_from("<I", data, offset)[0]
+    assert len(frames) == 3, "one frame per group commit"
+    last_frame = frames[-1]
     for cut in (last_frame + 1, last_frame + 8, last_frame + 100, len(data) - 1):
         segment.write_bytes(data[:cut])
         caplog.clear()
