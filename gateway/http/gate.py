@@ -8,12 +8,12 @@ before any HMAC is computed (a flood of bad signatures costs a dictionary lookup
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+import orjson
 from aiohttp import web
 from uuid_utils import uuid7
 
@@ -79,7 +79,7 @@ class Gate:
     async def read_json(self, request: web.Request, ex: Exchange) -> Any:
         raw = await self.read(request, ex, _JSON_TYPES)
         try:
-            return raw, json.loads(raw)
+            return raw, orjson.loads(raw)
         except (UnicodeDecodeError, ValueError):
             ex.refuse(Reason.INVALID_REQUEST, "body is not valid JSON")
             raise Refused from None
@@ -161,7 +161,7 @@ class Gate:
 
 
 def _json(body: Any, status: int) -> web.Response:
-    response = web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+    response = web.Response(body=orjson.dumps(body), status=status,
                             content_type="application/json")
     if status == 408:
         response.force_close()  # RFC 9110 §15.5.9: the connection of a timed-out request is closed

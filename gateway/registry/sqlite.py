@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS usage (
 # A seat holder's last use is rewritten at most this often: seats live for days, so an hour of
 # imprecision is harmless and saves a write on nearly every check.
 _SEAT_TOUCH_US = 3600 * 1_000_000
+_HOLDERS_MAX = 500_000
 
 
 def _us(moment: datetime) -> int:
@@ -64,6 +65,8 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
+        self._holders: dict[tuple[str, str], int] = {}  # (license, user) -> last use written, µs
+        self._seat_counts: dict[str, int] = {}  # license -> seats in use at its last transaction here
         with self._txn():
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(statement)
@@ -134,6 +137,13 @@ class SqliteStore:
         if meter.seat_limit is None and meter.quota is None:
             return decide(Usage())
         now_us = _us(now)
+        if meter.quota is None and user_id is not None:
+            # A seat holder this process saw (and wrote) within the last hour holds the seat in
+            # the database too, and nothing would be written: no transaction needed. Only the
+            # seat count shown may be as old as this process's last transaction on the license.
+            seen = self._holders.get((lic.license_id, user_id))
+            if seen is not None and now_us - seen <= _SEAT_TOUCH_US:
+                return decide(Usage(seats_used=self._seat_counts.get(lic.license_id, 1), holds_seat=True))
         with self._txn() as db:
             seats_used, last_seen = 0, None
             if meter.seat_limit is not None:
@@ -153,14 +163,23 @@ class SqliteStore:
             decision = decide(Usage(seats_used=seats_used, holds_seat=last_seen is not None, quota_used=quota_used))
             if decision.outcome is Outcome.DENY:
                 return decision
-            if user_id is not None and meter.seat_limit is not None and (
-                    last_seen is None or now_us - last_seen > _SEAT_TOUCH_US):
-                db.execute("INSERT INTO seats VALUES (?,?,?) ON CONFLICT DO UPDATE SET last_seen_us=excluded.last_seen_us",
-                           (lic.license_id, user_id, now_us))
+            if user_id is not None and meter.seat_limit is not None:
+                if last_seen is None or now_us - last_seen > _SEAT_TOUCH_US:
+                    db.execute("INSERT INTO seats VALUES (?,?,?) ON CONFLICT DO UPDATE SET "
+                               "last_seen_us=excluded.last_seen_us", (lic.license_id, user_id, now_us))
+                    last_seen = now_us
+                self._remember_holder(lic.license_id, user_id, last_seen, decision.seats_used)
             if decision.consume:
                 db.execute("INSERT INTO usage VALUES (?,?,?,?) ON CONFLICT DO UPDATE SET used=used+excluded.used",
                            (lic.license_id, meter.quota_key, period, decision.consume))
         return decision
+
+    def _remember_holder(self, license_id: str, user_id: str, last_seen_us: int, seats_used: int | None) -> None:
+        if len(self._holders) >= _HOLDERS_MAX:
+            self._holders.clear()  # a crude bound: entries only save work, losing them costs one transaction
+        self._holders[(license_id, user_id)] = last_seen_us
+        if seats_used is not None:
+            self._seat_counts[license_id] = seats_used
 
     def close(self) -> None:
         self._db.close()
