@@ -2,7 +2,7 @@
 
 ``ack="durable"``: ``submit`` returns once the records are fsync'd in the spool (group commit).
 ``ack="buffered"``: it returns at once; a crash loses what was not yet fsync'd (at most one
-commit, or ``max_buffered`` submits when the disk is slow). If the spool cannot be written,
+commit, or ``max_buffered`` records when the disk is slow). If the spool cannot be written,
 ``submit`` raises :class:`AuditUnavailable` and ``healthy()`` is False until a write succeeds
 again (tried on every submit and every second); with ``on_failure="allow"`` it returns instead
 and the records are counted in ``lost_records``. Records are never dropped silently.
@@ -57,7 +57,7 @@ class SinkConfig:
     rotate_s: float = 60.0
     rotate_bytes: int = 64 * 1024 * 1024
     commit_interval_ms: float = 0.0  # extra wait before each fsync to gather a larger group
-    max_buffered: int = 1000  # buffered mode: beyond this many queued submits, wait for the fsync
+    max_buffered: int = 10_000  # buffered mode: with this many records not yet fsync'd, wait too
 
     @classmethod
     def from_settings(cls, settings: Settings, worker: int = 0) -> SinkConfig:

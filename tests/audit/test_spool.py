@@ -140,7 +140,7 @@ async def test_torn_tail_recovers_every_whole_frame(tmp_path: Path, caplog) -> N
     while offset < len(data):
         frames.append(offset)
         offset += 8 + struct.unpack_from("<I", data, offset)[0]
-    assert len(frames) == 3, "one frame per group commit"
+    assert len(frames) == 1 + 3, "the schema, then one frame per group commit"
     last_frame = frames[-1]
     for cut in (last_frame + 1, last_frame + 8, last_frame + 100, len(data) - 1):
         segment.write_bytes(data[:cut])
