@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gateway.audit.manifest import Manifest, sha256_file
-from gateway.audit.spool import fsync_dir, read_segment
+from gateway.audit.spool import delete_segment, fsync_dir, read_segment
 
 HOUR_US = 3_600_000_000
 ROW_GROUP_ROWS = 1 << 20  # large row groups: long column chunks compress well and scan fast
@@ -122,6 +122,5 @@ def convert_segment(segment: Path, audit_dir: Path, instance: str, manifest: Man
         install(tmp, final)
         manifest.append(path=path, sha256=digest, rows=facts.rows, min_ts=facts.min_ts, max_ts=facts.max_ts)
         written.append(path)
-    segment.unlink()
-    fsync_dir(segment.parent)
+    delete_segment(segment)
     return written

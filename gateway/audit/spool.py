@@ -45,6 +45,10 @@ CHUNK_RECORDS = 256  # converted per event-loop callback: ~1 ms, the longest tha
 RETRY_S = 1.0  # while unhealthy, how often the commit thread probes the spool by itself
 _HEADER = struct.Struct("<II")
 _FRAMES_PER_YIELD = 8  # read_segment: ~0.3 ms of decoding between GIL hand-overs
+# Segment files are read and deleted in steps: one system call over 64 MiB keeps a core busy for
+# tens of milliseconds (copying, or freeing and trimming blocks), and the event loop may need it.
+_READ_STEP = 2 << 20
+_TRUNCATE_STEP = 8 << 20
 
 
 class SpoolError(Exception):
@@ -150,16 +154,37 @@ class SegmentWriter:
             pass  # an empty segment left behind is dropped when it is converted
 
 
+def _read(path: Path) -> pa.Buffer:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        content = pa.allocate_buffer(os.fstat(fd).st_size)
+        view, offset = memoryview(content), 0
+        while offset < len(view) and (step := os.readv(fd, [view[offset:offset + _READ_STEP]])):
+            offset += step
+            time.sleep(0)  # hand the GIL over: the event loop may have woken during the read
+    finally:
+        os.close(fd)
+    return content.slice(0, offset)
+
+
+def delete_segment(path: Path) -> None:
+    """Delete a converted segment durably, shrinking it in steps first (see _TRUNCATE_STEP)."""
+    for size in range(path.stat().st_size - _TRUNCATE_STEP, 0, -_TRUNCATE_STEP):
+        os.truncate(path, size)
+        time.sleep(0)
+    path.unlink()
+    fsync_dir(path.parent)
+
+
 def read_segment(path: Path) -> pa.Table | None:
     """Every whole frame of a segment (None if it holds none); a torn tail is logged and dropped.
 
     It runs in a thread beside the event loop, so it holds the GIL as little as it can: the file
-    is read into an Arrow buffer (freed without the GIL, unlike a 64 MiB ``bytes``) and the GIL
-    is handed over every few frames. The file is not memory-mapped: a mapped file truncated
-    underneath, or a read error, would kill the process with SIGBUS instead of raising.
+    is read in steps into an Arrow buffer (freed without the GIL, unlike a 64 MiB ``bytes``) and
+    the GIL is handed over every few frames. The file is not memory-mapped: a mapped file
+    truncated underneath, or a read error, would kill the process with SIGBUS instead of raising.
     """
-    with pa.OSFile(str(path)) as source:
-        content = source.read_buffer()
+    content = _read(path)
     data = memoryview(content)
     if data[:len(MAGIC)] != MAGIC[:len(data)]:
         raise SpoolError(f"{path}: not an audit spool segment")
