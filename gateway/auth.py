@@ -12,7 +12,7 @@ import re
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Protocol
 
 from gateway.callers import Caller, CallerDirectory
 
@@ -70,11 +70,16 @@ class NonceCache:
         return len(self._seen)
 
 
+class Nonces(Protocol):
+    def add(self, nonce: str, now: float) -> bool:
+        """Record a nonce; False if it was already seen within the window."""
+
+
 class HmacAuthenticator:
-    def __init__(self, directory: CallerDirectory, skew_s: int) -> None:
+    def __init__(self, directory: CallerDirectory, skew_s: int, nonces: Nonces | None = None) -> None:
         self.directory = directory
         self.skew_s = skew_s
-        self.nonces = NonceCache(skew_s)
+        self.nonces = nonces if nonces is not None else NonceCache(skew_s)
 
     def authenticate(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes,
                      now: float) -> Identity:

@@ -201,3 +201,36 @@ async def test_json_logs_of_a_real_run_carry_no_secret(data_dir, spawn):
     assert all({"time", "level", "event", "message"} <= set(line) for line in lines)
     for secret in (issued.key, data_dir.service.secret, data_dir.admin.secret):
         assert secret not in text
+
+
+async def test_a_replayed_request_is_refused_by_every_worker(data_dir, spawn):
+    """Nonces are shared through the registry: the same signed request, sent again and again on
+    fresh connections until both workers have answered it, is accepted once and refused as a
+    replay by both."""
+    issued = data_dir.issue(tier="unlimited")
+    # No per-address throttling (every replay must be answered), and Parquet files every 0.2 s
+    # so the trail shows which worker answered while the test is still sending.
+    server = start(spawn, data_dir, env={"PORTCULLIS_AUTH_FAIL_RPS": "0", "PORTCULLIS_AUDIT_ROTATE_S": "0.2"})
+    body = json.dumps({"license_key": issued.key, "feature": "x"}).encode()
+    headers = {"Content-Type": "application/json",
+               **signed_headers(data_dir.service.key_id, data_dir.service.secret, "POST", CHECK, body, time.time())}
+
+    async def send(session):
+        async with session.post(server.url + CHECK, data=body, headers=headers) as response:
+            return response.status
+
+    statuses: list[int] = []
+    async with fresh_connections() as session:
+        for _ in range(30):  # the kernel picks the worker; keep going until both have answered
+            statuses += await asyncio.gather(*(send(session) for _ in range(10)))
+            await asyncio.sleep(0.5)
+            if len({instance for _, instance, *_ in trail(data_dir, "http_status = 401")}) == 2:
+                break
+    assert server.stop() == 0
+    assert sorted(statuses) == [200] + [401] * (len(statuses) - 1)
+    replays = trail(data_dir, "http_status = 401")
+    assert len(replays) == len(statuses) - 1
+    assert len({instance for _, instance, *_ in replays}) == 2, "both workers refused the replay"
+    errors = duckdb.sql(f"SELECT DISTINCT auth_error FROM read_parquet('{data_dir.settings.audit_dir}"
+                        "/date=*/hour=*/*.parquet') WHERE http_status = 401").fetchall()
+    assert errors == [("replayed_nonce",)]

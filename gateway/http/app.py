@@ -17,6 +17,7 @@ from gateway.http.routes import setup_routes
 from gateway.http.upkeep import PolicyReloads, upkeep_forever
 from gateway.metrics import Metrics
 from gateway.port import Port
+from gateway.registry.nonces import SqliteNonces
 from gateway.registry.signals import SqliteSignals
 from gateway.tls import PeerIdentityError, ServerTLS, TLSConfigError, peer_identity
 from gateway.webhooks import Notifier
@@ -80,11 +81,13 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
         if start is not None:
             await start()
         signals = SqliteSignals(settings.db_path)
+        # One worker remembers nonces in memory; several share them, or a replay picks another worker.
+        nonces = SqliteNonces(settings.db_path, settings.clock_skew_s) if settings.workers > 1 else None
         metrics = Metrics(port)
         notifier = Notifier(settings, port, signals, sink, instance, metrics) if settings.webhooks_url else None
         gate = Gate(port, sink, instance, clock,
                     peer_identity=client_identity if settings.tls_cert and settings.client_ca else None,
-                    observers=[metrics.observe] + ([notifier.observe] if notifier else []))
+                    observers=[metrics.observe] + ([notifier.observe] if notifier else []), nonces=nonces)
         reloads = PolicyReloads(port, signals, sink, instance, clock)
         app[PORT], app[SINK], app[GATE], app[METRICS], app[RELOADS] = port, sink, gate, metrics, reloads
         background = [asyncio.create_task(upkeep_forever(port, reloads, metrics, gate))]
@@ -100,5 +103,7 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
             await asyncio.gather(*background, return_exceptions=True)
             await sink.close()  # after the tasks: their last audit records still get in
             signals.close()
+            if nonces is not None:
+                nonces.close()
             port.close()
     return context

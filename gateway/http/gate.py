@@ -18,7 +18,7 @@ from aiohttp import web
 from uuid_utils import uuid7
 
 from gateway.audit import AuditSink, AuditUnavailable
-from gateway.auth import HmacAuthenticator
+from gateway.auth import HmacAuthenticator, Nonces
 from gateway.callers import Caller
 from gateway.checks import is_text
 from gateway.exchange import Exchange
@@ -43,13 +43,13 @@ class Refused(Exception):
 class Gate:
     def __init__(self, port: Port, sink: AuditSink, instance: str, clock: Clock = utc_now,
                  peer_identity: Callable[[web.Request], str | None] | None = None,
-                 observers: Sequence[Observer] = ()) -> None:
+                 observers: Sequence[Observer] = (), nonces: Nonces | None = None) -> None:
         self.port = port
         self.sink = sink
         self.instance = instance
         self.clock = clock
         self.peer_identity = peer_identity  # set when serving mTLS
-        self.auth = HmacAuthenticator(port.directory, port.settings.clock_skew_s)
+        self.auth = HmacAuthenticator(port.directory, port.settings.clock_skew_s, nonces)
         self.caller_limits = RateLimiter()
         self.auth_failures = RateLimiter()
         self.lost_records = 0
