@@ -7,9 +7,10 @@ commit, or ``max_buffered`` records when the disk is slow). If the spool cannot 
 again (tried on every submit and every second); with ``on_failure="allow"`` it returns instead
 and the records are counted in ``lost_records``. Records are never dropped silently.
 
-Rotated segments are converted to Parquet by a converter thread (the event loop only ever
-queues records), and on start the segments an earlier run of this instance left are converted.
-In buffered mode records are encoded after ``submit`` returns: do not mutate them afterwards.
+Records are converted to Arrow on the event loop in small callbacks and written by the spool's
+commit thread (:mod:`gateway.audit.spool`); rotated segments become Parquet in a converter
+thread, and on start the segments an earlier run of this instance left are converted too. In
+buffered mode records are converted after ``submit`` returns: do not mutate them afterwards.
 
 Wire it into aiohttp with ``cleanup_ctx``::
 
