@@ -8,18 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from contextlib import contextmanager
+from typing import Iterator
 
 from aiohttp import web
 
 from gateway import admin
 from gateway.checks import InvalidRequest, parse_batch
 from gateway.config import Settings
+from gateway.engine import any_match
 from gateway.exchange import Exchange
-from gateway.http.gate import Gate, Refused
+from gateway.http.gate import Refused
 from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SINK
+from gateway.licenses import iso
 from gateway.metrics import CONTENT_TYPE
 from gateway.port import read_check
-from gateway.licenses import iso
 from gateway.registry.sqlite import SqliteStore
 from gateway.types import Decision, License, Outcome, Reason, Status
 
@@ -31,10 +34,21 @@ def _internal_error(ex: Exchange) -> None:
     ex.refuse(Reason.INTERNAL_ERROR)
 
 
+@contextmanager
+def deciding(ex: Exchange) -> Iterator[None]:
+    """Run a handler's steps: a refusal ends them quietly, a bug becomes an audited 500 deny."""
+    try:
+        yield
+    except Refused:
+        pass
+    except Exception:
+        _internal_error(ex)
+
+
 async def check(request: web.Request) -> web.Response:
     gate = request.app[GATE]
     ex = gate.open(request, "check")
-    try:
+    with deciding(ex):
         raw, doc = await gate.read_json(request, ex)
         body = read_check(ex, doc)
         if body is None:
@@ -42,10 +56,6 @@ async def check(request: web.Request) -> web.Response:
         caller = gate.authenticate(request, ex, raw)
         gate.throttle(ex, caller)
         gate.port.check(ex, body, caller)
-    except Refused:
-        pass
-    except Exception:
-        _internal_error(ex)
     return await gate.finish([ex])
 
 
@@ -94,21 +104,17 @@ def _license_extra(lic: License) -> dict:
 async def get_license(request: web.Request) -> web.Response:
     gate = request.app[GATE]
     ex = gate.open(request, "license.get")
-    try:
+    with deciding(ex):
         caller = gate.authenticate(request, ex, b"")
         gate.throttle(ex, caller)
         lic = gate.port.index.by_id.get(request.match_info["license_id"])
         if lic is None:
             ex.refuse(Reason.KEY_NOT_FOUND, "no such license", status=404)
-        elif caller.admin or any(p == "*" or p == lic.product for p in caller.products):
+        elif caller.admin or any_match(caller.products, lic.product):
             _state_answer(ex, lic, "license state")
             ex.extra = _license_extra(lic)
         else:
             ex.refuse(Reason.CALLER_NOT_AUTHORIZED, "caller may not read licenses of this product")
-    except Refused:
-        pass
-    except Exception:
-        _internal_error(ex)
     return await gate.finish([ex])
 
 
@@ -116,7 +122,7 @@ async def change_status(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     gate = request.app[GATE]
     ex = gate.open(request, f"admin.{action}")
-    try:
+    with deciding(ex):
         raw = await gate.read(request, ex, ("application/json", "text/plain", "application/octet-stream", ""))
         caller = gate.authenticate(request, ex, raw)
         gate.require_admin(ex, caller)
@@ -131,10 +137,6 @@ async def change_status(request: web.Request) -> web.Response:
                                                        "caller_id": caller.caller_id})
             _state_answer(ex, lic, f"license is now {lic.status.value}")
             ex.extra = _license_extra(lic)
-    except Refused:
-        pass
-    except Exception:
-        _internal_error(ex)
     return await gate.finish([ex])
 
 
@@ -177,7 +179,7 @@ def _import_and_publish(settings: Settings, text: str) -> tuple[License, bool]:
 async def import_license(request: web.Request) -> web.Response:
     gate = request.app[GATE]
     ex = gate.open(request, "admin.import")
-    try:
+    with deciding(ex):
         raw = await gate.read(request, ex, _BUNDLE_TYPES)
         caller = gate.authenticate(request, ex, raw)
         gate.require_admin(ex, caller)
@@ -194,10 +196,6 @@ async def import_license(request: web.Request) -> web.Response:
                                             "changed": changed, "caller_id": caller.caller_id})
         _state_answer(ex, lic, "license imported" if changed else "license already up to date")
         ex.extra = _license_extra(lic) | {"changed": changed}
-    except Refused:
-        pass
-    except Exception:
-        _internal_error(ex)
     return await gate.finish([ex])
 
 
@@ -221,7 +219,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def reload_policy(request: web.Request) -> web.Response:
     gate = request.app[GATE]
     ex = gate.open(request, "admin.policy_reload")
-    try:
+    with deciding(ex):
         raw = await gate.read(request, ex, ("application/json", "text/plain", "application/octet-stream", ""))
         caller = gate.authenticate(request, ex, raw)
         gate.require_admin(ex, caller)
@@ -229,8 +227,4 @@ async def reload_policy(request: web.Request) -> web.Response:
         if not reloads.reload(ex):
             raise Refused
         reloads.announce()  # every other worker follows within a second
-    except Refused:
-        pass
-    except Exception:
-        _internal_error(ex)
     return await gate.finish([ex])
