@@ -1,18 +1,23 @@
 """Write-ahead spool: audit records appended to segment files and fsync'd with group commit.
 
-A segment is ``MAGIC`` followed by frames ``<u32 length><u32 crc32(payload)><payload>``. The first
-payload is the Arrow schema, every later one an Arrow IPC record batch of up to
-:data:`CHUNK_RECORDS` records. Arrow is the spool format because batches are what the Parquet
-converter needs: records leave Python once, and conversion to Parquet is columnar work in C++.
+A segment is ``MAGIC`` followed by frames ``<u32 length><u32 crc32(payload)><payload>``; a
+payload is a kind byte and its data: the Arrow schema first, then either an Arrow IPC record
+batch or JSON lines, one per converted chunk of records.
 
 Where the work happens is chosen for the GIL, which the event loop and the threads share:
 
-- the event loop converts records to Arrow, one chunk of at most :data:`CHUNK_RECORDS` per
-  callback (1-2 ms), so it neither waits for the lock nor holds it long;
+- the event loop converts records, one chunk of at most :data:`CHUNK_RECORDS` per callback
+  (about a millisecond), so it neither waits for the lock nor holds it long;
 - the commit thread only checksums, writes and fsyncs, which release the lock, so an
   acknowledgement never waits for the interpreter to be handed over;
 - records are converted as soon as the commit thread is idle, else once a full chunk is pending:
-  while it fsyncs the next group gathers, and the fixed cost of a conversion (~0.15 ms) is shared.
+  while it fsyncs, the next group gathers.
+
+Two encodings, because a conversion to Arrow has a fixed cost (~0.15 ms) that only larger chunks
+repay: a chunk of :data:`ARROW_MIN_RECORDS` or more becomes an Arrow batch (about 3 µs a record,
+and Parquet conversion is then columnar work in C++); a smaller one, typical of single-record
+submits at moderate load, becomes validated JSON lines (about 6 µs a record, no fixed cost),
+parsed into Arrow for the whole segment at conversion by pyarrow's C++ reader, without the GIL.
 
 Group commit: the commit thread takes every converted chunk, writes them and fsyncs once; the
 futures of all their records resolve after that fsync. Every frame is fsync'd before any of its
@@ -35,15 +40,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
+import pyarrow.json as pa_json
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"PCSPOOL1"
 SUFFIX = ".seg"
 CHUNK_RECORDS = 256  # converted per event-loop callback: ~1 ms, the longest that callback runs
+ARROW_MIN_RECORDS = 48  # where the fixed cost of an Arrow conversion starts to pay off
 RETRY_S = 1.0  # while unhealthy, how often the commit thread probes the spool by itself
 _HEADER = struct.Struct("<II")
+SCHEMA, ARROW, JSON = b"S", b"A", b"J"  # frame kinds
 _FRAMES_PER_YIELD = 8  # read_segment: ~0.3 ms of decoding between GIL hand-overs
 # Segment files are read and deleted in steps: one system call over 64 MiB keeps a core busy for
 # tens of milliseconds (copying, or freeing and trimming blocks), and the event loop may need it.
@@ -59,20 +68,43 @@ class InvalidRecord(ValueError):
     """A record does not fit the audit schema: a bug in the code that built it."""
 
 
+def _kind(arrow_type: pa.DataType) -> tuple[tuple[type, ...], int | None, int | None, str]:
+    """Python types a value may have, its range, and the name errors use."""
+    if pa.types.is_timestamp(arrow_type):
+        return (int,), None, None, "integer microseconds since the epoch"
+    if pa.types.is_integer(arrow_type):
+        bits = arrow_type.bit_width
+        return (int,), -(1 << (bits - 1)), (1 << (bits - 1)) - 1, str(arrow_type)
+    if pa.types.is_list(arrow_type):
+        return (list, tuple), None, None, "list<string>"
+    return (str,), None, None, str(arrow_type)
+
+
+def _json_schema(schema: pa.Schema) -> pa.Schema:
+    """In JSON lines timestamps are integers (µs since the epoch, UTC); the reader casts them back."""
+    return pa.schema([pa.field(f.name, pa.int64() if pa.types.is_timestamp(f.type) else f.type) for f in schema])
+
+
 @dataclass(frozen=True)
 class RecordEncoder:
-    """Turns record dicts into Arrow batches, refusing missing or mistyped values."""
+    """Turns record dicts into Arrow batches or JSON lines, refusing missing or mistyped values.
+
+    Both encodings accept the same records: keys outside the schema are ignored, a missing
+    nullable value is null, a missing required one is refused.
+    """
 
     schema: pa.Schema
     struct_type: pa.StructType = field(init=False)
     required: tuple[int, ...] = field(init=False)
+    checks: tuple = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "struct_type", pa.struct(self.schema))
         object.__setattr__(self, "required", tuple(i for i, f in enumerate(self.schema) if not f.nullable))
+        object.__setattr__(self, "checks", tuple((f.name, *_kind(f.type), f.nullable) for f in self.schema))
         pa.array([], type=self.struct_type)  # pyarrow's one-time time zone set-up (~0.3 s): at start, not on a request
 
-    def encode(self, records: Sequence[Mapping]) -> pa.RecordBatch:
+    def arrow(self, records: Sequence[Mapping]) -> pa.RecordBatch:
         try:
             array = pa.array(records, type=self.struct_type)
         except (TypeError, ValueError, pa.ArrowException) as exc:
@@ -82,6 +114,21 @@ class RecordEncoder:
             if batch.column(i).null_count:
                 raise InvalidRecord(f"audit record without a value for {self.schema.names[i]!r}")
         return batch
+
+    def json_lines(self, records: Sequence[Mapping]) -> bytes:
+        """Checked here, value by value: the C++ reader at conversion must not meet a bad one."""
+        lines = []
+        for record in records:
+            for name, kinds, low, high, label, nullable in self.checks:
+                value = record.get(name)
+                if value is None:
+                    if not nullable:
+                        raise InvalidRecord(f"audit record without a value for {name!r}")
+                elif type(value) not in kinds or (low is not None and not low <= value <= high) or (
+                        label == "list<string>" and not all(type(item) is str for item in value)):
+                    raise InvalidRecord(f"audit record field {name!r} must be {label}, got {value!r:.60}")
+            lines.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        return b"".join(lines)
 
 
 def new_segment_id() -> str:
@@ -98,8 +145,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _frame(payload: pa.Buffer | bytes) -> list:
-    return [_HEADER.pack(len(payload), zlib.crc32(payload)), payload]
+def _frame(kind: bytes, data: pa.Buffer | bytes) -> list:
+    return [_HEADER.pack(1 + len(data), zlib.crc32(data, zlib.crc32(kind))), kind, data]
 
 
 class SegmentWriter:
@@ -109,7 +156,7 @@ class SegmentWriter:
         self.path = path
         self.opened_at = time.monotonic()
         self.size = self.synced = 0
-        header = [MAGIC, *_frame(schema.serialize())]
+        header = [MAGIC, *_frame(SCHEMA, schema.serialize())]
         self.header_size = sum(len(part) for part in header)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -188,27 +235,46 @@ def read_segment(path: Path) -> pa.Table | None:
     data = memoryview(content)
     if data[:len(MAGIC)] != MAGIC[:len(data)]:
         raise SpoolError(f"{path}: not an audit spool segment")
-    payloads = []
+    frames: dict[bytes, list[pa.Buffer]] = {SCHEMA: [], ARROW: [], JSON: []}
     offset, size = len(MAGIC), len(data)
-    while offset + _HEADER.size <= size:
+    while offset + _HEADER.size + 1 <= size:
         length, crc = _HEADER.unpack_from(data, offset)
         end = offset + _HEADER.size + length
         if end > size or zlib.crc32(data[offset + _HEADER.size:end]) != crc:
             break
-        payloads.append(content.slice(offset + _HEADER.size, length))
+        frames[bytes(data[offset + _HEADER.size:offset + _HEADER.size + 1])].append(
+            content.slice(offset + _HEADER.size + 1, length - 1))
         offset = end
     if offset < size:
         log.warning("audit spool segment %s: torn tail at byte offset %d (%d bytes dropped); "
-                    "recovered the %d whole frames before it", path, offset, size - offset, len(payloads))
-    if len(payloads) < 2:
+                    "recovered the whole frames before it", path, offset, size - offset)
+    if not frames[SCHEMA] or not (frames[ARROW] or frames[JSON]):
         return None
-    schema = pa.ipc.read_schema(payloads[0])
+    schema = pa.ipc.read_schema(frames[SCHEMA][0])
     batches = []
-    for i, payload in enumerate(payloads[1:]):
+    for i, payload in enumerate(frames[ARROW]):
         batches.append(pa.ipc.read_record_batch(payload, schema))
         if i % _FRAMES_PER_YIELD == 0:
             time.sleep(0)  # let the event loop have the GIL now, not after a switch interval
-    return pa.Table.from_batches(batches, schema=schema)
+    tables = [pa.Table.from_batches(batches, schema=schema)]
+    if frames[JSON]:
+        tables.append(_from_json(frames[JSON], schema))
+    return pa.concat_tables(tables)
+
+
+def _from_json(payloads: list[pa.Buffer], schema: pa.Schema) -> pa.Table:
+    """Parse all JSON-lines frames at once, in C++ without the GIL."""
+    joined = pa.allocate_buffer(sum(p.size for p in payloads))
+    view, offset = memoryview(joined), 0
+    for i, payload in enumerate(payloads):
+        view[offset:offset + payload.size] = memoryview(payload)
+        offset += payload.size
+        if i % 256 == 0:
+            time.sleep(0)
+    options = pa_json.ParseOptions(explicit_schema=_json_schema(schema), unexpected_field_behavior="ignore")
+    table = pa_json.read_json(pa.BufferReader(joined), parse_options=options,
+                              read_options=pa_json.ReadOptions(use_threads=False, block_size=1 << 24))
+    return table.select(schema.names).cast(schema)
 
 
 _Entry = tuple[Sequence[Mapping], asyncio.Future | None]  # no future: the submitter does not wait
@@ -218,7 +284,8 @@ _Entry = tuple[Sequence[Mapping], asyncio.Future | None]  # no future: the submi
 class _Chunk:
     """Converted records on their way to the commit thread."""
 
-    payload: pa.Buffer  # one Arrow IPC record batch
+    kind: bytes  # ARROW or JSON
+    data: pa.Buffer | bytes
     records: int
     futures: tuple[asyncio.Future, ...]
     unwaited: int  # records whose submitters did not wait: a failure is reported to on_lost
@@ -313,27 +380,29 @@ class Spool:
             entries.append(self._pending.popleft())
             count += len(entries[-1][0])
         self._pending_records -= count
-        batch, entries = self._encode(entries)
+        kind = ARROW if count >= ARROW_MIN_RECORDS else JSON
+        data, entries = self._encode(entries, kind)
         if entries:
             futures = tuple(future for _, future in entries if future is not None)
             unwaited = sum(len(records) for records, future in entries if future is None)
-            self._chunks.append(_Chunk(batch.serialize(), batch.num_rows, futures, unwaited))
+            records = sum(len(records) for records, _ in entries)
+            self._chunks.append(_Chunk(kind, data, records, futures, unwaited))
             self._in_flight += 1
             if not self._wake.is_set():  # the thread clears before draining, so no wake-up is lost
                 self._wake.set()
         self._schedule()
 
-    def _encode(self, entries: list[_Entry]) -> tuple[pa.RecordBatch | None, list[_Entry]]:
-        """One batch of the valid entries; the invalid ones are refused here, before any I/O."""
+    def _encode(self, entries: list[_Entry], kind: bytes) -> tuple[pa.Buffer | bytes, list[_Entry]]:
+        """The data of the valid entries; the invalid ones are refused here, before any I/O."""
+        encode = self._arrow if kind == ARROW else self._encoder.json_lines
         try:
-            records = entries[0][0] if len(entries) == 1 else [r for recs, _ in entries for r in recs]
-            return self._encoder.encode(records), entries
+            return encode(entries[0][0] if len(entries) == 1 else [r for recs, _ in entries for r in recs]), entries
         except InvalidRecord:
             pass  # find the submits at fault; the others are still written
         valid = []
         for records, future in entries:
             try:
-                self._encoder.encode(records)
+                encode(records)
                 valid.append((records, future))
             except InvalidRecord as exc:
                 self._unacked_records -= len(records)
@@ -341,7 +410,10 @@ class Spool:
                     self._on_lost(len(records), exc)
                 else:
                     future.set_exception(exc)
-        return (self._encode(valid)[0] if valid else None), valid
+        return (self._encode(valid, kind)[0] if valid else b""), valid
+
+    def _arrow(self, records: Sequence[Mapping]) -> pa.Buffer:
+        return self._encoder.arrow(records).serialize()
 
     def _committed(self, chunks: list[_Chunk], error: Exception | None) -> None:
         """Resolve the submitters of a commit; report what unwaited ones lost."""
@@ -398,7 +470,7 @@ class Spool:
                                         or time.monotonic() - segment.opened_at >= self._rotate_s)
 
     def _write(self, chunks: list[_Chunk]) -> OSError | None:
-        parts = [part for chunk in chunks for part in _frame(chunk.payload)]
+        parts = [part for chunk in chunks for part in _frame(chunk.kind, chunk.data)]
         started = time.perf_counter()
         try:
             segment = self._segment or self._open()

@@ -44,20 +44,45 @@ def _spool(directory: Path, rotated: list[Path] | None = None, **options: float)
     return spool
 
 
-async def test_records_round_trip_through_a_segment(tmp_path: Path) -> None:
+def _as_written(table: pa.Table) -> list[dict]:
+    """Rows back in the form they were submitted in (timestamps as µs integers), by decision id."""
+    ints = table.set_column(0, "ts", table["ts"].cast(pa.int64()))
+    ints = ints.set_column(ints.schema.get_field_index("expires_at"), "expires_at", table["expires_at"].cast(pa.int64()))
+    return sorted(ints.to_pylist(), key=lambda row: row["decision_id"])
+
+
+async def test_records_round_trip_through_both_encodings(tmp_path: Path) -> None:
     rotated: list[Path] = []
     spool = _spool(tmp_path, rotated)
-    records = [make_record(i, ts=1_767_268_800_000_000 + i) for i in range(1500)]
-    await spool.append(records[:1000])
-    await spool.append(records[1000:])
+    records = [make_record(i, ts=1_767_268_800_000_000 + i, quota_used=None if i % 2 else i,
+                           trace_id=None if i % 3 else f"t-{i}", error="é ünïcode \n" if i % 7 == 0 else None)
+               for i in range(1500)]
+    await spool.append(records[:10])  # a small chunk: JSON lines
+    await spool.append(records[10:1000])  # large chunks: Arrow batches
+    await spool.append(records[1000:1001])
+    await spool.append(records[1001:])
     await spool.close()
     assert len(rotated) == 1 and spool.records_written == 1500
     table = read_segment(rotated[0])
     assert table.schema == AUDIT_SCHEMA
-    assert table.to_pylist() == [
-        {**r, "ts": table["ts"][i].as_py(), "expires_at": table["expires_at"][i].as_py()} for i, r in enumerate(records)
-    ]
-    assert table["ts"].cast(pa.int64()).to_pylist() == [r["ts"] for r in records]
+    assert _as_written(table) == sorted(records, key=lambda r: r["decision_id"])
+
+
+@pytest.mark.parametrize("size", [1, spool_module.ARROW_MIN_RECORDS], ids=["json", "arrow"])
+async def test_both_encodings_accept_and_refuse_the_same_records(tmp_path: Path, size: int) -> None:
+    rotated: list[Path] = []
+    spool = _spool(tmp_path, rotated)
+    lenient = [{**make_record(i), "not_a_column": 1} for i in range(size)]
+    for record in lenient:
+        del record["trace_id"]  # nullable: missing means null
+    await spool.append(lenient)
+    for bad in ({"http_status": 1 << 20}, {"alerts": [1]}, {"ts": "yesterday"}, {"decision": None}):
+        with pytest.raises(InvalidRecord):
+            await spool.append([make_record(1)] * (size - 1) + [make_record(2, **bad)])
+    await spool.close()
+    table = read_segment(rotated[0])
+    assert table.num_rows == size and table["trace_id"].null_count == size
+    assert "not_a_column" not in table.schema.names
 
 
 async def test_group_commit_covers_concurrent_submits_with_few_fsyncs(tmp_path: Path, monkeypatch) -> None:
