@@ -18,7 +18,8 @@ _ENCODER = RecordEncoder(AUDIT_SCHEMA)
 
 class SchemaSink(MemorySink):
     async def submit(self, records: Sequence[dict]) -> None:
-        _ENCODER.encode(list(records))  # raises InvalidRecord as the spool would
+        _ENCODER.arrow(list(records))  # raise InvalidRecord as the spool would, in either encoding
+        _ENCODER.json_lines(list(records))
         await super().submit(records)
 
 

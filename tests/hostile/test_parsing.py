@@ -72,7 +72,8 @@ def test_what_a_refusal_records_fits_the_audit_trail(doc):
         assert is_text(value) and len(value) <= 128
     if read_check(ex, doc) is None:
         assert ex.http_status == 400
-        ENCODER.encode([ex.record()])  # raises InvalidRecord if the trail could not take it
+        ENCODER.arrow([ex.record()])  # raise InvalidRecord if the trail could not take it
+        ENCODER.json_lines([ex.record()])
 
 
 @EXAMPLES
@@ -85,7 +86,8 @@ def test_every_document_survives_the_wire(doc):
         return
     ex = exchange()
     if read_check(ex, json.loads(raw)) is None:
-        ENCODER.encode([ex.record()])
+        ENCODER.arrow([ex.record()])
+        ENCODER.json_lines([ex.record()])
 
 
 # -- the same through the HTTP gateway, whose sink refuses what the durable trail refuses ------
