@@ -82,10 +82,10 @@ def write_parquet(tables: Iterable[pa.Table], schema: pa.Schema, path: Path) -> 
             rows += table.num_rows
             buffered += table.num_rows
             if buffered >= ROW_GROUP_ROWS:
-                writer.write_table(pa.concat_tables(pending).combine_chunks(), row_group_size=ROW_GROUP_ROWS)
+                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
                 pending, buffered = [], 0
         if pending:
-            writer.write_table(pa.concat_tables(pending).combine_chunks(), row_group_size=ROW_GROUP_ROWS)
+            writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
