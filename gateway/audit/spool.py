@@ -46,7 +46,7 @@ import pyarrow.json as pa_json
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"PCSPOOL1"
+MAGIC = b"PCSPOOL3"  # 1: Arrow frames without kinds, 2: JSON lines only
 SUFFIX = ".seg"
 CHUNK_RECORDS = 256  # converted per event-loop callback: ~1 ms, the longest that callback runs
 ARROW_MIN_RECORDS = 48  # where the fixed cost of an Arrow conversion starts to pay off
@@ -61,7 +61,7 @@ _TRUNCATE_STEP = 8 << 20
 
 
 class SpoolError(Exception):
-    """A file in the spool directory is not a spool segment."""
+    """A file in the spool directory is not a segment this version can read."""
 
 
 class InvalidRecord(ValueError):
@@ -245,8 +245,10 @@ def read_segment(path: Path) -> pa.Table | None:
         end = offset + _HEADER.size + length
         if end > size or zlib.crc32(data[offset + _HEADER.size:end]) != crc:
             break
-        frames[bytes(data[offset + _HEADER.size:offset + _HEADER.size + 1])].append(
-            content.slice(offset + _HEADER.size + 1, length - 1))
+        kind = bytes(data[offset + _HEADER.size:offset + _HEADER.size + 1])
+        if kind not in frames:
+            raise SpoolError(f"{path}: unknown frame kind {kind!r} at byte offset {offset}")
+        frames[kind].append(content.slice(offset + _HEADER.size + 1, length - 1))
         offset = end
     if offset < size:
         log.warning("audit spool segment %s: torn tail at byte offset %d (%d bytes dropped); "

@@ -38,13 +38,14 @@ from gateway.audit import AuditRecord, AuditUnavailable
 from gateway.audit.manifest import Manifest
 from gateway.audit.parquet import convert_segment, make_dirs
 from gateway.audit.schema import AUDIT_SCHEMA
-from gateway.audit.spool import Spool
+from gateway.audit.spool import Spool, SpoolError
 from gateway.config import Settings
 from gateway.keyfiles import audit_key
 
 log = logging.getLogger(__name__)
 
 CONVERT_RETRY_S = 5.0
+UNREADABLE = ".unreadable"  # a spool file this version cannot read, kept for inspection
 CONVERTER_NICE = 10  # still ~10 % of a saturated core: conversion needs ~1 us per record
 
 
@@ -172,6 +173,10 @@ class DurableSink:
             try:
                 self.files_written += len(convert_segment(segment, self.config.audit_dir, self.config.instance,
                                                           self._manifest, replay=replay))
+            except SpoolError as exc:  # retrying cannot help: keep it for inspection, out of the way
+                self.conversion_failures += 1
+                log.error("audit: %s; set aside as %s", exc, segment.with_suffix(UNREADABLE))
+                segment.rename(segment.with_suffix(UNREADABLE))
             except Exception:  # the segment stays in the spool; nothing acknowledged is lost
                 self.conversion_failures += 1
                 log.exception("audit: converting spool segment %s failed; it stays in the spool", segment)

@@ -311,3 +311,14 @@ async def test_every_acked_record_survives_sigkill_exactly_once(tmp_path: Path, 
     missing = set(acked) - set(stored)
     assert not missing, f"{len(missing)} acknowledged records lost"
     assert verify(tmp_path / "audit", key.public_key()).ok
+
+
+async def test_an_unreadable_segment_is_set_aside_not_retried(make_sink, config, caplog) -> None:
+    config.spool_dir.mkdir(parents=True)
+    foreign = config.spool_dir / "20260101T000000000000-abcdef.seg"
+    foreign.write_bytes(b"PCSPOOL9 written by some other version")
+    async with make_sink() as sink:
+        await sink.submit([make_record()])
+    assert not foreign.exists() and foreign.with_suffix(".unreadable").exists()
+    assert sink.conversion_failures == 1 and f"set aside as {foreign.with_suffix('.unreadable')}" in caplog.text
+    assert len(_parquet_ids(config.audit_dir)) == 1
