@@ -8,6 +8,8 @@ CPU, so the commit and converter threads share the core with the event loop, as 
 - ``durable`` / ``buffered``: single-record submits from 256 concurrent submitters (one request,
   one record), to compare the two ack modes and show how many records one fsync covers.
 
+``ack_ms`` gives percentiles of the time a submit takes to return (p100 is the worst).
+
 Before measuring, a short warm-up run does the lazy imports and the start-up heap is frozen
 (``gc.freeze()``), as a gateway worker should do once started: otherwise a full collection of
 that heap (20+ ms here) is the worst stall, whatever the writer does.
@@ -85,10 +87,13 @@ async def _measure(root: Path, pool: list[dict], records: int, batch: int, submi
     sink = DurableSink(config, Ed25519PrivateKey.generate())
     await sink.start()
 
+    latencies: list[float] = []
+
     async def submitter(first: int) -> None:
         for i in range(first, records, batch * submitters):
-            start = i % POOL
+            start, sent = i % POOL, time.perf_counter()
             await sink.submit(pool[start:start + min(batch, records - i)])
+            latencies.append(time.perf_counter() - sent)
             await asyncio.sleep(0)  # a request handler yields between requests, even when the ack does not
 
     with Ticker() as ticker:
@@ -97,11 +102,13 @@ async def _measure(root: Path, pool: list[dict], records: int, batch: int, submi
         acked = time.perf_counter()
         await sink.close()
         done, cpu = time.perf_counter(), time.process_time() - cpu
+    latencies.sort()
     return {
         "records": records, "batch": batch, "submitters": submitters, "ack": ack,
         "acked_per_s": round(records / (acked - started)),
         "parquet_per_s": round(records / (done - started)),
         "parquet_per_cpu_s": round(records / cpu),  # robust to other processes sharing the core
+        "ack_ms": {f"p{q}": round(latencies[int(q / 100 * (len(latencies) - 1))] * 1000, 2) for q in (50, 99, 100)},
         "fsyncs": sink.syncs, "records_per_fsync": round(records / max(sink.syncs, 1), 1),
         "max_stall_ms": round(ticker.max_stall * 1000, 2),
         "max_own_stall_ms": round(ticker.max_own_stall * 1000, 2),
