@@ -68,8 +68,13 @@ def recipient_key(keys_dir: Path) -> X25519PrivateKey:
     return load_or_create_x25519(keys_dir / "recipient_x25519.pem")
 
 
+def audit_key_path(keys_dir: Path) -> Path:
+    """Where the audit key lives; tools that must not create one check it exists first."""
+    return keys_dir / "audit_ed25519.pem"
+
+
 def audit_key(keys_dir: Path) -> Ed25519PrivateKey:
-    return load_or_create_ed25519(keys_dir / "audit_ed25519.pem")
+    return load_or_create_ed25519(audit_key_path(keys_dir))
 
 
 def fingerprint_secret(keys_dir: Path) -> bytes:

@@ -13,13 +13,10 @@ from gateway.audit.manifest import verify as verify_trail
 from gateway.bundle import parse_public_key
 from gateway.cli.common import data_option, emit, json_option, settings_for
 from gateway.config import Settings
-from gateway.keyfiles import audit_key
-
-_KEY_FILE = "audit_ed25519.pem"  # gateway.keyfiles.audit_key: checked first so that no new key is created
-
+from gateway.keyfiles import audit_key, audit_key_path
 
 def _require_key(settings: Settings) -> None:
-    if not (settings.keys_dir / _KEY_FILE).exists():
+    if not audit_key_path(settings.keys_dir).exists():  # verifying must never create a key
         raise click.ClickException(f"no audit key in {settings.keys_dir} (run `portcullis init`, "
                                    f"or pass --public-key to verify)")
 
