@@ -15,6 +15,7 @@ from gateway.cli.common import data_option, emit, json_option, settings_for
 from gateway.config import Settings
 from gateway.keyfiles import audit_key, audit_key_path
 
+
 def _require_key(settings: Settings) -> None:
     if not audit_key_path(settings.keys_dir).exists():  # verifying must never create a key
         raise click.ClickException(f"no audit key in {settings.keys_dir} (run `portcullis init`, "
