@@ -7,7 +7,7 @@ PostgreSQL store for several hosts implements the same protocol.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, ContextManager, Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from gateway.types import Decision, License, Metering, Status, Usage
 
@@ -26,9 +26,6 @@ class Store(Protocol):
     def decide(self, lic: License, meter: Metering, user_id: str | None, now: datetime,
                decide: Callable[[Usage], Decision]) -> Decision:
         """Read the usage ``meter`` names, call ``decide`` and apply its effects in one transaction."""
-
-    def batch(self) -> ContextManager[None]:
-        """Run several ``decide`` calls as one transaction (each still all-or-nothing)."""
 
     def timestamps(self) -> dict[str, tuple[datetime, datetime]]:
         """license id -> (created, last changed)."""

@@ -67,7 +67,6 @@ class SqliteStore:
         self._db.execute("PRAGMA busy_timeout=10000")
         self._holders: dict[tuple[str, str], int] = {}  # (license, user) -> last use written, µs
         self._seat_counts: dict[str, int] = {}  # license -> seats in use at its last transaction here
-        self._batching = False
         self._pending_holders: list[tuple[str, str, int, int | None]] = []  # applied once committed
         with self._txn():
             for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -88,38 +87,6 @@ class SqliteStore:
         for license_id, user_id, last_seen_us, seats_used in self._pending_holders:
             self._remember_holder(license_id, user_id, last_seen_us, seats_used)
         self._pending_holders.clear()
-
-    @contextmanager
-    def _savepoint(self) -> Iterator[sqlite3.Connection]:
-        """One decision inside :meth:`batch`: its effects stand or fall together."""
-        self._db.execute("SAVEPOINT decision")
-        pending = len(self._pending_holders)
-        try:
-            yield self._db
-        except BaseException:
-            del self._pending_holders[pending:]
-            self._db.execute("ROLLBACK TO decision")
-            self._db.execute("RELEASE decision")
-            raise
-        self._db.execute("RELEASE decision")
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Decide many checks under one write lock and one commit (each in its own savepoint).
-
-        A batch of 100 checks then costs one transaction instead of 100; other processes wait
-        for the lock for the few milliseconds the batch takes. If the commit fails, nothing of
-        the batch was applied and the error propagates.
-        """
-        if self._batching:
-            yield
-            return
-        with self._txn():
-            self._batching = True
-            try:
-                yield
-            finally:
-                self._batching = False
 
     def _revision(self) -> int:
         return self._db.execute("SELECT value FROM meta WHERE key='revision'").fetchone()[0]
@@ -184,7 +151,7 @@ class SqliteStore:
             seen = self._holders.get((lic.license_id, user_id))
             if seen is not None and now_us - seen <= _SEAT_TOUCH_US:
                 return decide(Usage(seats_used=self._seat_counts.get(lic.license_id, 1), holds_seat=True))
-        with self._savepoint() if self._batching else self._txn() as db:
+        with self._txn() as db:
             seats_used, last_seen = 0, None
             if meter.seat_limit is not None:
                 since = _us(meter.seats_since)

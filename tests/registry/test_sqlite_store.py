@@ -39,42 +39,29 @@ def _used(path, lic) -> int:
         other.close()
 
 
-def test_a_batch_commits_once_and_is_invisible_until_then(store):
+def test_check_and_consume_is_exact_and_visible_to_other_processes(store):
     lic = build_license({"tier": "strict"})
     store.put([lic])
-    with store.batch():
-        decisions = [_consume(store, lic, "u1") for _ in range(4)]
-        assert store._db.in_transaction
-    assert [d.quota_used for d in decisions] == [1, 2, 3, 4]
-    assert _used(store.path, lic) == 4
+    decisions = [_consume(store, lic, "u1", 3) for _ in range(5)]
+    # limit 10 a day with 10 % tolerated: 3, 6, 9 granted, 12 refused (over 11), 12 refused
+    assert [d.reason for d in decisions] == ["VALID", "VALID", "QUOTA_NEAR_LIMIT", "QUOTA_EXCEEDED",
+                                             "QUOTA_EXCEEDED"]
+    assert _used(store.path, lic) == 9
 
 
-def test_an_error_escaping_a_batch_rolls_all_of_it_back(store):
-    lic = build_license({"tier": "strict"})
-    store.put([lic])
-    with pytest.raises(RuntimeError):
-        with store.batch():
-            _consume(store, lic, "u1", 3)
-            raise RuntimeError("commit never happens")
-    assert _used(store.path, lic) == 0
-    assert _consume(store, lic, "u1", 1).quota_used == 1  # the store is usable again, counts exact
-
-
-def test_an_error_inside_one_decision_keeps_the_rest_of_the_batch(store):
+def test_a_failing_decision_changes_nothing(store):
     lic = build_license({"tier": "strict"})
     store.put([lic])
     check = Check(feature="export", environment="prod", user_id="u9", quantity=2)
     meter = metering(lic, POLICY, check, NOW)
 
     def broken(usage):
-        raise RuntimeError("a bug in one decision")
+        raise RuntimeError("a bug in the decision")
 
-    with store.batch():
-        _consume(store, lic, "u1", 2)
-        with pytest.raises(RuntimeError):
-            store.decide(lic, meter, "u9", NOW, broken)
-        _consume(store, lic, "u1", 3)
-    assert _used(store.path, lic) == 5
+    with pytest.raises(RuntimeError):
+        store.decide(lic, meter, "u9", NOW, broken)
+    assert _used(store.path, lic) == 0 and not store._db.in_transaction
+    assert _consume(store, lic, "u9", 2).claim_seat  # the failed one claimed nothing, not even in cache
 
 
 def test_a_recent_seat_holder_decides_without_a_transaction(store):
