@@ -15,8 +15,6 @@ The dashboard asks for "now", so the history should end near now: ``history_end`
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,7 +24,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from bench.browser import chromium, dashboard_server, wait_rendered
-from bench.reports import history
+from bench.reports import history, history_main
 
 LIMIT_S = 3.0
 APP = find_spec("dashboard.app").origin
@@ -86,12 +84,7 @@ def run(rows: int = 10_000_000, days: int = 30, repeat: int = 3) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--days", type=int, default=30)
-    args = parser.parse_args(argv)
-    print(json.dumps(run(args.rows, args.days), indent=2))
-    return 0
+    return history_main("python -m bench.dashboard", __doc__.splitlines()[0], run, argv)
 
 
 if __name__ == "__main__":

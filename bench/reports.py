@@ -88,13 +88,18 @@ def run(rows: int = 10_000_000, days: int = 30, repeat: int = 3) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.reports", description=__doc__.splitlines()[0])
+def history_main(prog: str, description: str, measure, argv: list[str] | None = None) -> int:
+    """The command line of a benchmark over the synthetic history: ``--rows``, ``--days``, JSON out."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=30)
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.rows, args.days), indent=2))
+    print(json.dumps(measure(args.rows, args.days), indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return history_main("python -m bench.reports", __doc__.splitlines()[0], run, argv)
 
 
 if __name__ == "__main__":
