@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit.manifest import Entry, Manifest, apply, sha256_file
 from gateway.audit.parquet import TMP_SUFFIX, install, write_parquet
-from gateway.audit.spool import fsync_dir
+from gateway.audit.segment import fsync_dir
 
 PREFIX = "compact-"
 _LOCK = "_compact.lock"

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from gateway.audit.spool import fsync_dir
+from gateway.audit.segment import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gateway.audit.manifest import Manifest, sha256_file
-from gateway.audit.spool import delete_segment, fsync_dir, read_segment
+from gateway.audit.segment import delete_segment, fsync_dir, read_segment
 
 HOUR_US = 3_600_000_000
 ROW_GROUP_ROWS = 1 << 20  # large row groups: long column chunks compress well and scan fast

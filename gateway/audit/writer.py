@@ -38,7 +38,8 @@ from gateway.audit import AuditRecord, AuditUnavailable
 from gateway.audit.manifest import Manifest
 from gateway.audit.parquet import convert_segment, make_dirs
 from gateway.audit.schema import AUDIT_SCHEMA
-from gateway.audit.spool import Spool, SpoolError
+from gateway.audit.segment import SpoolError
+from gateway.audit.spool import Spool
 from gateway.config import Settings
 from gateway.keyfiles import audit_key
 

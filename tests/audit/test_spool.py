@@ -10,9 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from gateway.audit import segment as segment_module
 from gateway.audit import spool as spool_module
 from gateway.audit.schema import AUDIT_SCHEMA
-from gateway.audit.spool import MAGIC, InvalidRecord, Spool, SpoolError, read_segment
+from gateway.audit.records import InvalidRecord
+from gateway.audit.segment import MAGIC, SpoolError, read_segment
+from gateway.audit.spool import Spool
 from tests.audit.conftest import make_record
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -93,7 +96,7 @@ async def test_group_commit_covers_concurrent_submits_with_few_fsyncs(tmp_path: 
         real_fsync(fd)
         time.sleep(0.005)  # a disk as slow as a busy one: submits pile up behind each fsync
 
-    monkeypatch.setattr(spool_module.os, "fsync", counting_fsync)
+    monkeypatch.setattr(segment_module.os, "fsync", counting_fsync)
     spool = _spool(tmp_path)
     await spool.append([make_record()])  # opens the segment: header fsync + directory fsync
     calls.clear()
@@ -109,7 +112,7 @@ async def test_an_ack_comes_only_after_the_fsync(tmp_path: Path, monkeypatch) ->
     real_fsync, synced = os.fsync, []
     spool = _spool(tmp_path)
     await spool.append([make_record()])
-    monkeypatch.setattr(spool_module.os, "fsync", lambda fd: (real_fsync(fd), synced.append(fd)))
+    monkeypatch.setattr(segment_module.os, "fsync", lambda fd: (real_fsync(fd), synced.append(fd)))
     future = spool.append([make_record()])
     await future
     assert synced, "acknowledged before any fsync"
@@ -192,7 +195,7 @@ def test_segments_without_records(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     assert read_segment(empty) is None
     torn_magic = tmp_path / "torn.seg"
-    torn_magic.write_bytes(spool_module.MAGIC[:3])
+    torn_magic.write_bytes(segment_module.MAGIC[:3])
     assert read_segment(torn_magic) is None
     foreign = tmp_path / "foreign.seg"
     foreign.write_bytes(b"not a spool segment at all")

@@ -17,7 +17,7 @@ import pytest
 from gateway.audit import AuditUnavailable
 from gateway.audit import spool as spool_module
 from gateway.audit.manifest import verify
-from gateway.audit.spool import InvalidRecord
+from gateway.audit.records import InvalidRecord
 from gateway.audit.writer import DurableSink, SinkConfig
 from gateway.config import Settings
 from tests.audit.conftest import make_record, make_segment

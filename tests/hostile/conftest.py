@@ -9,7 +9,7 @@ import pytest
 
 from gateway.audit import MemorySink
 from gateway.audit.schema import AUDIT_SCHEMA
-from gateway.audit.spool import RecordEncoder
+from gateway.audit.records import RecordEncoder
 from gateway.http.app import create_app
 from tests.http.conftest import Gateway
 

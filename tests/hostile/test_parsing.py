@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.audit.schema import AUDIT_SCHEMA
-from gateway.audit.spool import RecordEncoder
+from gateway.audit.records import RecordEncoder
 from gateway.checks import MAX_BATCH, CheckBody, InvalidRequest, is_text, lenient_fields, parse_batch, parse_check
 from gateway.exchange import Exchange
 from gateway.port import read_check
