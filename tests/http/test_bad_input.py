@@ -169,9 +169,13 @@ async def test_failed_authentication_flood_is_throttled_per_address(gateway):
     body = b'{"license_key": "LK-x", "feature": "x"}'
     headers = {"Content-Type": "application/json",
                **Credentials("pk_nobody", "x").headers("POST", CHECK, body)}
+    began = time.monotonic()
     statuses = [(await _raw(gateway, body, headers))[0] for _ in range(30)]
-    assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
-    assert gateway.records[-1]["auth_error"] == "rate_limited"
+    elapsed = time.monotonic() - began
+    # A burst of 20 failures, then 20 more a second: on a slow machine a few refill meanwhile.
+    assert statuses[:20] == [401] * 20 and 429 in statuses[20:]
+    assert statuses.count(401) <= 20 + int(elapsed * 20) + 1
+    assert {r["auth_error"] for r in gateway.records if r["http_status"] == 429} == {"rate_limited"}
 
 
 async def test_internal_error_is_a_500_deny_without_trace(gateway, monkeypatch):
