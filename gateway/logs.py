@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 REDACTED = "[REDACTED]"
@@ -82,6 +83,21 @@ class AccessLogger(AbstractAccessLogger):
             "request_id": request.headers.get("X-Request-Id")})
 
 
+class ProtocolErrors(logging.Filter):
+    """aiohttp logs every request its parser refuses (header floods, broken framing) as an error
+    with a traceback: a flood of malformed requests would become a flood of multi-line errors.
+    Each becomes one warning line naming the problem and the peer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.event = "bad_http_request"
+            record.error = f"{type(error).__name__}: {getattr(error, 'message', error)}"[:200]
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
     """Send every logger's records to ``stream`` (default standard error) as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -89,6 +105,9 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ProtocolErrors) for f in server.filters):
+        server.addFilter(ProtocolErrors())
 
 
 def access_log_options(enabled: bool) -> dict[str, Any]:

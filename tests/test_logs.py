@@ -56,3 +56,21 @@ def test_secrets_never_leave_whatever_the_slip(captured):
     assert lines[1]["license_key"] == lines[1]["secret"] == lines[1]["webhook_secret"] == logs.REDACTED
     assert (lines[1]["key_id"], lines[1]["key_fp"]) == ("pk_0123", "0123456789abcdef")  # public: kept
     assert logs.REDACTED in lines[3]["exception"]
+
+
+async def test_a_malformed_request_is_one_warning_line_not_a_traceback(captured, aiohttp_server):
+    import asyncio
+
+    from aiohttp import web
+
+    server = await aiohttp_server(web.Application())
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBroken header line without colon\r\n\r\n")
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert b" 400 " in status_line
+    lines = [line for line in captured() if line["logger"] == "aiohttp.server"]
+    assert [line["event"] for line in lines] == ["bad_http_request"]
+    assert lines[0]["level"] == "warning" and "exception" not in lines[0]
+    assert "BadHttpMessage" in lines[0]["error"] or "Invalid" in lines[0]["error"]
