@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -80,7 +86,6 @@ def body_of(obj) -> bytes:
 
 
 def free_port() -> int:
-    import socket
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -90,9 +95,6 @@ class ServerProcess:
     """A real ``portcullis serve`` process on a free port, stopped (or killed) by the test."""
 
     def __init__(self, data: Path, *args: str, env: dict | None = None) -> None:
-        import os
-        import subprocess
-        import sys
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data.parent / f"serve-{self.port}.log"
@@ -102,7 +104,6 @@ class ServerProcess:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        import urllib.request
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -116,7 +117,6 @@ class ServerProcess:
         raise TimeoutError(f"gateway not ready: {self.log.read_text()}")
 
     def stop(self, sig: int | None = None, timeout: float = 20.0) -> int:
-        import signal
         if self.proc.poll() is None:
             self.proc.send_signal(sig or signal.SIGTERM)
         return self.proc.wait(timeout)

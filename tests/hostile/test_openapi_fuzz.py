@@ -6,14 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 import requests
@@ -28,8 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import make_data_dir
-
+from tests.conftest import ServerProcess, make_data_dir
 
 
 def negative_data_refused(ctx, response, case):
@@ -63,37 +56,19 @@ class HmacAuth(requests.auth.AuthBase):
         return request
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """A real gateway process; yields (base URL, signed session)."""
     data = make_data_dir(tmp_path_factory.mktemp("fuzz") / "data", environment="prod")
     data.issue(tier="unlimited")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--data", str(data.path), "--port", str(port)],
-                            env={**os.environ, "PORTCULLIS_LOG_LEVEL": "warning"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "portcullis serve did not start"
-            time.sleep(0.1)
+    server = ServerProcess(data.path, env={"PORTCULLIS_LOG_LEVEL": "warning"})
     session = requests.Session()
     session.auth = HmacAuth(data.admin.key_id, data.admin.secret)  # admin: every operation reaches its handler
-    yield base, session
+    yield server.url, session
     session.close()
-    proc.send_signal(signal.SIGTERM)
-    stderr = proc.communicate(timeout=60)[1].decode()
-    assert "Traceback" not in stderr, stderr[-3000:]
+    assert server.stop(timeout=60) == 0
+    log = server.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -3,18 +3,13 @@ connection (and a handler) for ever. ``read_timeout_s`` bounds both; a body cut 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
 from gateway.http.app import create_app
-from tests.conftest import make_data_dir
+from tests.conftest import ServerProcess, make_data_dir
 from tests.hostile.conftest import SchemaSink
 from tests.http.conftest import Gateway
 
@@ -90,31 +85,13 @@ async def test_a_body_that_arrives_in_time_is_not_refused(impatient):
 
 # -- a real `portcullis serve`: the request head ------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path):
     data = make_data_dir(tmp_path / "data")
-    port = _free_port()
-    env = {**os.environ, "PORTCULLIS_READ_TIMEOUT_S": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--data", str(data.path), "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "portcullis serve did not start"
-            time.sleep(0.1)
-    yield port
-    proc.send_signal(signal.SIGTERM)
-    stderr = proc.communicate(timeout=60)[1].decode()
-    assert "Traceback" not in stderr
+    server = ServerProcess(data.path, env={"PORTCULLIS_READ_TIMEOUT_S": "1"})
+    yield server.port
+    assert server.stop(timeout=60) == 0
+    assert "Traceback" not in server.log.read_text()
 
 
 async def test_a_request_head_sent_byte_by_byte_is_cut_off(served):
