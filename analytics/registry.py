@@ -94,6 +94,9 @@ def _check(report: str, p: Param, value: Any) -> None:
 
 NOW = Param("now", None, "the moment the report is as of (default: the current time; naive = UTC)")
 BUCKET = Param("bucket", "hour", "time bucket, UTC", ("hour", "day"))
+LAST_7_DAYS = Param("days", 7, "look back this many days")
+LAST_30_DAYS = Param("days", 30, "look back this many days")
+LAST_24_HOURS = Param("hours", 24, "look back this many hours")
 
 
 REPORTS: dict[str, Report] = {
@@ -112,21 +115,21 @@ REPORTS: dict[str, Report] = {
         Report("unauthorized", "Unauthorized callers",
                "401/403/429 answers grouped by caller, remote address and auth_error, and callers "
                "probing for keys (many distinct unknown keys), with counts and first/last seen.",
-               (Param("hours", 24, "look back this many hours"),
+               (LAST_24_HOURS,
                 Param("probe_keys", 10, "distinct unknown keys that make a caller a key prober"), NOW)),
         Report("trends", "Decision trends",
                "Decisions per time bucket by decision and reason.",
-               (BUCKET, Param("days", 7, "look back this many days"), NOW)),
+               (BUCKET, LAST_7_DAYS, NOW)),
         Report("latency", "Decision latency",
                "p50/p95/p99 and max of latency_us per time bucket.",
-               (BUCKET, Param("days", 7, "look back this many days"), NOW)),
+               (BUCKET, LAST_7_DAYS, NOW)),
         Report("features", "Feature usage",
                "Checks by feature and tier: allowed, alerted, denied, deny % and licenses asking.",
-               (Param("days", 30, "look back this many days"), NOW)),
+               (LAST_30_DAYS, NOW)),
         Report("seats", "Seat utilisation",
                "Seat-limited licenses: the latest seats used against the limit, calls, seat refusals "
                "and overages; the fullest first.",
-               (Param("days", 30, "look back this many days"), NOW)),
+               (LAST_30_DAYS, NOW)),
         # The dashboard's: its KPIs, its quota chart and its audit explorer's pages.
         Report("overview", "Headline numbers",
                "Decisions, denials and deny %, alerts, p99 latency and auth failures (401) over the last "
@@ -135,11 +138,11 @@ REPORTS: dict[str, Report] = {
         Report("quota", "Quota utilisation",
                "Metered licenses: latest units used against the quota per feature, quota alerts and "
                "refusals; the fullest first.",
-               (Param("days", 30, "look back this many days"), NOW)),
+               (LAST_30_DAYS, NOW)),
         Report("audit-page", "Audit records",
                "One page of audit records, newest first, filtered by decision, reason, caller, license "
                "id or customer and feature, with the number of matching records.",
-               (Param("hours", 24, "look back this many hours"),
+               (LAST_24_HOURS,
                 Param("decision", "any", "only this decision", ("any", "allow", "alert", "deny")),
                 Param("reason", "", "only this reason code ('' = any)"),
                 Param("caller", "", "only this caller id ('' = any)"),
