@@ -23,6 +23,16 @@ SELECT * FROM read_parquet(
     union_by_name = true
 );
 
+-- The audit records of [since, until): the ts window plus the matching `date` partitions, so
+-- only the files of those days are opened. Every report's time window goes through it.
+--     SELECT count(*) FROM audit_window(now() - INTERVAL 1 DAY, now());
+CREATE OR REPLACE MACRO audit_window(since, until) AS TABLE
+SELECT * FROM audit
+WHERE date >= CAST(since AS DATE)
+  AND date <= CAST(until AS DATE)
+  AND ts >= since
+  AND ts < until;
+
 -- The registry as last snapshotted by the gateway: key_fp, never keys.
 CREATE OR REPLACE VIEW licenses AS SELECT * FROM read_parquet('snapshots/licenses.parquet');
 

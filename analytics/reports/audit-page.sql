@@ -8,12 +8,8 @@
 -- count, newest first, and only those hours' files are read in full.
 WITH per_hour AS (
     SELECT date, hour, count(*) AS n
-    FROM audit
-    WHERE date >= CAST($now - to_hours($hours) AS DATE)
-      AND date <= CAST($now AS DATE)
-      AND ts >= $now - to_hours($hours)
-      AND ts < $now
-      AND ($decision = 'any' OR decision = $decision)
+    FROM audit_window($now - to_hours($hours), $now)
+    WHERE ($decision = 'any' OR decision = $decision)
       AND ($reason = '' OR reason = $reason)
       AND ($caller = '' OR caller_id = $caller)
       AND ($license = '' OR license_id = $license OR customer = $license)

@@ -6,12 +6,8 @@ WITH per_license AS (
            count(*) AS calls,
            count(*) FILTER (WHERE decision = 'allow') AS allowed,
            count(*) FILTER (WHERE decision = 'alert') AS alerted
-    FROM audit
-    WHERE date >= CAST($now - to_days($days) AS DATE)
-      AND date <= CAST($now AS DATE)
-      AND ts >= $now - to_days($days)
-      AND ts < $now
-      AND license_id IS NOT NULL
+    FROM audit_window($now - to_days($days), $now)
+    WHERE license_id IS NOT NULL
       AND feature IS NOT NULL
     GROUP BY feature, tier, license_id
 )

@@ -3,11 +3,7 @@
 WITH bucketed AS (
     SELECT epoch_us(ts) // (CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END) AS n,
            latency_us
-    FROM audit
-    WHERE date >= CAST($now - to_days($days) AS DATE)
-      AND date <= CAST($now AS DATE)
-      AND ts >= $now - to_days($days)
-      AND ts < $now
+    FROM audit_window($now - to_days($days), $now)
 ),
 q AS (
     SELECT n, count(*) AS calls,

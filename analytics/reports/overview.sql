@@ -4,11 +4,7 @@
 WITH windowed AS (
     SELECT CASE WHEN ts >= $now - to_hours($hours) THEN 'current' ELSE 'previous' END AS period,
            decision, http_status, latency_us
-    FROM audit
-    WHERE date >= CAST($now - to_hours(2 * $hours) AS DATE)
-      AND date <= CAST($now AS DATE)
-      AND ts >= $now - to_hours(2 * $hours)
-      AND ts < $now
+    FROM audit_window($now - to_hours(2 * $hours), $now)
 )
 SELECT p.period,
        count(w.decision) AS decisions,

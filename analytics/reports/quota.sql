@@ -11,12 +11,8 @@ SELECT license_id,
        count(*) FILTER (WHERE reason IN ('QUOTA_NEAR_LIMIT', 'QUOTA_OVERAGE')) AS quota_alerts,
        count(*) FILTER (WHERE reason = 'QUOTA_EXCEEDED') AS quota_denials,
        max(ts) AS last_seen
-FROM audit
-WHERE date >= CAST($now - to_days($days) AS DATE)
-  AND date <= CAST($now AS DATE)
-  AND ts >= $now - to_days($days)
-  AND ts < $now
-  AND license_id IS NOT NULL
+FROM audit_window($now - to_days($days), $now)
+WHERE license_id IS NOT NULL
   AND quota_limit > 0
 GROUP BY license_id, feature
 ORDER BY utilisation_pct DESC, quota_denials DESC, license_id, feature

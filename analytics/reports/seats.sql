@@ -9,12 +9,8 @@ WITH latest AS (
            count(*) FILTER (WHERE reason = 'SEAT_LIMIT_EXCEEDED') AS seat_denials,
            count(*) FILTER (WHERE reason = 'SEAT_OVERAGE') AS seat_overages,
            max(ts) AS last_seen
-    FROM audit
-    WHERE date >= CAST($now - to_days($days) AS DATE)
-      AND date <= CAST($now AS DATE)
-      AND ts >= $now - to_days($days)
-      AND ts < $now
-      AND seats_limit > 0
+    FROM audit_window($now - to_days($days), $now)
+    WHERE seats_limit > 0
     GROUP BY license_id
 )
 SELECT s.license_id, l.customer, l.tier, s.seats_used, s.seats_limit,

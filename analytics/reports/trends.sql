@@ -4,11 +4,7 @@
 WITH bucketed AS (
     SELECT epoch_us(ts) // (CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END) AS n,
            decision, reason
-    FROM audit
-    WHERE date >= CAST($now - to_days($days) AS DATE)
-      AND date <= CAST($now AS DATE)
-      AND ts >= $now - to_days($days)
-      AND ts < $now
+    FROM audit_window($now - to_days($days), $now)
 )
 SELECT make_timestamptz(n * (CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END)) AS bucket,
        decision, reason, count(*) AS calls

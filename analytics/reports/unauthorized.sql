@@ -6,12 +6,8 @@
 -- Counts and first/last seen; the loudest first.
 WITH recent AS (
     SELECT ts, caller_id, remote_addr, http_status, reason, auth_error, key_fp
-    FROM audit
-    WHERE date >= CAST($now - to_hours($hours) AS DATE)
-      AND date <= CAST($now AS DATE)
-      AND ts >= $now - to_hours($hours)
-      AND ts < $now
-      AND (http_status IN (401, 403, 429) OR reason = 'KEY_NOT_FOUND')
+    FROM audit_window($now - to_hours($hours), $now)
+    WHERE (http_status IN (401, 403, 429) OR reason = 'KEY_NOT_FOUND')
 )
 SELECT 'refused' AS kind, caller_id, remote_addr, http_status, reason, auth_error,
        count(*) AS calls, NULL::BIGINT AS distinct_keys, min(ts) AS first_seen, max(ts) AS last_seen
