@@ -31,27 +31,30 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+PrivateKey = Ed25519PrivateKey | X25519PrivateKey
+
+
+def _pem(key: PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
-def load_or_create_ed25519(path: Path) -> Ed25519PrivateKey:
+def _load_or_create(path: Path, kind: type[PrivateKey]) -> PrivateKey:
+    """The private key of ``kind`` at ``path``, generated (0600) the first time it is asked for."""
     if not path.exists():
-        write_private(path, _pem(Ed25519PrivateKey.generate()))
+        write_private(path, _pem(kind.generate()))
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path}: not an Ed25519 private key")
+    if not isinstance(key, kind):
+        raise ValueError(f"{path}: not an {kind.__name__.removesuffix('PrivateKey')} private key")
     return key
+
+
+def load_or_create_ed25519(path: Path) -> Ed25519PrivateKey:
+    return _load_or_create(path, Ed25519PrivateKey)
 
 
 def load_or_create_x25519(path: Path) -> X25519PrivateKey:
-    if not path.exists():
-        write_private(path, _pem(X25519PrivateKey.generate()))
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, X25519PrivateKey):
-        raise ValueError(f"{path}: not an X25519 private key")
-    return key
+    return _load_or_create(path, X25519PrivateKey)
 
 
 def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
