@@ -54,11 +54,13 @@ def _rows_reports(r: dict) -> list:
 
 
 def _rows_dashboard(r: dict) -> list:
-    cold = r["browser"]["cold_rendered_s"]
-    return [(f"dashboard overview first render in Chromium, cold server and browser, s ({r['rows']:,} rows)",
-             cold, "≤ 3", cold <= 3),
+    browser = r["browser"]
+    return [(f"dashboard overview first render in Chromium, fresh server, s ({r['rows']:,} rows)",
+             browser["first_render_s"], "≤ 3", browser["ok"]),
+            ("  the same page over an empty data directory (Streamlit + Plotly alone), s", browser["empty_data_s"], "—", None),
+            ("  the same, browser's first visit ever (JavaScript not cached), s", browser["first_visit_s"], "—", None),
             ("  the same page, server-side render (AppTest), s", r["apptest"]["median_s"], "—", None),
-            ("  the same page in Chromium, warm, s", r["browser"]["warm_rendered_s"], "—", None)]
+            ("  the same page reloaded (query cache), s", browser["reload_s"], "—", None)]
 
 
 def _rows_startup(r: dict) -> list:

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from dashboard.views.layout import LOADING
+
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM_ARGS = (
@@ -26,6 +28,9 @@ CHROMIUM_ARGS = (
 )
 # Present in the DOM only while a Streamlit script run is in progress.
 _RUNNING = '[data-testid="stStatusWidget"] [data-testid^="stStatusWidgetRunning"]'
+# How many charts still show the placeholder a page draws before its reports are in.
+_PLACEHOLDERS = ("return [...document.querySelectorAll('.js-plotly-plot .annotation-text')]"
+                 ".filter(e => e.textContent === arguments[0]).length")
 
 
 def free_port() -> int:
@@ -35,10 +40,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def dashboard_server(data: Path, log: Path, timeout: float = 60) -> Iterator[str]:
-    """``portcullis dashboard --data <data>`` on a free port until the block ends; yields its URL.
-    Everything it prints goes to ``log``."""
-    port = free_port()
+def dashboard_server(data: Path, log: Path, timeout: float = 60, port: int | None = None) -> Iterator[str]:
+    """``portcullis dashboard --data <data>`` on ``port`` (default: a free one) until the block
+    ends; yields its URL. Everything it prints goes to ``log``."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k != "PORTCULLIS_DATA"}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "dashboard", "--port", str(port), "--data", str(data)],
@@ -91,7 +96,7 @@ def chromium(profile: Path):
 
 def wait_rendered(driver, title: str, charts: int, timeout: float = 90) -> None:
     """Until the page's header reads ``title``, ``charts`` Plotly charts (or, for none, a table)
-    are drawn and no script run is in progress."""
+    are drawn, none of them still a "Loading…" placeholder, and no script run is in progress."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -99,6 +104,7 @@ def wait_rendered(driver, title: str, charts: int, timeout: float = 90) -> None:
         headers = [h.text for h in d.find_elements(By.CSS_SELECTOR, '[data-testid="stHeading"] h2')]
         drawn = (len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= charts if charts
                  else bool(d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')))
-        return title in headers and drawn and not d.find_elements(By.CSS_SELECTOR, _RUNNING)
+        return (title in headers and drawn and not d.find_elements(By.CSS_SELECTOR, _RUNNING)
+                and not d.execute_script(_PLACEHOLDERS, LOADING))
 
     WebDriverWait(driver, timeout, poll_frequency=0.05).until(rendered)

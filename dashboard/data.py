@@ -11,15 +11,18 @@ thread; the usual answer, a cursor per thread, does not work here because the ``
 a session variable and relative paths that a cursor (a fresh DuckDB session) does not inherit.
 DuckDB parallelises each query across cores itself, so serialising loses little.
 
-The connection is renewed every :data:`CONNECTION_TTL_S` seconds: when ``connect`` found no
-audit files yet, or left unreadable ones out, its ``audit`` view is fixed to what it saw then, and
-only a new connection sees the files written since.
+The connection lives as long as the process, opened while the server starts (``open_early``),
+so no visitor waits for it and its Parquet metadata cache stays warm. The exception: when
+``connect`` found no audit files yet, or left unreadable ones out, its views are fixed to what it
+saw then, and only a new connection sees the files written since; such a connection is renewed
+after :data:`CONNECTION_TTL_S` seconds.
 """
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +79,19 @@ def data_dir() -> str:
 class _Database:
     con: duckdb.DuckDBPyConnection
     lock: threading.Lock
+    opened: float = field(default_factory=time.monotonic)
+
+    def worth_keeping(self) -> bool:
+        """A live connection (``analytics.db.is_live``) is kept for the life of the process, its
+        Parquet metadata cache growing warm; one fixed to the files it saw is renewed after
+        :data:`CONNECTION_TTL_S`."""
+        if time.monotonic() - self.opened < CONNECTION_TTL_S:
+            return True
+        with self.lock:
+            return analytics_db.is_live(self.con)
 
 
-@st.cache_resource(ttl=CONNECTION_TTL_S, show_spinner=False)
+@st.cache_resource(validate=_Database.worth_keeping, show_spinner=False)
 def _database(root: str) -> _Database:
     con = analytics_db.connect(root, skip_corrupt=True)
     # Lock the connection to the data directory, for the SQL box: after this, table functions
@@ -129,6 +142,12 @@ def sql(root: str, text: str, limit: int = sqlbox.DEFAULT_LIMIT) -> tuple[pd.Dat
             return sqlbox.run(db.con, text, limit)
         finally:
             timer.cancel()
+
+
+def open_early(root: str) -> None:
+    """Open the connection for ``root`` now (reading every audit file's footer), so the first
+    visitor does not wait for it; ``portcullis dashboard`` calls this while the server starts."""
+    _database(root)
 
 
 def skipped_files(root: str) -> list[str]:

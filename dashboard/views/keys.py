@@ -5,19 +5,21 @@ import streamlit as st
 
 from dashboard import data, figures
 from dashboard.data import TimeRange
-from dashboard.views.layout import chart, table
+from dashboard.views.layout import ChartPlace, table
 
 STALE_AFTER = (7, 14, 30, 60, 90)
 
 
 def render(root: str, window: TimeRange) -> None:
     days = st.select_slider("Stale after (days without an allowed check)", STALE_AFTER, value=30, key="keys-days")
-    keys = data.report(root, "stale-keys", days=days)
     left, right = st.columns([2, 3])
     with left:
-        chart(figures.keys_by_kind(keys), key="keys-kinds")
+        kinds = ChartPlace("keys-kinds")
     with right:
-        chart(figures.zombie_keys(keys), key="keys-zombies")
+        zombies = ChartPlace("keys-zombies")
+    keys = data.report(root, "stale-keys", days=days)
+    kinds.draw(figures.keys_by_kind(keys))
+    zombies.draw(figures.zombie_keys(keys))
     zombie = keys["kind"].isin(figures.ZOMBIE_KINDS)
     st.subheader("Zombie keys", help="Keys of revoked or expired licenses, or of no license at all, still presented "
                  f"within {days} days: some service's configuration is out of date, or someone is guessing.")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import data, figures
 from dashboard.data import TimeRange
-from dashboard.views.layout import chart, table
+from dashboard.views.layout import ChartPlace, chart, table
 
 HORIZONS = (7, 30, 60, 90, 180, 365)
 _UTILISATION = st.column_config.ProgressColumn("utilisation", format="%.1f%%", min_value=0, max_value=100)
@@ -13,8 +13,9 @@ _UTILISATION = st.column_config.ProgressColumn("utilisation", format="%.1f%%", m
 
 def render(root: str, window: TimeRange) -> None:
     horizon = st.select_slider("Expiring within (days)", HORIZONS, value=90, key="licenses-horizon")
+    expiry = ChartPlace("licenses-expiry")
     expiring = data.report(root, "expiring", days=horizon)
-    chart(figures.expiry_timeline(expiring), key="licenses-expiry")
+    expiry.draw(figures.expiry_timeline(expiring))
     table(expiring, key="licenses-expiring-table")
 
     # Seats are counted over the policy's seat window (the report's default), not the time range:

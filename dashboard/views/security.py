@@ -5,17 +5,20 @@ import streamlit as st
 
 from dashboard import data, figures
 from dashboard.data import TimeRange
-from dashboard.views.layout import chart, table
+from dashboard.views.layout import ChartPlace, table
 
 
 def render(root: str, window: TimeRange) -> None:
-    chart(figures.refusals_over_time(data.report(root, "trends", window)), key="security-refusals")
-    unauthorized = data.report(root, "unauthorized", window)
+    refusals = ChartPlace("security-refusals")
     left, right = st.columns(2)
     with left:
-        chart(figures.top_offenders(unauthorized), key="security-offenders")
+        offenders = ChartPlace("security-offenders")
     with right:
-        chart(figures.auth_errors(unauthorized), key="security-auth-errors")
+        auth_errors = ChartPlace("security-auth-errors")
+    refusals.draw(figures.refusals_over_time(data.report(root, "trends", window)))
+    unauthorized = data.report(root, "unauthorized", window)
+    offenders.draw(figures.top_offenders(unauthorized))
+    auth_errors.draw(figures.auth_errors(unauthorized))
     probing = unauthorized["kind"] == "key_probing"
     st.subheader("Key probing", help="Sources presenting many distinct unknown license keys: someone guessing "
                  "keys, or a service with a broken key store.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from importlib.util import find_spec
 
 import click
@@ -11,7 +12,6 @@ from gateway.cli.common import data_option, settings_for
 
 # What the pages import that is slow to load. Streamlit runs in this process, so loading these
 # now rather than in the first visitor's script run takes a second or two off the first render.
-# (Not the dashboard's own modules: their Streamlit caches must be created inside the runtime.)
 _PRELOAD = ("pandas", "pyarrow", "duckdb", "plotly.graph_objects", "analytics.registry")
 
 
@@ -40,6 +40,10 @@ def dashboard(host, port, data_dir):
     for module in _PRELOAD:
         importlib.import_module(module)
     from streamlit.web.cli import main as streamlit
+
+    from dashboard.data import open_early
+
+    threading.Thread(target=open_early, args=(os.environ["PORTCULLIS_DATA"],), name="open-early", daemon=True).start()
 
     click.echo(f"portcullis dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}")
     streamlit.main(args=streamlit_args(find_spec("dashboard.app").origin, settings.dashboard_host,

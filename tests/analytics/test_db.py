@@ -2,6 +2,7 @@
 the stock DuckDB CLI would run it."""
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -9,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analytics.db import EMPTY_SCHEMAS, VIEWS_SQL, CorruptFileError, audit_files, connect, query, skipped_files
+from analytics.db import EMPTY_SCHEMAS, VIEWS_SQL, CorruptFileError, audit_files, connect, is_live, query, skipped_files
 from analytics.registry import run_report
 
-from .conftest import NOW, planted_records, write_audit
+from .conftest import NOW, planted_records, record, write_audit
 
 
 def columns(con, view):
@@ -101,3 +102,19 @@ def test_sql_errors_are_not_blamed_on_files(planted: Path):
     with pytest.raises(duckdb.Error) as caught:
         query(con, "SELECT no_such_column FROM audit")
     assert not isinstance(caught.value, CorruptFileError)
+
+
+def test_a_live_connection_sees_files_written_after_it_opened(planted: Path):
+    con = connect(planted)
+    assert is_live(con)
+    before = query(con, "SELECT count(*) AS n FROM audit").to_pylist()[0]["n"]
+    write_audit(planted, [record(NOW - timedelta(days=400))], name="gw-later-w0-1")
+    assert query(con, "SELECT count(*) AS n FROM audit").to_pylist() == [{"n": before + 1}]
+
+
+def test_connections_fixed_to_what_they_saw_are_not_live(planted: Path, empty_data: Path, truncated: Path):
+    """Nothing to read yet, or a file left out: such a connection does not see new files and has
+    to be renewed (the dashboard does, after a while)."""
+    assert not is_live(connect(empty_data))
+    narrowed = connect(planted, skip_corrupt=True)
+    assert skipped_files(narrowed) and not is_live(narrowed)
