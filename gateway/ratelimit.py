@@ -3,37 +3,47 @@ from __future__ import annotations
 
 
 class RateLimiter:
-    """``rate`` tokens per second, bursts up to ``burst``; idle buckets are forgotten."""
+    """``rate`` tokens per second per key, bursts up to ``max(rate, 1)``; ``rate <= 0`` is unlimited.
+
+    Every authenticated request passes here, so a bucket is a two-item list updated in place (no
+    allocation per request once a key is known). A flood of distinct keys cannot grow memory
+    without bound: past ``max_keys``, the oldest-inserted half is forgotten.
+    """
 
     def __init__(self, max_keys: int = 100_000) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
+        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, last refill]
         self._max_keys = max_keys
 
-    def _tokens(self, key: str, rate: float, burst: float, now: float) -> float:
-        tokens, last = self._buckets.get(key, (burst, now))
-        return min(burst, tokens + (now - last) * rate)
-
-    def allow(self, key: str, rate: float, now: float, burst: float | None = None) -> bool:
-        """Take one token; False when the bucket is empty. ``rate <= 0`` means unlimited."""
+    def allow(self, key: str, rate: float, now: float) -> bool:
+        """Take one token; False when the bucket is empty."""
         if rate <= 0:
             return True
-        burst = burst if burst is not None else max(rate, 1.0)
-        tokens = self._tokens(key, rate, burst, now)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._add(key, [max(rate, 1.0) - 1.0, now])
+            return True
+        tokens = self._refill(bucket, rate, now)
         if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
             return False
-        self._remember(key, (tokens - 1.0, now))
+        bucket[0] = tokens - 1.0
         return True
 
-    def exhausted(self, key: str, rate: float, now: float, burst: float | None = None) -> bool:
+    def exhausted(self, key: str, rate: float, now: float) -> bool:
         """Whether the bucket is empty, without taking a token (checked before costly work)."""
-        if rate <= 0 or key not in self._buckets:
-            return False
-        return self._tokens(key, rate, burst if burst is not None else max(rate, 1.0), now) < 1.0
+        bucket = self._buckets.get(key)
+        return bucket is not None and rate > 0 and self._refill(bucket, rate, now) < 1.0
 
-    def _remember(self, key: str, state: tuple[float, float]) -> None:
-        if key not in self._buckets and len(self._buckets) >= self._max_keys:
-            # Drop the oldest-inserted half: a flood of distinct keys cannot grow memory without bound.
+    @staticmethod
+    def _refill(bucket: list[float], rate: float, now: float) -> float:
+        tokens = min(max(rate, 1.0), bucket[0] + (now - bucket[1]) * rate)
+        bucket[0], bucket[1] = tokens, now
+        return tokens
+
+    def _add(self, key: str, bucket: list[float]) -> None:
+        if len(self._buckets) >= self._max_keys:
             for stale in list(self._buckets)[: self._max_keys // 2]:
                 del self._buckets[stale]
-        self._buckets[key] = state
+        self._buckets[key] = bucket
+
+    def __len__(self) -> int:
+        return len(self._buckets)
