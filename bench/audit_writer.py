@@ -33,26 +33,27 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.audit import AuditRecord
 from gateway.audit.writer import DurableSink, SinkConfig
 
 T0 = 1_767_268_800_000_000  # 2026-01-01T12:00:00Z
 POOL = 10_000  # distinct records, reused: building records is the HTTP layer's cost, not the writer's
 
 
-def _record(i: int) -> dict:
+def _record(i: int) -> AuditRecord:
     decision_id = str(uuid.uuid4())
-    return {
-        "ts": T0 + i * 1000, "decision_id": decision_id, "request_id": decision_id, "instance": "bench-w0",
-        "environment": "prod", "caller_id": f"svc-{i % 20}", "auth_method": "hmac", "auth_error": None,
-        "remote_addr": f"10.0.{i % 8}.{i % 250}", "endpoint": "check", "http_status": 200,
-        "decision": "alert" if i % 10 == 0 else "allow", "reason": "EXPIRING_SOON" if i % 10 == 0 else "VALID",
-        "alerts": ["EXPIRING_SOON"] if i % 10 == 0 else [], "license_id": f"lic_{i % 500:020d}",
-        "key_fp": f"{i % 500:016x}", "customer": f"customer-{i % 100}", "product": "analytics-suite",
-        "tier": "pro", "user_id": f"u-{i % 3000}", "feature": "reports.export", "quantity": i % 3,
-        "seats_used": i % 25, "seats_limit": 25, "quota_used": i % 1000, "quota_limit": 1000,
-        "expires_at": T0 + 90 * 86_400_000_000, "policy_version": "a1b2c3d4e5f6", "latency_us": 40 + i % 60,
-        "trace_id": None, "error": None,
-    }
+    return AuditRecord(
+        ts=T0 + i * 1000, decision_id=decision_id, request_id=decision_id, instance="bench-w0",
+        environment="prod", caller_id=f"svc-{i % 20}", auth_method="hmac", auth_error=None,
+        remote_addr=f"10.0.{i % 8}.{i % 250}", endpoint="check", http_status=200,
+        decision="alert" if i % 10 == 0 else "allow", reason="EXPIRING_SOON" if i % 10 == 0 else "VALID",
+        alerts=["EXPIRING_SOON"] if i % 10 == 0 else [], license_id=f"lic_{i % 500:020d}",
+        key_fp=f"{i % 500:016x}", customer=f"customer-{i % 100}", product="analytics-suite",
+        tier="pro", user_id=f"u-{i % 3000}", feature="reports.export", quantity=i % 3,
+        seats_used=i % 25, seats_limit=25, quota_used=i % 1000, quota_limit=1000,
+        expires_at=T0 + 90 * 86_400_000_000, policy_version="a1b2c3d4e5f6", latency_us=40 + i % 60,
+        trace_id=None, error=None,
+    )
 
 
 class Ticker:
@@ -82,7 +83,7 @@ class Ticker:
         self._task.cancel()
 
 
-async def _measure(root: Path, pool: list[dict], records: int, batch: int, submitters: int, ack: str) -> dict:
+async def _measure(root: Path, pool: list[AuditRecord], records: int, batch: int, submitters: int, ack: str) -> dict:
     config = SinkConfig(spool_dir=root / "spool" / ack, audit_dir=root / "audit", instance=f"bench-{ack}", ack=ack)
     sink = DurableSink(config, Ed25519PrivateKey.generate())
     await sink.start()

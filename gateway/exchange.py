@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gateway.audit import AuditRecord
 from gateway.licenses import iso
 from gateway.types import Decision, License, Outcome, Reason
 
@@ -92,22 +93,22 @@ class Exchange:
         body.update(self.extra)
         return body
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> AuditRecord:
         """The audit record of SPEC §5 (timestamps as integer microseconds, UTC)."""
         d, lic = self.decision, self.license
         latency = max(0, (self.decided_ns - self.received_ns) // 1000) if self.decided_ns else 0
-        return {
-            "ts": _us(self.now), "decision_id": self.decision_id, "request_id": self.request_id,
-            "instance": self.instance, "environment": self.environment, "caller_id": self.caller_id,
-            "auth_method": self.auth_method, "auth_error": self.auth_error, "remote_addr": self.remote_addr,
-            "endpoint": self.endpoint, "http_status": self.http_status, "decision": d.outcome.value,
-            "reason": d.reason.value, "alerts": [a.value for a in d.alerts],
-            "license_id": lic.license_id if lic else None, "key_fp": self.key_fp,
-            "customer": lic.customer if lic else None, "product": lic.product if lic else self.product,
-            "tier": lic.tier if lic else None, "user_id": self.user_id, "feature": self.feature,
-            "quantity": self.quantity, "seats_used": d.seats_used, "seats_limit": d.seats_limit,
-            "quota_used": d.quota_used, "quota_limit": d.quota_limit,
-            "expires_at": _us(lic.expires_at) if lic and lic.expires_at else None,
-            "policy_version": self.policy_version, "latency_us": min(latency, 2**31 - 1),
-            "trace_id": self.trace_id, "error": self.error,
-        }
+        return AuditRecord(
+            ts=_us(self.now), decision_id=self.decision_id, request_id=self.request_id,
+            instance=self.instance, environment=self.environment, caller_id=self.caller_id,
+            auth_method=self.auth_method, auth_error=self.auth_error, remote_addr=self.remote_addr,
+            endpoint=self.endpoint, http_status=self.http_status, decision=d.outcome.value,
+            reason=d.reason.value, alerts=[a.value for a in d.alerts],
+            license_id=lic.license_id if lic else None, key_fp=self.key_fp,
+            customer=lic.customer if lic else None, product=lic.product if lic else self.product,
+            tier=lic.tier if lic else None, user_id=self.user_id, feature=self.feature,
+            quantity=self.quantity, seats_used=d.seats_used, seats_limit=d.seats_limit,
+            quota_used=d.quota_used, quota_limit=d.quota_limit,
+            expires_at=_us(lic.expires_at) if lic and lic.expires_at else None,
+            policy_version=self.policy_version, latency_us=min(latency, 2**31 - 1),
+            trace_id=self.trace_id, error=self.error,
+        )

@@ -72,12 +72,12 @@ async def test_expiring_license_is_notified_signed_and_retried(data_dir, receive
     assert doc["license"]["id"] == soon.license.license_id and doc["license"]["days_left"] in (2, 3)
     assert soon.key not in body.decode() and soon.license.key_hash not in body.decode()
 
-    attempts = [r for r in sink.records if r["endpoint"] == "webhook.deliver"]
-    assert [r["http_status"] for r in attempts] == [500, 200]
-    assert {r["request_id"] for r in attempts} == {doc["id"]}
-    assert {(r["decision"], r["reason"], r["license_id"]) for r in attempts} == {
+    attempts = [r for r in sink.records if r.endpoint == "webhook.deliver"]
+    assert [r.http_status for r in attempts] == [500, 200]
+    assert {r.request_id for r in attempts} == {doc["id"]}
+    assert {(r.decision, r.reason, r.license_id) for r in attempts} == {
         ("alert", "EXPIRING_SOON", soon.license.license_id)}
-    assert attempts[0]["error"] == "receiver answered 500" and attempts[1]["error"] is None
+    assert attempts[0].error == "receiver answered 500" and attempts[1].error is None
     metrics = await (await client.get("/metrics")).text()
     assert 'portcullis_webhook_deliveries_total{result="delivered"} 1.0' in metrics
 
@@ -103,8 +103,8 @@ async def test_authentication_failures_from_one_address_raise_a_breach_notice(da
     doc = json.loads(payload)
     assert (doc["kind"], doc["remote_addr"], doc["threshold"]) == ("authentication_failures", "127.0.0.1", 5)
     assert doc["count_at_least"] >= 5
-    (record,) = [r for r in sink.records if r["endpoint"] == "webhook.deliver"]
-    assert (record["reason"], record["remote_addr"], record["http_status"]) == ("UNAUTHENTICATED", "127.0.0.1", 200)
+    (record,) = [r for r in sink.records if r.endpoint == "webhook.deliver"]
+    assert (record.reason, record.remote_addr, record.http_status) == ("UNAUTHENTICATED", "127.0.0.1", 200)
 
 
 def test_tallies_and_claims_add_up_over_workers(tmp_path):

@@ -1,16 +1,13 @@
 """Audit adapter: the sink interface the HTTP layer hands records to.
 
-An audit record is a plain ``dict`` keyed by :data:`gateway.audit.schema.COLUMNS`; ``ts`` and
-``expires_at`` are integers of microseconds since the Unix epoch (UTC) so that records are cheap
-to build on the hot path and to serialise into the spool. Backends live in their own modules.
+An audit record is an :class:`~gateway.audit.schema.AuditRecord`, a namedtuple of
+:data:`~gateway.audit.schema.COLUMNS` in schema order. Backends live in their own modules.
 """
 from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from gateway.audit.schema import AUDIT_SCHEMA, COLUMNS
-
-AuditRecord = dict
+from gateway.audit.schema import AUDIT_SCHEMA, COLUMNS, AuditRecord
 
 
 class AuditUnavailable(Exception):

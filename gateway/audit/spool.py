@@ -21,13 +21,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
 from gateway.audit.records import InvalidRecord, RecordEncoder
+from gateway.audit.schema import AuditRecord
 from gateway.audit.segment import ARROW, JSON, SUFFIX, SegmentWriter, frame, new_segment_id
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ ARROW_MIN_RECORDS = 48  # where the fixed cost of an Arrow conversion starts to 
 RETRY_S = 1.0  # while unhealthy, how often the commit thread probes the spool by itself
 
 
-_Entry = tuple[Sequence[Mapping], asyncio.Future | None]  # no future: the submitter does not wait
+_Entry = tuple[Sequence[AuditRecord], asyncio.Future | None]  # no future: the submitter does not wait
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class Spool:
         self._loop = asyncio.get_running_loop()
         self._thread.start()
 
-    def append(self, records: Sequence[Mapping], wait: bool = True) -> asyncio.Future | None:
+    def append(self, records: Sequence[AuditRecord], wait: bool = True) -> asyncio.Future | None:
         """Queue records; the future resolves once they are fsync'd (or fails with the error).
 
         With ``wait=False`` there is no future: records that then cannot be written are
@@ -172,7 +173,7 @@ class Spool:
                     future.set_exception(exc)
         return (self._encode(valid, kind)[0] if valid else b""), valid
 
-    def _arrow(self, records: Sequence[Mapping]) -> pa.Buffer:
+    def _arrow(self, records: Sequence[AuditRecord]) -> pa.Buffer:
         return self._encoder.arrow(records).serialize()
 
     def _committed(self, chunks: list[_Chunk], error: Exception | None) -> None:

@@ -29,7 +29,7 @@ async def test_a_segment_becomes_hive_partitioned_zstd_parquet(tmp_path: Path, k
     assert file.schema_arrow == AUDIT_SCHEMA
     assert file.metadata.num_row_groups == 1, "records are buffered into one large row group"
     assert file.metadata.row_group(0).column(0).compression == "ZSTD"
-    assert file.read()["decision_id"].to_pylist() == [r["decision_id"] for r in records]
+    assert file.read()["decision_id"].to_pylist() == [r.decision_id for r in records]
     rows = duckdb.sql(f"SELECT count(*), min(date)::VARCHAR, min(hour), count(DISTINCT decision_id) "
                       f"FROM read_parquet('{_glob(audit)}', hive_partitioning=true)").fetchall()
     assert rows == [(300, "2026-01-01", 12, 300)]

@@ -5,6 +5,7 @@ import logging
 import os
 import struct
 import time
+from operator import attrgetter
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +17,7 @@ from gateway.audit.schema import AUDIT_SCHEMA
 from gateway.audit.records import InvalidRecord
 from gateway.audit.segment import MAGIC, SpoolError, read_segment
 from gateway.audit.spool import Spool
-from tests.audit.conftest import make_record
+from tests.audit.conftest import make_record, read_back
 
 _TS = pa.timestamp("us", tz="UTC")
 # SPEC §5, transcribed row by row: (column, type, nullable)
@@ -47,13 +48,6 @@ def _spool(directory: Path, rotated: list[Path] | None = None, **options: float)
     return spool
 
 
-def _as_written(table: pa.Table) -> list[dict]:
-    """Rows back in the form they were submitted in (timestamps as µs integers), by decision id."""
-    ints = table.set_column(0, "ts", table["ts"].cast(pa.int64()))
-    ints = ints.set_column(ints.schema.get_field_index("expires_at"), "expires_at", table["expires_at"].cast(pa.int64()))
-    return sorted(ints.to_pylist(), key=lambda row: row["decision_id"])
-
-
 async def test_records_round_trip_through_both_encodings(tmp_path: Path) -> None:
     rotated: list[Path] = []
     spool = _spool(tmp_path, rotated)
@@ -68,24 +62,23 @@ async def test_records_round_trip_through_both_encodings(tmp_path: Path) -> None
     assert len(rotated) == 1 and spool.records_written == 1500
     table = read_segment(rotated[0])
     assert table.schema == AUDIT_SCHEMA
-    assert _as_written(table) == sorted(records, key=lambda r: r["decision_id"])
+    by_id = attrgetter("decision_id")
+    assert sorted(read_back(table), key=by_id) == sorted(records, key=by_id)
 
 
 @pytest.mark.parametrize("size", [1, spool_module.ARROW_MIN_RECORDS], ids=["json", "arrow"])
 async def test_both_encodings_accept_and_refuse_the_same_records(tmp_path: Path, size: int) -> None:
     rotated: list[Path] = []
     spool = _spool(tmp_path, rotated)
-    lenient = [{**make_record(i), "not_a_column": 1} for i in range(size)]
-    for record in lenient:
-        del record["trace_id"]  # nullable: missing means null
-    await spool.append(lenient)
-    for bad in ({"http_status": 1 << 20}, {"alerts": [1]}, {"ts": "yesterday"}, {"decision": None}):
+    accepted = [make_record(i)._replace(seats_used=None) for i in range(size)]  # nullable: null
+    await spool.append(accepted)
+    for bad in (make_record(2, http_status=1 << 20), make_record(2, alerts=[1]), make_record(2, ts="yesterday"),
+                make_record(2, decision=None), make_record(2)._asdict(), tuple(make_record(2))):
         with pytest.raises(InvalidRecord):
-            await spool.append([make_record(1)] * (size - 1) + [make_record(2, **bad)])
+            await spool.append([make_record(1)] * (size - 1) + [bad])
     await spool.close()
     table = read_segment(rotated[0])
-    assert table.num_rows == size and table["trace_id"].null_count == size
-    assert "not_a_column" not in table.schema.names
+    assert table.num_rows == size and table["seats_used"].null_count == size
 
 
 async def test_group_commit_covers_concurrent_submits_with_few_fsyncs(tmp_path: Path, monkeypatch) -> None:
@@ -124,11 +117,13 @@ async def test_an_invalid_record_fails_only_its_own_submit(tmp_path: Path) -> No
     spool = _spool(tmp_path, rotated)
     good = [spool.append([make_record(i)]) for i in range(10)]
     bad_type = spool.append([make_record(http_status="two hundred")])
-    missing = spool.append([{k: v for k, v in make_record().items() if k != "decision_id"}])
-    results = await asyncio.gather(*good, bad_type, missing, return_exceptions=True)
+    missing = spool.append([make_record()._replace(decision_id=None)])
+    not_a_record = spool.append([make_record()._asdict()])
+    results = await asyncio.gather(*good, bad_type, missing, not_a_record, return_exceptions=True)
     assert results[:10] == [None] * 10
     assert isinstance(results[10], InvalidRecord) and "int16" in str(results[10])
     assert isinstance(results[11], InvalidRecord) and "decision_id" in str(results[11])
+    assert isinstance(results[12], InvalidRecord) and "dict" in str(results[12])
     await spool.close()
     assert read_segment(rotated[0]).num_rows == 10
 

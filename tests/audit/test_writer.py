@@ -53,7 +53,7 @@ async def test_durable_submits_end_up_in_parquet_once(make_sink, config, key) ->
         await asyncio.gather(*(sink.submit([r]) for r in records[:400]))
         await sink.submit(records[400:])
         assert sink.records_written == 500 and sink.syncs < 100 and sink.healthy()
-    assert sorted(_parquet_ids(config.audit_dir)) == sorted(r["decision_id"] for r in records)
+    assert sorted(_parquet_ids(config.audit_dir)) == sorted(r.decision_id for r in records)
     assert verify(config.audit_dir, key.public_key()).ok
     assert not list(config.spool_dir.glob("*.seg")), "close converts everything"
     assert not sink.healthy()
@@ -93,7 +93,7 @@ async def test_start_converts_the_segments_an_earlier_run_left(make_sink, config
         f.write(b"\x10\x00\x00\x00torn")  # a frame header whose payload never made it to disk
     async with make_sink():
         pass
-    assert sorted(_parquet_ids(config.audit_dir)) == sorted(r["decision_id"] for r in records)
+    assert sorted(_parquet_ids(config.audit_dir)) == sorted(r.decision_id for r in records)
     assert not segment.exists() and verify(config.audit_dir, key.public_key()).ok
 
 
@@ -192,7 +192,7 @@ async def test_a_full_disk_fails_closed_then_recovers(small_disk: Path, make_sin
         await sink.submit(retry)
         acked += retry
         assert sink.healthy()
-    assert sorted(_parquet_ids(config.audit_dir)) == sorted(r["decision_id"] for r in acked)
+    assert sorted(_parquet_ids(config.audit_dir)) == sorted(r.decision_id for r in acked)
     assert verify(config.audit_dir, key.public_key()).ok
 
 
@@ -253,7 +253,7 @@ async def test_spool_faults_fail_closed_and_lose_nothing_acked(make_sink, config
         await sink.submit(after)
         assert sink.healthy()
     stored = _parquet_ids(config.audit_dir)
-    assert sorted(stored) == sorted(r["decision_id"] for r in before + after), "acked once, refused never"
+    assert sorted(stored) == sorted(r.decision_id for r in before + after), "acked once, refused never"
     assert verify(config.audit_dir, key.public_key()).ok
 
 
@@ -269,7 +269,7 @@ root, key = Path(sys.argv[1]), Ed25519PrivateKey.from_private_bytes(bytes.fromhe
 async def one(sink, i):
     batch = [make_record(i * 3 + k) for k in range(3)]
     await sink.submit(batch)
-    sys.stdout.write("".join(r["decision_id"] + "\\n" for r in batch))
+    sys.stdout.write("".join(r.decision_id + "\\n" for r in batch))
     sys.stdout.flush()
 
 async def main():

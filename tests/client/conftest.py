@@ -7,7 +7,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.audit import MemorySink
+from gateway.audit import AuditRecord, MemorySink
 from gateway.client import PortClient, SyncPortClient
 from gateway.http.app import create_app
 from gateway.http.keys import PORT
@@ -35,7 +35,7 @@ class Live:
     url: str  # kept: it stays the gateway's address after the server is stopped
 
     @property
-    def records(self) -> list[dict]:
+    def records(self) -> list[AuditRecord]:
         return self.sink.records
 
     @property

@@ -39,8 +39,8 @@ async def test_allow_deny_alert(live):
     assert allow.license.id == valid.license.license_id and allow.license.customer == "acme"
     assert allow.seats.used == 1 and allow.seats.limit == 5 and allow.request_id == "r-1"
     assert allow.policy_version == live.port.policy.version and allow.cache_ttl_s == 30
-    assert [r["decision_id"] for r in live.records] == [allow.decision_id, deny.decision_id, alert.decision_id]
-    assert {r["caller_id"] for r in live.records} == {"service"}
+    assert [r.decision_id for r in live.records] == [allow.decision_id, deny.decision_id, alert.decision_id]
+    assert {r.caller_id for r in live.records} == {"service"}
 
 
 async def test_sync_client_gives_the_same_answers(live):
@@ -94,7 +94,7 @@ async def test_batch_answers_in_order_and_uses_the_cache(live):
     assert [d.reason for d in first] == ["VALID", "FEATURE_NOT_ENTITLED", "KEY_NOT_FOUND"]
     assert [d.reason for d in second] == [d.reason for d in first]
     assert [d.cached for d in second] == [True, False, False]
-    assert len(live.records) == 5 and {r["endpoint"] for r in live.records} == {"batch"}
+    assert len(live.records) == 5 and {r.endpoint for r in live.records} == {"batch"}
 
 
 async def test_refusals_are_answers_and_are_not_retried(live):
@@ -106,7 +106,7 @@ async def test_refusals_are_answers_and_are_not_retried(live):
         invalid = await port.check(license_key=issued.key, feature="not a name", user_id="u1")
     assert (refused.reason, refused.http_status, refused.allowed) == ("UNAUTHENTICATED", 401, False)
     assert (invalid.reason, invalid.http_status) == ("INVALID_REQUEST", 400)
-    assert [r["http_status"] for r in live.records] == [401, 400]  # one request each: no retry
+    assert [r.http_status for r in live.records] == [401, 400]  # one request each: no retry
 
 
 async def test_a_stopped_gateway_fails_closed_quickly(live):
@@ -160,7 +160,7 @@ async def test_a_caller_known_by_its_certificate_needs_no_key(data_dir, tmp_path
     finally:
         await runner.cleanup()
     assert (decision.decision, decision.reason) == ("allow", "VALID")
-    assert [(r["caller_id"], r["auth_method"]) for r in made[0].records] == [("billing", "mtls")]
+    assert [(r.caller_id, r.auth_method) for r in made[0].records] == [("billing", "mtls")]
 
 
 class ClosingPort:

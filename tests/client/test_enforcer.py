@@ -40,12 +40,12 @@ def test_decisions_are_audited_as_the_embedded_caller(data_dir, embedded):
     assert (allow.decision, allow.reason, allow.seats.used, allow.request_id) == ("allow", "VALID", 1, "r-1")
     assert (deny.decision, deny.reason, deny.allowed) == ("deny", "FEATURE_NOT_ENTITLED", False)
     assert (alert.reason, alert.allowed, alert.alerts) == ("EXPIRING_SOON", True, ("EXPIRING_SOON",))
-    assert [r["decision_id"] for r in sink.records] == [allow.decision_id, deny.decision_id, alert.decision_id]
+    assert [r.decision_id for r in sink.records] == [allow.decision_id, deny.decision_id, alert.decision_id]
     record = sink.records[0]
-    assert (record["caller_id"], record["auth_method"], record["endpoint"]) == ("embedded", "none", "embedded.check")
-    assert (record["environment"], record["license_id"]) == ("prod", valid.license.license_id)
-    assert record["key_fp"] and valid.key not in repr(sink.records)
-    assert record["instance"] == enforcer.instance and "embedded" in enforcer.instance
+    assert (record.caller_id, record.auth_method, record.endpoint) == ("embedded", "none", "embedded.check")
+    assert (record.environment, record.license_id) == ("prod", valid.license.license_id)
+    assert record.key_fp and valid.key not in repr(sink.records)
+    assert record.instance == enforcer.instance and "embedded" in enforcer.instance
 
 
 def test_the_default_trail_is_durable_parquet(data_dir):
@@ -66,7 +66,7 @@ def test_a_malformed_check_is_refused_and_audited(embedded):
     enforcer, sink = embedded
     refused = enforcer.check(license_key="LK-A", feature="no spaces allowed")
     assert (refused.decision, refused.reason, refused.http_status) == ("deny", "INVALID_REQUEST", 400)
-    assert sink.records[-1]["reason"] == "INVALID_REQUEST" and sink.records[-1]["http_status"] == 400
+    assert sink.records[-1].reason == "INVALID_REQUEST" and sink.records[-1].http_status == 400
 
 
 def test_registry_changes_made_elsewhere_are_seen(data_dir, embedded):

@@ -49,9 +49,9 @@ async def test_allowed_requests_reach_the_handler_and_denied_ones_get_403(live, 
         assert (unknown.status, missing.status) == (403, 403)
         body = await unknown.json()
         assert (body["decision"], body["reason"], body["feature"]) == ("deny", "KEY_NOT_FOUND", "reports.export")
-        assert body["decision_id"] == live.records[-2]["decision_id"]
+        assert body["decision_id"] == live.records[-2].decision_id
         assert (await missing.json())["reason"] == "INVALID_REQUEST"
-    assert [r["user_id"] for r in live.records] == ["u1", "u1", "u1", "u1"]
+    assert [r.user_id for r in live.records] == ["u1", "u1", "u1", "u1"]
 
 
 async def test_configurable_headers_and_the_middleware_form(live, aiohttp_client):
@@ -91,4 +91,4 @@ async def test_an_embedded_enforcer_guards_routes_too(data_dir, aiohttp_client):
         denied = await client.get("/export", headers=headers(valid.key, user=None))
         assert ok.status == 200 and denied.status == 403
         assert (await denied.json())["reason"] == "INVALID_REQUEST"  # the license has a seat limit
-    assert [r["endpoint"] for r in made[0].records] == ["embedded.check"] * 2
+    assert [r.endpoint for r in made[0].records] == ["embedded.check"] * 2

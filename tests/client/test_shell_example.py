@@ -39,11 +39,11 @@ async def test_the_shell_example_gets_decisions(script, live):
     deny = await run(script, live, issued.key, "admin", "u-123")
     assert (allow["decision"], allow["reason"], again["reason"]) == ("allow", "VALID", "VALID")
     assert (deny["decision"], deny["reason"]) == ("deny", "FEATURE_NOT_ENTITLED")
-    assert [(r["caller_id"], r["auth_method"], r["user_id"]) for r in live.records] == [("service", "hmac", "u-123")] * 3
+    assert [(r.caller_id, r.auth_method, r.user_id) for r in live.records] == [("service", "hmac", "u-123")] * 3
 
 
 async def test_the_shell_example_without_a_user_and_with_a_wrong_secret(script, live):
     issued = live.issue(tier="unlimited", expires_at=datetime.now(timezone.utc) + timedelta(days=200))
     assert (await run(script, live, issued.key, "anything"))["decision"] == "allow"
     refused = await run(script, live, issued.key, "anything", secret="ps_wrong")
-    assert refused["reason"] == "UNAUTHENTICATED" and live.records[-1]["auth_error"] == "bad_signature"
+    assert refused["reason"] == "UNAUTHENTICATED" and live.records[-1].auth_error == "bad_signature"

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import pytest
 
-from gateway.audit import MemorySink
+from gateway.audit import AuditRecord, MemorySink
 from gateway.audit.schema import AUDIT_SCHEMA
 from gateway.audit.records import RecordEncoder
 from gateway.http.app import create_app
@@ -17,7 +17,7 @@ _ENCODER = RecordEncoder(AUDIT_SCHEMA)
 
 
 class SchemaSink(MemorySink):
-    async def submit(self, records: Sequence[dict]) -> None:
+    async def submit(self, records: Sequence[AuditRecord]) -> None:
         _ENCODER.arrow(list(records))  # raise InvalidRecord as the spool would, in either encoding
         _ENCODER.json_lines(list(records))
         await super().submit(records)

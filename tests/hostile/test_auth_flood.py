@@ -71,7 +71,7 @@ async def test_the_21st_bad_signature_is_refused_before_any_hmac(gateway, hmac_c
     assert statuses == [401] * burst + [429] * 10
     assert len(hmac_calls) == burst  # the 10 refused ones cost a dictionary lookup, no HMAC
     refused = gateway.records[burst:]
-    assert {(r["http_status"], r["reason"], r["auth_error"]) for r in refused} == {(429, "RATE_LIMITED", "rate_limited")}
+    assert {(r.http_status, r.reason, r.auth_error) for r in refused} == {(429, "RATE_LIMITED", "rate_limited")}
 
 
 async def test_a_throttled_address_is_refused_even_with_a_good_signature(gateway, hmac_calls, stopped_clock):
@@ -97,4 +97,4 @@ async def test_unknown_key_ids_cost_no_hmac_at_all(gateway, hmac_calls):
     for _ in range(5):
         assert (await gateway.client.post(CHECK, data=BODY, headers=headers)).status == 401
     assert hmac_calls == []
-    assert {r["auth_error"] for r in gateway.records} == {"unknown_key_id"}
+    assert {r.auth_error for r in gateway.records} == {"unknown_key_id"}

@@ -59,7 +59,7 @@ async def test_many_large_headers_within_the_limits_reach_the_gate_and_are_audit
     status = await send(gateway.client.server.port,
                         HEAD + fat + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     assert status.startswith(b"HTTP/1.1 401 ")
-    assert gateway.records[-1]["auth_error"] == "missing_credentials"
+    assert gateway.records[-1].auth_error == "missing_credentials"
 
 
 @pytest.mark.parametrize("framing", [
@@ -87,4 +87,4 @@ async def test_random_garbage_never_gets_a_server_error(gateway):
         status = await send(port, blob, wait=0.5)  # an incomplete head or body just waits
         assert not status.split()[1:2] or not status.split()[1].startswith(b"5"), (blob, status)
     await still_serving(gateway)
-    assert all(r["http_status"] < 500 for r in gateway.records)
+    assert all(r.http_status < 500 for r in gateway.records)

@@ -104,7 +104,7 @@ async def test_lone_surrogates_are_400_and_audited(gateway, raw):
     status, body = await gateway.post(path, raw=raw)
     result = body["results"][0] if "results" in body else body
     assert (result["reason"], result.get("status", status)) == ("INVALID_REQUEST", 400)
-    assert len(gateway.records) == 1 and gateway.records[0]["http_status"] in (200, 400)
+    assert len(gateway.records) == 1 and gateway.records[0].http_status in (200, 400)
 
 
 @pytest.mark.parametrize("request_id", [b"a\xffb", b"\xed\xa0\x80", b"\xc3\xa9t\xc3\xa9"])
@@ -118,4 +118,4 @@ async def test_any_x_request_id_bytes_are_audited(gateway, request_id):
     answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 200 ")
-    assert len(gateway.records) == 1 and gateway.records[0]["reason"] == "KEY_NOT_FOUND"
+    assert len(gateway.records) == 1 and gateway.records[0].reason == "KEY_NOT_FOUND"

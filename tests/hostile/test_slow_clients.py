@@ -62,7 +62,7 @@ async def test_a_body_sent_byte_by_byte_is_cut_off_with_408_and_audited(impatien
     assert b"\r\nConnection: close\r\n" in answer
     assert took < TIMEOUT_S + 3
     record = impatient.records[-1]
-    assert (record["http_status"], record["endpoint"], record["error"]) == \
+    assert (record.http_status, record.endpoint, record.error) == \
         (408, "check", f"body not received within {TIMEOUT_S:g} s")
 
 
@@ -71,7 +71,7 @@ async def test_a_malformed_chunk_after_the_head_is_cut_off(impatient):
     head = b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     answer, took = await _trickle(impatient.client.server.port, head, b"z", pause=0.1)
     assert answer.startswith(b"HTTP/1.1 408 ") and took < TIMEOUT_S + 3
-    assert impatient.records[-1]["http_status"] == 408
+    assert impatient.records[-1].http_status == 408
 
 
 async def test_a_body_that_arrives_in_time_is_not_refused(impatient):

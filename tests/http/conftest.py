@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gateway.audit import MemorySink
+from gateway.audit import AuditRecord, MemorySink
 from gateway.http.app import create_app
 from gateway.http.keys import PORT
 
@@ -17,7 +17,7 @@ class Gateway:
         self.client, self.data, self.sink = client, data, sink
 
     @property
-    def records(self) -> list[dict]:
+    def records(self) -> list[AuditRecord]:
         return self.sink.records
 
     @property

@@ -62,8 +62,8 @@ async def test_intact_bundle_imports_once_then_is_up_to_date(gateway, issuer):
     status, body = await gateway.check(license_key=issued.key, feature="anything")
     assert (status, body["reason"]) == (200, "VALID")
     records = gateway.records
-    assert [r["endpoint"] for r in records] == ["admin.import", "admin.import", "check"]
-    assert records[0]["license_id"] == issued.license.license_id and records[0]["caller_id"] == "admin"
+    assert [r.endpoint for r in records] == ["admin.import", "admin.import", "check"]
+    assert records[0].license_id == issued.license.license_id and records[0].caller_id == "admin"
     assert issued.key not in str(records) and text not in str(records)
 
 
@@ -92,7 +92,7 @@ async def test_tampered_bundle_is_one_generic_400_and_audited(gateway, issuer):
         assert (status, body["decision"], body["reason"]) == (400, "deny", "INVALID_REQUEST")
         assert body["detail"] == "invalid license bundle"
         record = gateway.records[-1]
-        assert (record["endpoint"], record["http_status"], record["error"]) == \
+        assert (record.endpoint, record.http_status, record.error) == \
             ("admin.import", 400, "invalid license bundle")
     store = SqliteStore(gateway.data.settings.db_path)
     try:
@@ -130,7 +130,7 @@ async def test_bundle_from_an_untrusted_issuer_is_refused(gateway, issuer):
 async def test_malformed_import_bodies(gateway, raw, content_type, status):
     got, body = await gateway.post(IMPORT, raw=raw, content_type=content_type, creds=gateway.data.admin)
     assert (got, body["reason"]) == (status, "INVALID_REQUEST")
-    assert gateway.records[-1]["endpoint"] == "admin.import"
+    assert gateway.records[-1].endpoint == "admin.import"
 
 
 async def test_import_needs_an_authenticated_admin(gateway, issuer):
@@ -139,5 +139,5 @@ async def test_import_needs_an_authenticated_admin(gateway, issuer):
     assert (status, body["reason"]) == (403, "CALLER_NOT_AUTHORIZED")
     response = await gateway.client.post(IMPORT, data=text.encode(), headers={"Content-Type": "text/plain"})
     assert response.status == 401
-    assert [(r["endpoint"], r["http_status"]) for r in gateway.records] == [("admin.import", 403),
+    assert [(r.endpoint, r.http_status) for r in gateway.records] == [("admin.import", 403),
                                                                             ("admin.import", 401)]

@@ -36,20 +36,20 @@ async def test_malformed_bodies_are_invalid_requests(gateway, raw, detail):
     assert (status, body["decision"], body["reason"]) == (400, "deny", "INVALID_REQUEST")
     assert detail in body["detail"]
     record = gateway.records[-1]
-    assert record["http_status"] == 400 and record["reason"] == "INVALID_REQUEST" and detail in record["error"]
+    assert record.http_status == 400 and record.reason == "INVALID_REQUEST" and detail in record.error
 
 
 async def test_wrong_content_type_is_415(gateway):
     status, body = await gateway.post(CHECK, {"license_key": "x", "feature": "y"}, content_type="text/plain")
     assert (status, body["reason"]) == (415, "INVALID_REQUEST")
-    assert gateway.records[-1]["http_status"] == 415
+    assert gateway.records[-1].http_status == 415
 
 
 async def test_oversized_body_is_413_and_audited(gateway):
     big = json.dumps({"license_key": "x" * 70_000, "feature": "y"}).encode()
     status, body = await gateway.post(CHECK, raw=big)
     assert (status, body["decision"], body["reason"]) == (413, "deny", "PAYLOAD_TOO_LARGE")
-    assert gateway.records[-1]["http_status"] == 413
+    assert gateway.records[-1].http_status == 413
 
 
 async def test_oversized_chunked_body_is_413(gateway):
@@ -59,7 +59,7 @@ async def test_oversized_chunked_body_is_413(gateway):
 
     response = await gateway.client.post(CHECK, data=chunks(), headers={"Content-Type": "application/json"})
     assert response.status == 413 and (await response.json())["reason"] == "PAYLOAD_TOO_LARGE"
-    assert gateway.records[-1]["http_status"] == 413
+    assert gateway.records[-1].http_status == 413
 
 
 def _tamper(headers: dict, **changes) -> dict:
@@ -99,7 +99,7 @@ async def test_authentication_failures_are_401_with_one_body(gateway, case, auth
     assert (status, body["decision"], body["reason"]) == (401, "deny", "UNAUTHENTICATED")
     assert body["detail"] == "the request is not authenticated"
     record = gateway.records[-1]
-    assert record["auth_error"] == auth_error and record["caller_id"] is None and record["http_status"] == 401
+    assert record.auth_error == auth_error and record.caller_id is None and record.http_status == 401
 
 
 async def test_401_bodies_are_identical_apart_from_ids(gateway):
@@ -132,7 +132,7 @@ async def test_caller_scope_is_403(gateway):
         status, body = await gateway.post(CHECK, {"license_key": issued.key, "user_id": "u", **fields},
                                           creds=narrow)
         assert (status, body["decision"], body["reason"]) == (403, "deny", "CALLER_NOT_AUTHORIZED")
-        assert gateway.records[-1]["caller_id"] == "narrow" and gateway.records[-1]["http_status"] == 403
+        assert gateway.records[-1].caller_id == "narrow" and gateway.records[-1].http_status == 403
 
 
 async def test_admin_endpoints_need_an_admin_caller(gateway):
@@ -141,7 +141,7 @@ async def test_admin_endpoints_need_an_admin_caller(gateway):
     assert (status, body["reason"]) == (403, "CALLER_NOT_AUTHORIZED")
     status, body = await gateway.post("/v1/admin/licenses/lic_missing/revoke", {}, creds=gateway.data.admin)
     assert (status, body["reason"]) == (404, "KEY_NOT_FOUND")
-    assert [r["http_status"] for r in gateway.records] == [403, 404]
+    assert [r.http_status for r in gateway.records] == [403, 404]
 
 
 async def test_caller_rate_limit_is_429(aiohttp_client, tmp_path):
@@ -162,7 +162,7 @@ async def test_caller_rate_limit_is_429(aiohttp_client, tmp_path):
                                                                  **creds.headers("POST", CHECK, body)})
         statuses.append(response.status)
     assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
-    assert {r["reason"] for r in sink.records if r["http_status"] == 429} == {"RATE_LIMITED"}
+    assert {r.reason for r in sink.records if r.http_status == 429} == {"RATE_LIMITED"}
 
 
 async def test_failed_authentication_flood_is_throttled_per_address(gateway):
@@ -175,7 +175,7 @@ async def test_failed_authentication_flood_is_throttled_per_address(gateway):
     # A burst of 20 failures, then 20 more a second: on a slow machine a few refill meanwhile.
     assert statuses[:20] == [401] * 20 and 429 in statuses[20:]
     assert statuses.count(401) <= 20 + int(elapsed * 20) + 1
-    assert {r["auth_error"] for r in gateway.records if r["http_status"] == 429} == {"rate_limited"}
+    assert {r.auth_error for r in gateway.records if r.http_status == 429} == {"rate_limited"}
 
 
 async def test_internal_error_is_a_500_deny_without_trace(gateway, monkeypatch):
@@ -188,7 +188,7 @@ async def test_internal_error_is_a_500_deny_without_trace(gateway, monkeypatch):
     status, body = await gateway.check(license_key=issued.key, feature="export", user_id="u")
     assert (status, body["decision"], body["reason"]) == (500, "deny", "INTERNAL_ERROR")
     assert "fire" not in json.dumps(body) and "Traceback" not in json.dumps(body)
-    assert gateway.records[-1]["http_status"] == 500
+    assert gateway.records[-1].http_status == 500
 
 
 async def test_unknown_route_gets_a_json_deny(gateway):

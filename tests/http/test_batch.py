@@ -24,9 +24,9 @@ async def test_batch_answers_in_order_with_one_record_each(gateway):
     assert results[0]["request_id"] == "r0"
     ids = [r["decision_id"] for r in results]
     assert len(set(ids)) == 5
-    assert [r["decision_id"] for r in gateway.records] == ids
-    assert {r["endpoint"] for r in gateway.records} == {"batch"}
-    assert [r["feature"] for r in gateway.records] == ["a", "b", "c", "d", "e"]
+    assert [r.decision_id for r in gateway.records] == ids
+    assert {r.endpoint for r in gateway.records} == {"batch"}
+    assert [r.feature for r in gateway.records] == ["a", "b", "c", "d", "e"]
 
 
 async def test_batch_shape_errors(gateway):
@@ -41,7 +41,7 @@ async def test_unauthenticated_batch_is_one_401(gateway):
     status, body = await gateway.post("/v1/check/batch", {"checks": [{"license_key": "k", "feature": "f"}] * 3},
                                       creds=Credentials("pk_x", "y"))
     assert (status, body["reason"]) == (401, "UNAUTHENTICATED")
-    assert [r["http_status"] for r in gateway.records] == [401]
+    assert [r.http_status for r in gateway.records] == [401]
 
 
 async def test_full_batch_of_metered_checks_never_over_grants(gateway):

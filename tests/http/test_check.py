@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gateway.audit import COLUMNS
+from gateway.audit import AuditRecord
 from gateway.types import Status
 
 NOW = datetime.now(timezone.utc)
@@ -26,11 +26,11 @@ async def test_valid_check_answers_allow_with_the_full_shape(gateway):
     assert body["seats"] == {"used": 1, "limit": 5}
     assert body["policy_version"] == gateway.port.policy.version and body["cache_ttl_s"] == 30
     [record] = gateway.records
-    assert set(record) == set(COLUMNS)
-    assert record["decision_id"] == body["decision_id"] and record["request_id"] == "req-1"
-    assert record["caller_id"] == "service" and record["auth_method"] == "hmac" and record["http_status"] == 200
-    assert record["key_fp"] and len(record["key_fp"]) == 16 and issued.key not in repr(record)
-    assert record["license_id"] == issued.license.license_id and record["seats_used"] == 1
+    assert type(record) is AuditRecord
+    assert record.decision_id == body["decision_id"] and record.request_id == "req-1"
+    assert record.caller_id == "service" and record.auth_method == "hmac" and record.http_status == 200
+    assert record.key_fp and len(record.key_fp) == 16 and issued.key not in repr(record)
+    assert record.license_id == issued.license.license_id and record.seats_used == 1
 
 
 @pytest.mark.parametrize("license_fields,check_fields,decision,reason", [
@@ -49,14 +49,14 @@ async def test_license_states(gateway, license_fields, check_fields, decision, r
     status, body = await gateway.check(license_key=issued.key, **check_fields)
     assert (body["decision"], body["reason"]) == (decision, reason)
     assert status == (400 if reason == "INVALID_REQUEST" else 200)
-    assert gateway.records[-1]["reason"] == reason and gateway.records[-1]["http_status"] == status
+    assert gateway.records[-1].reason == reason and gateway.records[-1].http_status == status
 
 
 async def test_unknown_key(gateway):
     status, body = await gateway.check(license_key="LK-NOPE-NOPE", feature="view")
     assert (status, body["decision"], body["reason"], body["license"]) == (200, "deny", "KEY_NOT_FOUND", None)
     record = gateway.records[-1]
-    assert record["license_id"] is None and record["key_fp"] and "LK-NOPE" not in repr(record)
+    assert record.license_id is None and record.key_fp and "LK-NOPE" not in repr(record)
 
 
 @pytest.mark.parametrize("status_value,reason", [(Status.REVOKED, "LICENSE_REVOKED"),
@@ -73,7 +73,7 @@ async def test_revoked_and_suspended_via_admin_api(gateway, status_value, reason
                                       creds=gateway.data.admin)
     status, body = await gateway.check(license_key=issued.key, feature="view", user_id="u1")
     assert body["reason"] == "VALID"
-    assert [r["endpoint"] for r in gateway.records] == [f"admin.{action}", "check", "admin.resume", "check"]
+    assert [r.endpoint for r in gateway.records] == [f"admin.{action}", "check", "admin.resume", "check"]
 
 
 async def test_seats_over_http(gateway):
@@ -94,7 +94,7 @@ async def test_quota_check_and_consume_over_http(gateway):
     assert reasons == ["VALID", "VALID", "VALID", "QUOTA_NEAR_LIMIT", "QUOTA_NEAR_LIMIT", "QUOTA_EXCEEDED"]
     _, body = await gateway.check(license_key=issued.key, feature="export", user_id="u1", quantity=1)
     assert body["reason"] == "QUOTA_OVERAGE" and body["quota"]["used"] == 11 and body["cache_ttl_s"] == 0
-    assert gateway.records[-1]["quota_used"] == 11 and gateway.records[-1]["quantity"] == 1
+    assert gateway.records[-1].quota_used == 11 and gateway.records[-1].quantity == 1
 
 
 async def test_concurrent_consumption_never_over_grants(gateway):
@@ -112,7 +112,7 @@ async def test_trace_id_and_request_id_header(gateway):
     status, body = await gateway.post("/v1/check", {"license_key": issued.key, "feature": "x"},
                                       headers={"traceparent": trace, "X-Request-Id": "hdr-7"})
     assert body["request_id"] == "hdr-7"
-    assert gateway.records[-1]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert gateway.records[-1].trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 async def test_environment_in_request_overrides_gateway_environment(gateway):

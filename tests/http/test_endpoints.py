@@ -12,7 +12,7 @@ async def test_get_license_never_shows_the_key(gateway):
     assert issued.key not in str(body) and issued.license.key_hash not in str(body)
     status, body = await gateway.get("/v1/licenses/lic_nothing")
     assert (status, body["reason"]) == (404, "KEY_NOT_FOUND")
-    assert [r["endpoint"] for r in gateway.records] == ["license.get", "license.get"]
+    assert [r.endpoint for r in gateway.records] == ["license.get", "license.get"]
 
 
 async def test_health_and_readiness_are_not_audited(gateway):
@@ -39,7 +39,7 @@ async def test_policy_reload_good_and_broken(gateway):
     assert gateway.port.policy.version == new_version
     _, body = await gateway.check(license_key=issued.key, feature="x")
     assert body["policy_version"] == new_version
-    assert [r["endpoint"] for r in gateway.records][:2] == ["admin.policy_reload"] * 2
+    assert [r.endpoint for r in gateway.records][:2] == ["admin.policy_reload"] * 2
 
 
 async def test_openapi_documents_exactly_the_routes(gateway):

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import pytest
 
-from gateway.audit import AuditUnavailable, MemorySink
+from gateway.audit import AuditRecord, AuditUnavailable, MemorySink
 from gateway.http.app import create_app
 from tests.http.conftest import Gateway
 
@@ -14,7 +14,7 @@ from tests.http.conftest import Gateway
 class BrokenTrail(MemorySink):
     """A trail that cannot make anything durable (a full disk, a read-only spool)."""
 
-    async def submit(self, records: Sequence[dict]) -> None:
+    async def submit(self, records: Sequence[AuditRecord]) -> None:
         raise AuditUnavailable("spool: No space left on device")
 
     def healthy(self) -> bool:
@@ -69,4 +69,4 @@ async def test_a_bug_in_any_audited_handler_is_an_audited_500(gateway, monkeypat
         status, body = await gateway.post("/v1/admin/policy/reload", {}, creds=gateway.data.admin)
     assert (status, body["decision"], body["reason"]) == (500, "deny", "INTERNAL_ERROR")
     assert "fire" not in str(body)
-    assert [(r["endpoint"], r["http_status"]) for r in gateway.records] == [(endpoint, 500)]
+    assert [(r.endpoint, r.http_status) for r in gateway.records] == [(endpoint, 500)]

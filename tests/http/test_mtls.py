@@ -147,7 +147,7 @@ async def test_the_right_client_certificate_gets_decisions(serve, data_dir, pki)
     assert (status, body["decision"], body["reason"]) == (200, "allow", "VALID")
     status, body = await call(port, pki.client(), body=check_body("LK-NOPE"))
     assert (status, body["reason"]) == (200, "KEY_NOT_FOUND")
-    assert [(r["caller_id"], r["auth_method"], r["auth_error"]) for r in sink.records] == [("billing", "mtls", None)] * 2
+    assert [(r.caller_id, r.auth_method, r.auth_error) for r in sink.records] == [("billing", "mtls", None)] * 2
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=["tls1.2", "tls1.3"])
@@ -178,7 +178,7 @@ async def test_a_certificate_with_two_uri_sans_is_401_bad_client_cert_audited(se
     status, body = await call(port, pki.client(two), body=check_body("LK-X"))
     assert (status, body["reason"], body["detail"]) == (401, "UNAUTHENTICATED", "the request is not authenticated")
     record = sink.records[-1]
-    assert (record["auth_method"], record["auth_error"], record["caller_id"], record["http_status"]) == \
+    assert (record.auth_method, record.auth_error, record.caller_id, record.http_status) == \
         ("mtls", "bad_client_cert", None, 401)
 
 
@@ -186,7 +186,7 @@ async def test_a_valid_certificate_naming_no_caller_is_401(serve, pki):
     port, sink = await serve()
     nobody = client_cert(pki.ca, "spiffe://corp/nobody", now=NOW)
     status, _ = await call(port, pki.client(nobody), body=check_body("LK-X"))
-    assert status == 401 and sink.records[-1]["auth_error"] == "bad_client_cert"
+    assert status == 401 and sink.records[-1].auth_error == "bad_client_cert"
 
 
 # -- HMAC over TLS ------------------------------------------------------------------------------
@@ -197,11 +197,11 @@ async def test_hmac_still_works_over_mtls(serve, data_dir, pki):
     body = check_body(issued.key)
     status, answer = await call(port, pki.client(), body=body, headers=data_dir.service.headers("POST", "/v1/check", body))
     assert (status, answer["reason"]) == (200, "VALID")
-    assert (sink.records[-1]["caller_id"], sink.records[-1]["auth_method"]) == ("service", "hmac")
+    assert (sink.records[-1].caller_id, sink.records[-1].auth_method) == ("service", "hmac")
     # A request that claims a key is judged by its signature alone, never by the certificate.
     forged = {**data_dir.service.headers("POST", "/v1/check", body), "X-Port-Signature": "0" * 64}
     status, _ = await call(port, pki.client(), body=body, headers=forged)
-    assert status == 401 and sink.records[-1]["auth_error"] == "bad_signature"
+    assert status == 401 and sink.records[-1].auth_error == "bad_signature"
 
 
 async def test_hmac_over_tls_without_client_ca(serve, data_dir, pki):
@@ -209,9 +209,9 @@ async def test_hmac_over_tls_without_client_ca(serve, data_dir, pki):
     anonymous = ssl.create_default_context(cafile=pki.ca_path)
     body = check_body("LK-X")
     status, _ = await call(port, anonymous, body=body, headers=data_dir.service.headers("POST", "/v1/check", body))
-    assert status == 200 and sink.records[-1]["caller_id"] == "service"
+    assert status == 200 and sink.records[-1].caller_id == "service"
     status, _ = await call(port, pki.client(), body=body)  # a certificate alone names no one here
-    assert status == 401 and sink.records[-1]["auth_error"] == "missing_credentials"
+    assert status == 401 and sink.records[-1].auth_error == "missing_credentials"
 
 
 # -- rotation without restart -------------------------------------------------------------------
