@@ -2,8 +2,9 @@
 
 Day by day (so memory stays bounded at ~rows/days records): generate the day's records, then
 write one Parquet file per hour under ``audit/date=YYYY-MM-DD/hour=HH/`` through a
-``.parquet.tmp`` name and a rename, zstd, one row group per file: the layout after
-``portcullis audit compact``, which is what a month of history looks like in production (the
+``.parquet.tmp`` name and a rename, with the gateway's Parquet settings, one row group per
+file: the layout after ``portcullis audit compact``, which is what a month of history looks
+like in production (the
 number of files, not of rows, is what costs DuckDB most at query planning time).
 The matching licenses and callers snapshots are written too. No manifest is written: synthetic
 history is not signed by any gateway, so ``portcullis audit verify`` would rightly refuse it.
@@ -20,8 +21,8 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from gateway.audit.parquet import open_writer
 from gateway.snapshot import write_callers_snapshot, write_licenses_snapshot
 
 from .population import DAY_US, caller_rows, license_rows, make_population
@@ -93,7 +94,8 @@ def _write(audit_dir: Path, hour_us: int, rows: pa.Table) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{COMPACTED}-{hour_us // HOUR_US:08d}.parquet"
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(rows, tmp, compression="zstd", row_group_size=max(1, rows.num_rows))
+    with open_writer(tmp, rows.schema) as writer:
+        writer.write_table(rows, row_group_size=max(1, rows.num_rows))
     os.replace(tmp, path)
     return rows.num_rows
 
