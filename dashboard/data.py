@@ -15,7 +15,7 @@ The connection lives as long as the process, opened while the server starts (``o
 so no visitor waits for it and its Parquet metadata cache stays warm. The exception: when
 ``connect`` found no audit files yet, or left unreadable ones out, its views are fixed to what it
 saw then, and only a new connection sees the files written since; such a connection is renewed
-after :data:`CONNECTION_TTL_S` seconds.
+(see ``_Database.worth_keeping``).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from dashboard import sqlbox
 
 TTL_S = 30
 CONNECTION_TTL_S = 120
+EMPTY_TTL_S = 10
 SQL_TIMEOUT_S = 30
 # The directories the views read, relative to the data directory as views.sql names them; the
 # SQL box may read nothing else.
@@ -83,12 +84,15 @@ class _Database:
 
     def worth_keeping(self) -> bool:
         """A live connection (``analytics.db.is_live``) is kept for the life of the process, its
-        Parquet metadata cache growing warm; one fixed to the files it saw is renewed after
-        :data:`CONNECTION_TTL_S`."""
-        if time.monotonic() - self.opened < CONNECTION_TTL_S:
-            return True
+        Parquet metadata cache growing warm. One fixed to the files it saw is renewed: after
+        :data:`EMPTY_TTL_S` if it only found nothing to read (cheap to reopen, and the first
+        records should show up soon), after :data:`CONNECTION_TTL_S` if it left unreadable files
+        out (reopening reads every footer again)."""
         with self.lock:
-            return analytics_db.is_live(self.con)
+            if analytics_db.is_live(self.con):
+                return True
+            ttl = CONNECTION_TTL_S if analytics_db.skipped_files(self.con) else EMPTY_TTL_S
+        return time.monotonic() - self.opened < ttl
 
 
 @st.cache_resource(validate=_Database.worth_keeping, show_spinner=False)

@@ -145,3 +145,25 @@ def test_an_unreadable_audit_file_is_left_out_and_named(history, tmp_path, monke
     at = open_app(root, monkeypatch, "overview")
     assert "1 unreadable audit file(s) left out" in at.warning[0].value and victim.name in at.warning[0].value
     assert at.metric[0].value == f"{count(history) - lost:,}"
+
+
+def test_records_written_after_the_dashboard_started_on_an_empty_trail_appear(history, tmp_path, monkeypatch):
+    """The connection opened on an empty data directory is renewed once it is EMPTY_TTL_S old;
+    a connection that sees files is kept, and still sees the files written after it opened."""
+    import streamlit as st
+
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setattr("dashboard.data.EMPTY_TTL_S", 0.0)
+    at = open_app(root, monkeypatch, "overview")
+    assert "No audit records" in at.info[0].value
+    shutil.copytree(history, root, dirs_exist_ok=True)
+    st.cache_data.clear()  # the queries' own 30 s cache, not the connection, is not what is tested
+    at.run()
+    assert not at.info and at.metric[0].value == f"{count(history):,}"
+
+    later = sorted((root / "audit").glob("date=*/hour=*/*.parquet"))[-1]
+    shutil.copy(later, later.with_name("gw-later-w0-1.parquet"))
+    st.cache_data.clear()
+    at.run()
+    assert at.metric[0].value == f"{count(root):,}" != f"{count(history):,}"
