@@ -45,6 +45,15 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None
     raise AssertionError("the demo's gateway never answered")
 
 
+def _live_parquet_rows(data, within: float) -> int:
+    """Rows the demo's own gateway has written to Parquet so far, waiting up to ``within`` s."""
+    live = load_settings(data, env={}).instance_id(0)
+    deadline = time.monotonic() + within
+    while not (files := list(data.glob(f"audit/date=*/hour=*/{live}-*.parquet"))) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return sum(duckdb.sql(f"SELECT count(*) FROM read_parquet('{f}')").fetchall()[0][0] for f in files)
+
+
 def _demo(data, port: int, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--data", str(data), "--port", str(port),
                              "--no-dashboard", "--rows", "20000", "--rate", "25", *args],
@@ -60,6 +69,7 @@ def test_demo_runs_everything_and_stops_cleanly(tmp_path):
         before = _decisions(url)
         time.sleep(3)
         assert _decisions(url) > before, "live traffic should move the decision counters"
+        assert _live_parquet_rows(data, within=15) > 0, "live records reach Parquet while the demo runs"
         output, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
