@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -17,13 +17,14 @@ from gateway.callers import load_directory
 from gateway.config import Settings
 from gateway.keyfiles import fingerprint_secret
 from gateway.licenses import key_fingerprint, key_hash, license_from_dict, license_to_dict, new_license_id, \
-    new_license_key
+    new_license_key, parse_time
 from gateway.policy import load_policy
 from gateway.registry import Store
 from gateway.snapshot import write_callers_snapshot, write_licenses_snapshot
 from gateway.types import License, Policy, Quota, Status
 
 _VERIFIED = bundle.VerifiedBundles()
+SEALED_AT = "sealed_at"  # in a bundle's payload, beside the license's own fields
 
 
 class AdminError(ValueError):
@@ -88,27 +89,48 @@ def trust_issuer(settings: Settings, public_key: str) -> str:
     return bundle.key_id(pub)
 
 
-def seal_license(settings: Settings, lic: License, recipient: str | None = None) -> str:
-    """A sealed bundle of ``lic`` for this gateway, or for the gateway whose X25519 key is given."""
+def seal_license(settings: Settings, store: Store, lic: License, recipient: str | None = None) -> str:
+    """A sealed bundle of ``lic`` (as this registry holds it) for this gateway, or for the gateway
+    whose X25519 key is given.
+
+    The payload carries the moment it was sealed (``sealed_at``, to the microsecond): a recipient
+    applies the bundles of one license in that order and refuses to go back
+    (:func:`gateway.registry.admit_bundle`). The moment is recorded here too, so this bundle
+    cannot undo a later change made here either.
+    """
     issuer = keyfiles.issuer_key(settings.keys_dir)
     try:
         to = (bundle.parse_public_key(recipient, "x25519") if recipient
               else keyfiles.recipient_key(settings.keys_dir).public_key())
     except ValueError as exc:
         raise AdminError(str(exc)) from None
-    return bundle.seal(license_to_dict(lic), issuer=issuer, issuer_key_id=bundle.key_id(issuer.public_key()),
+    sealed_at = datetime.now(timezone.utc)
+    store.put_sealed(lic, _us(sealed_at))
+    payload = license_to_dict(lic) | {SEALED_AT: sealed_at.isoformat(timespec="microseconds")}
+    return bundle.seal(payload, issuer=issuer, issuer_key_id=bundle.key_id(issuer.public_key()),
                        recipient=to, recipient_key_id=bundle.key_id(to))
 
 
 def import_bundle(settings: Settings, store: Store, text: str) -> tuple[License, bool]:
-    """Open, verify and store a sealed bundle; returns the license and whether anything changed."""
+    """Open, verify and store a sealed bundle; returns the license and whether anything changed.
+
+    Raises :class:`AdminError` (one generic message) for anything but a genuine bundle for this
+    gateway, and :class:`gateway.registry.StaleBundle` for a genuine one that would roll its
+    license back (see :func:`gateway.registry.admit_bundle`). A bundle sealed before bundles
+    carried ``sealed_at`` counts as the oldest possible.
+    """
     recipient = keyfiles.recipient_key(settings.keys_dir)
     try:
         payload = _VERIFIED.open(text, recipient=recipient, trusted_issuers=trusted_issuers(settings))
-        lic = license_from_dict(payload)
+        sealed_at = parse_time(payload.get(SEALED_AT), SEALED_AT)
+        lic = license_from_dict({name: value for name, value in payload.items() if name != SEALED_AT})
     except (bundle.BundleError, ValueError):
         raise AdminError("invalid license bundle") from None
-    return lic, store.put([lic]) > 0
+    return lic, store.put_sealed(lic, _us(sealed_at) if sealed_at else 0)
+
+
+def _us(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
 
 
 # -- analytics snapshots -------------------------------------------------------------------------

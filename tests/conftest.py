@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,6 +25,7 @@ from gateway.cli.setup import initialise
 from gateway.config import Settings, load_settings
 from gateway.policy import load_policy
 from gateway.registry.sqlite import SqliteStore
+from gateway.types import License
 
 TEST_POLICY = Path(__file__).parent / "engine" / "policy.toml"
 
@@ -54,9 +57,19 @@ class DataDir:
         fields.setdefault("tier", "basic")
         fields.setdefault("product", "suite")
         fields.setdefault("expires_at", datetime.now(timezone.utc) + timedelta(days=365))
+        with self.store() as store:
+            return admin.issue(store, load_policy(self.settings.policy_path), **fields)
+
+    def seal(self, lic: License, recipient: str | None = None) -> str:
+        """A sealed bundle of ``lic`` as this registry holds it, as ``portcullis license seal`` makes."""
+        with self.store() as store:
+            return admin.seal_license(self.settings, store, lic, recipient)
+
+    @contextmanager
+    def store(self) -> Iterator[SqliteStore]:
         store = SqliteStore(self.settings.db_path)
         try:
-            return admin.issue(store, load_policy(self.settings.policy_path), **fields)
+            yield store
         finally:
             store.close()
 

@@ -14,7 +14,7 @@ REFERENCE = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 # Threats the table must keep covering (matched against the threat column, case-insensitively).
 REQUIRED = ["stolen audit trail", "replay", "clock skew", "signature forgery", "timing oracle", "key probing",
             "auth-failure flood", "oversized or malformed bodies", "header floods", "slow clients",
-            "tampered, forged or misaddressed license bundles", "rogue client certificates", "secrets leaking",
+            "tampered, forged or misaddressed license bundles", "rollback", "rogue client certificates", "secrets leaking",
             "policy corruption", "audit tampering", "audit unavailability"]
 
 

@@ -53,7 +53,7 @@ def issue(customer, tier, product, expires, starts, seats, features, environment
         issued = admin.issue(store, policy, customer=customer, tier=tier, product=product,
                              expires_at=_time(expires, "expires"), starts_at=_time(starts, "starts"), seats=seats,
                              features=features, environments=environments or ("*",))
-        sealed = admin.seal_license(settings, issued.license, recipient) if out else None
+        sealed = admin.seal_license(settings, store, issued.license, recipient) if out else None
     if out:
         Path(out).write_text(sealed)
     result = {"license_id": issued.license.license_id, "key": issued.key, "bundle": out,
@@ -61,6 +61,26 @@ def issue(customer, tier, product, expires, starts, seats, features, environment
     emit(result, as_json, lambda r: (f"license {r['license_id']} issued to {customer} ({tier})\n"
                                      f"key (shown once, give it to the customer): {r['key']}"
                                      + (f"\nsealed bundle written to {out}" if out else "")))
+
+
+@license_.command("seal")
+@click.argument("license_id")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the sealed bundle.")
+@click.option("--recipient", help="Seal to another gateway's recipient key (x25519:...) instead of this one.")
+@data_option
+@json_option
+def seal(license_id, out, recipient, data_dir, as_json):
+    """Write a license as it is now as a sealed bundle, to send a change (a revocation, a renewal)
+    to the gateways that hold it. Gateways apply a license's bundles in the order they were
+    sealed and refuse older ones."""
+    settings = settings_for(data_dir)
+    with registry(settings) as store:
+        lic = store.get(license_id)
+        if lic is None:
+            raise click.ClickException(f"no license {license_id!r}")
+        Path(out).write_text(admin.seal_license(settings, store, lic, recipient))
+    emit({"license_id": license_id, "out": str(out)}, as_json,
+         lambda r: f"sealed bundle of license {license_id} written to {out}")
 
 
 @license_.command("import")

@@ -23,6 +23,7 @@ from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SINK
 from gateway.licenses import iso
 from gateway.metrics import CONTENT_TYPE
 from gateway.port import read_check
+from gateway.registry import StaleBundle
 from gateway.registry.sqlite import SqliteStore
 from gateway.types import Decision, License, Outcome, Reason, Status
 
@@ -188,6 +189,9 @@ async def import_license(request: web.Request) -> web.Response:
             lic, changed = await loop.run_in_executor(None, _import_and_publish, gate.port.settings, text)
         except admin.AdminError:
             ex.refuse(Reason.INVALID_REQUEST, "invalid license bundle")
+            raise Refused from None
+        except StaleBundle as exc:  # genuine, so the reason may be told: it would roll the license back
+            ex.refuse(Reason.INVALID_REQUEST, str(exc), status=409)
             raise Refused from None
         gate.port.refresh()
         log.info("license imported", extra={"event": "license_import", "license_id": lic.license_id,

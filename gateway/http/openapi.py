@@ -52,7 +52,8 @@ def _ref(name: str) -> dict:
 
 def _answers(*codes: int, ok: str = "Decision") -> dict:
     described = {200: "a decision", 400: "invalid request", 401: "not authenticated", 403: "caller not authorized",
-                 404: "no such license", 408: "body not received in time", 413: "body too large",
+                 404: "no such license", 408: "body not received in time", 409: "bundle older than the license here",
+                 413: "body too large",
                  415: "wrong content type", 429: "rate limited",
                  500: "internal error (a deny)", 503: "audit unavailable (a deny)"}
     return {str(c): {"description": described[c], "content": {"application/json": {
@@ -98,7 +99,7 @@ DOCUMENT = {
             "operationId": "importLicense", "summary": "Import a sealed license bundle (admin)",
             "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}},
                                                           "application/json": {"schema": _ref("Import")}}},
-            "responses": _answers(200, *_ERRORS)}},
+            "responses": _answers(200, 409, *_ERRORS)}},
         **{f"/v1/admin/licenses/{{license_id}}/{action}": {"post": {
             "operationId": f"{action}License", "summary": f"{action.capitalize()} a license (admin)",
             "parameters": _ADMIN_ID, "responses": _answers(200, 401, 403, 404, 408, 413, 415, 503)}}

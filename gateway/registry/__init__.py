@@ -6,10 +6,15 @@ PostgreSQL store for several hosts implements the same protocol.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable, Iterable, Protocol
 
+from gateway.licenses import iso, license_to_dict
 from gateway.types import Decision, License, Metering, Status, Usage
+
+
+class StaleBundle(Exception):
+    """A genuine, verified bundle that would take its license back to an older state."""
 
 
 class Store(Protocol):
@@ -18,6 +23,11 @@ class Store(Protocol):
 
     def put(self, licenses: Iterable[License]) -> int:
         """Insert or replace licenses by id; returns how many actually changed."""
+
+    def put_sealed(self, lic: License, sealed_us: int) -> bool:
+        """Store a license from a bundle sealed at ``sealed_us`` (µs since the epoch; 0 if the
+        bundle does not say) if :func:`admit_bundle` lets it in, in one transaction with the
+        check; returns whether anything changed, raises :class:`StaleBundle`."""
 
     def set_status(self, license_id: str, status: Status) -> License | None: ...
 
@@ -33,6 +43,32 @@ class Store(Protocol):
     def seats_in_use(self, license_id: str, now: datetime, ttl_days: int) -> int: ...
 
     def close(self) -> None: ...
+
+
+def admit_bundle(current: License | None, applied_us: int | None, incoming: License, sealed_us: int) -> bool:
+    """Whether importing ``incoming``, from a bundle sealed at ``sealed_us``, changes the license
+    stored here (``current``); raises :class:`StaleBundle` where it would roll it back.
+
+    The bundles of one license apply in the order they were sealed. ``applied_us`` is when the
+    newest bundle this registry holds the state of was sealed (imported here, or sealed here): an
+    older bundle is refused, and so is that same one once the license has changed here since, so
+    importing it again cannot undo a revocation or suspension made here. A newer bundle wins:
+    the issuer's latest word is the license. Importing what is already stored changes nothing and
+    is never refused.
+    """
+    if current is None:
+        return True
+    if license_to_dict(incoming) == license_to_dict(current):
+        return False
+    if applied_us is not None and sealed_us <= applied_us:
+        raise StaleBundle(f"this bundle of license {current.license_id} is not newer than the license here "
+                          f"(sealed {_iso_us(sealed_us)}; the license here is from a bundle sealed "
+                          f"{_iso_us(applied_us)} or changed since): ask the issuer for a fresh bundle")
+    return True
+
+
+def _iso_us(us: int) -> str:
+    return iso(datetime.fromtimestamp(us / 1_000_000, timezone.utc)) if us else "at an unknown time"
 
 
 class LicenseIndex:

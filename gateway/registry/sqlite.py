@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 import orjson
 
 from gateway.licenses import license_to_dict, stored_license
+from gateway.registry import admit_bundle
 from gateway.types import Decision, License, Metering, Outcome, Status, Usage
 
 _SCHEMA = """
@@ -30,6 +31,9 @@ CREATE TABLE IF NOT EXISTS licenses (
     updated_us INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS licenses_by_rev ON licenses(rev);
+CREATE TABLE IF NOT EXISTS bundles (
+    license_id TEXT PRIMARY KEY, sealed_us INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seats (
     license_id TEXT NOT NULL, user_id TEXT NOT NULL, last_seen_us INTEGER NOT NULL,
     PRIMARY KEY (license_id, user_id)
@@ -99,22 +103,37 @@ class SqliteStore:
         return current, [stored_license(orjson.loads(doc)) for (doc,) in rows]
 
     def put(self, licenses: Iterable[License]) -> int:
+        with self._txn() as db:
+            return self._put(db, licenses)
+
+    def put_sealed(self, lic: License, sealed_us: int) -> bool:
+        with self._txn() as db:
+            row = db.execute("SELECT doc FROM licenses WHERE license_id=?", (lic.license_id,)).fetchone()
+            applied = db.execute("SELECT sealed_us FROM bundles WHERE license_id=?", (lic.license_id,)).fetchone()
+            changed = admit_bundle(stored_license(orjson.loads(row[0])) if row else None,
+                                   applied[0] if applied else None, lic, sealed_us)
+            if changed:
+                self._put(db, [lic])
+            db.execute("INSERT INTO bundles VALUES (?,?) ON CONFLICT(license_id) DO UPDATE SET "
+                       "sealed_us=max(sealed_us, excluded.sealed_us)", (lic.license_id, sealed_us))
+        return changed
+
+    def _put(self, db: sqlite3.Connection, licenses: Iterable[License]) -> int:
         now = _now_us()
         changed = 0
-        with self._txn() as db:
-            rev = self._revision() + 1
-            for lic in licenses:
-                doc = json.dumps(license_to_dict(lic), sort_keys=True)
-                row = db.execute("SELECT doc FROM licenses WHERE license_id=?", (lic.license_id,)).fetchone()
-                if row and row[0] == doc:
-                    continue
-                db.execute(
-                    "INSERT INTO licenses VALUES (?,?,?,?,?,?) ON CONFLICT(license_id) DO UPDATE SET "
-                    "key_hash=excluded.key_hash, doc=excluded.doc, rev=excluded.rev, updated_us=excluded.updated_us",
-                    (lic.license_id, lic.key_hash, doc, rev, now, now))
-                changed += 1
-            if changed:
-                db.execute("UPDATE meta SET value=? WHERE key='revision'", (rev,))
+        rev = self._revision() + 1
+        for lic in licenses:
+            doc = json.dumps(license_to_dict(lic), sort_keys=True)
+            row = db.execute("SELECT doc FROM licenses WHERE license_id=?", (lic.license_id,)).fetchone()
+            if row and row[0] == doc:
+                continue
+            db.execute(
+                "INSERT INTO licenses VALUES (?,?,?,?,?,?) ON CONFLICT(license_id) DO UPDATE SET "
+                "key_hash=excluded.key_hash, doc=excluded.doc, rev=excluded.rev, updated_us=excluded.updated_us",
+                (lic.license_id, lic.key_hash, doc, rev, now, now))
+            changed += 1
+        if changed:
+            db.execute("UPDATE meta SET value=? WHERE key='revision'", (rev,))
         return changed
 
     def get(self, license_id: str) -> License | None:

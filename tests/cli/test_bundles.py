@@ -105,3 +105,33 @@ def test_tampered_bundle_is_one_line_exit_1_no_traceback(gateways, tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stdout == "" and result.stderr == "Error: invalid license bundle\n"
+
+
+def test_an_older_bundle_cannot_roll_a_license_back(gateways, tmp_path):
+    """The issuer suspends a license and sends the change; replaying the first bundle must not
+    bring the license back, nor may replaying a bundle undo a change made on the receiving side."""
+    a, b = gateways
+    recipient = b.json("keys", "show")["recipient"]
+    b("keys", "trust", a.json("keys", "show")["issuer"])
+    first, suspended = tmp_path / "first.bundle", tmp_path / "suspended.bundle"
+    lid = a.json("license", "issue", "--customer", "acme", "--tier", "pro", "--out", str(first),
+                 "--recipient", recipient)["license_id"]
+    assert b.json("license", "import", str(first))["changed"] is True
+    a("license", "suspend", lid)
+    assert a.json("license", "seal", lid, "--out", str(suspended), "--recipient", recipient)["license_id"] == lid
+    assert b.json("license", "import", str(suspended))["changed"] is True
+    assert b.json("license", "show", lid)["status"] == "suspended"
+
+    refused = b("license", "import", str(first), ok=False)  # the rollback attempt
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert len(refused.output.strip().splitlines()) == 1 and "not newer" in refused.output
+    assert b.json("license", "show", lid)["status"] == "suspended"
+
+    b("license", "revoke", lid)  # a local decision on the receiving gateway...
+    assert b("license", "import", str(suspended), ok=False).exit_code == 1  # ...that replay cannot undo
+    assert b.json("license", "show", lid)["status"] == "revoked"
+    a("license", "resume", lid)
+    renewed = tmp_path / "renewed.bundle"
+    a("license", "seal", lid, "--out", str(renewed), "--recipient", recipient)
+    assert b.json("license", "import", str(renewed))["changed"] is True  # the issuer's next word wins
+    assert b.json("license", "show", lid)["status"] == "active"

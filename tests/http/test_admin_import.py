@@ -11,6 +11,7 @@ from gateway import admin, bundle, keyfiles
 from gateway.bundle import BEGIN, END
 from gateway.registry.sqlite import SqliteStore
 from gateway.snapshot import licenses_path
+from gateway.types import Status
 from tests.conftest import make_data_dir
 
 IMPORT = "/v1/admin/licenses"
@@ -26,7 +27,7 @@ def sealed_for(gateway, issuer) -> tuple[admin.Issued, str]:
     """A license issued on ``issuer`` and sealed to the gateway under test, whose admin trusts it."""
     issued = issuer.issue(tier="unlimited")
     admin.trust_issuer(gateway.data.settings, _issuer_public(issuer))
-    return issued, admin.seal_license(issuer.settings, issued.license, _recipient_public(gateway.data))
+    return issued, issuer.seal(issued.license, _recipient_public(gateway.data))
 
 
 def _issuer_public(data) -> str:
@@ -105,14 +106,14 @@ async def test_bundle_sealed_for_another_gateway_is_refused(gateway, issuer, tmp
     elsewhere = make_data_dir(tmp_path / "elsewhere")
     issued = issuer.issue(tier="unlimited")
     admin.trust_issuer(gateway.data.settings, _issuer_public(issuer))
-    text = admin.seal_license(issuer.settings, issued.license, _recipient_public(elsewhere))
+    text = issuer.seal(issued.license, _recipient_public(elsewhere))
     status, body = await _import(gateway, text)
     assert (status, body["detail"]) == (400, "invalid license bundle")
 
 
 async def test_bundle_from_an_untrusted_issuer_is_refused(gateway, issuer):
     issued = issuer.issue(tier="unlimited")
-    text = admin.seal_license(issuer.settings, issued.license, _recipient_public(gateway.data))
+    text = issuer.seal(issued.license, _recipient_public(gateway.data))
     status, body = await _import(gateway, text)
     assert (status, body["detail"]) == (400, "invalid license bundle")
     admin.trust_issuer(gateway.data.settings, _issuer_public(issuer))
@@ -141,3 +142,20 @@ async def test_import_needs_an_authenticated_admin(gateway, issuer):
     assert response.status == 401
     assert [(r.endpoint, r.http_status) for r in gateway.records] == [("admin.import", 403),
                                                                             ("admin.import", 401)]
+
+
+async def test_an_older_bundle_is_a_409_with_its_reason_and_audited(gateway, issuer):
+    issued, first = sealed_for(gateway, issuer)
+    with issuer.store() as store:
+        admin.set_status(store, issued.license.license_id, Status.REVOKED)
+        revoked = store.get(issued.license.license_id)
+    revocation = issuer.seal(revoked, _recipient_public(gateway.data))
+    assert (await _import(gateway, first))[0] == 200
+    assert (await _import(gateway, revocation))[0] == 200
+    status, body = await _import(gateway, first)
+    assert (status, body["decision"], body["reason"]) == (409, "deny", "INVALID_REQUEST")
+    assert "not newer" in body["detail"] and issued.license.license_id in body["detail"]
+    record = gateway.records[-1]
+    assert (record.endpoint, record.http_status) == ("admin.import", 409) and "not newer" in record.error
+    status, body = await gateway.check(license_key=issued.key, feature="view", user_id="u1")
+    assert body["reason"] == "LICENSE_REVOKED"

@@ -1,4 +1,5 @@
-"""The SQLite store: check-and-consume transactions, batches, and the seat-holder shortcut."""
+"""The SQLite store: check-and-consume transactions, batches, the seat-holder shortcut, and the
+order in which license bundles apply."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -7,8 +8,9 @@ import pytest
 
 from gateway.engine import decide, metering
 from gateway.policy import load_policy
+from gateway.registry import StaleBundle
 from gateway.registry.sqlite import SqliteStore
-from gateway.types import Check
+from gateway.types import Check, Status
 from tests.conftest import TEST_POLICY
 from tests.engine.test_engine import build_license
 
@@ -84,3 +86,31 @@ def test_a_recent_seat_holder_decides_without_a_transaction(store):
     store.decide(lic, meter, "u1", much_later, lambda u: decide(lic, POLICY, check, u, much_later, 30, meter))
     store._db.set_trace_callback(None)
     assert any(sql.startswith("INSERT INTO seats") for sql in calls)
+
+
+def test_bundles_apply_in_the_order_they_were_sealed(store):
+    """admit_bundle through the store: newer wins, older and replayed-after-a-change are refused,
+    the same state again is a no-op, and a refusal changes nothing."""
+    first = build_license({"seats": 5})
+    assert store.put_sealed(first, 1_000) is True
+    assert store.put_sealed(first, 1_000) is False  # the same bundle again: up to date
+    newer = first._replace(seats=10)
+    assert store.put_sealed(newer, 2_000) is True
+    with pytest.raises(StaleBundle, match="not newer"):
+        store.put_sealed(first, 1_000)  # the rollback: back to 5 seats
+    assert store.get(first.license_id).seats == 10
+    assert store.put_sealed(first._replace(seats=10), 1_500) is False  # older but identical: nothing to undo
+
+    store.set_status(first.license_id, Status.REVOKED)  # a change made here
+    with pytest.raises(StaleBundle):
+        store.put_sealed(newer, 2_000)  # the newest bundle again may not undo it
+    assert store.get(first.license_id).status is Status.REVOKED
+    assert store.put_sealed(newer._replace(seats=12), 3_000) is True  # the issuer's next word wins
+    with pytest.raises(StaleBundle):
+        store.put_sealed(newer, 0)  # a bundle without a seal time is the oldest possible
+
+
+def test_a_license_never_bundled_takes_any_bundle(store):
+    lic = build_license({})
+    store.put([lic])
+    assert store.put_sealed(lic._replace(seats=3), 0) is True
