@@ -16,8 +16,8 @@ from gateway import bundle, keyfiles
 from gateway.callers import load_directory
 from gateway.config import Settings
 from gateway.keyfiles import fingerprint_secret
-from gateway.licenses import key_fingerprint, key_hash, license_from_dict, license_to_dict, new_license_id, \
-    new_license_key, parse_time
+from gateway.licenses import from_us, key_fingerprint, key_hash, license_from_dict, license_to_dict, \
+    new_license_id, new_license_key, parse_time, to_us
 from gateway.policy import load_policy
 from gateway.registry import Store
 from gateway.snapshot import write_callers_snapshot, write_licenses_snapshot
@@ -89,14 +89,14 @@ def trust_issuer(settings: Settings, public_key: str) -> str:
     return bundle.key_id(pub)
 
 
-def seal_license(settings: Settings, store: Store, lic: License, recipient: str | None = None) -> str:
-    """A sealed bundle of ``lic`` (as this registry holds it) for this gateway, or for the gateway
-    whose X25519 key is given.
+def seal_license(settings: Settings, store: Store, license_id: str, recipient: str | None = None) -> str:
+    """A sealed bundle of a license as this registry holds it, for this gateway or for the
+    gateway whose X25519 key is given.
 
-    The payload carries the moment it was sealed (``sealed_at``, to the microsecond): a recipient
-    applies the bundles of one license in that order and refuses to go back
-    (:func:`gateway.registry.admit_bundle`). The moment is recorded here too, so this bundle
-    cannot undo a later change made here either.
+    The payload carries the moment it was sealed (``sealed_at``, to the microsecond): recipients
+    apply the bundles of one license in that order and refuse to go back
+    (:func:`gateway.registry.admit_bundle`). The store picks the moment, never earlier than the
+    license's last change here, so the bundle cannot undo a later change here either.
     """
     issuer = keyfiles.issuer_key(settings.keys_dir)
     try:
@@ -104,9 +104,11 @@ def seal_license(settings: Settings, store: Store, lic: License, recipient: str 
               else keyfiles.recipient_key(settings.keys_dir).public_key())
     except ValueError as exc:
         raise AdminError(str(exc)) from None
-    sealed_at = datetime.now(timezone.utc)
-    store.put_sealed(lic, _us(sealed_at))
-    payload = license_to_dict(lic) | {SEALED_AT: sealed_at.isoformat(timespec="microseconds")}
+    stamped = store.seal_stamp(license_id, to_us(datetime.now(timezone.utc)))
+    if stamped is None:
+        raise AdminError(f"no license {license_id!r}")
+    lic, sealed_us = stamped
+    payload = license_to_dict(lic) | {SEALED_AT: from_us(sealed_us).isoformat(timespec="microseconds")}
     return bundle.seal(payload, issuer=issuer, issuer_key_id=bundle.key_id(issuer.public_key()),
                        recipient=to, recipient_key_id=bundle.key_id(to))
 
@@ -126,11 +128,7 @@ def import_bundle(settings: Settings, store: Store, text: str) -> tuple[License,
         lic = license_from_dict({name: value for name, value in payload.items() if name != SEALED_AT})
     except (bundle.BundleError, ValueError):
         raise AdminError("invalid license bundle") from None
-    return lic, store.put_sealed(lic, _us(sealed_at) if sealed_at else 0)
-
-
-def _us(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000)
+    return lic, store.put_sealed(lic, to_us(sealed_at) if sealed_at else 0)
 
 
 # -- analytics snapshots -------------------------------------------------------------------------

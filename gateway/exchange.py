@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.audit import AuditRecord
-from gateway.licenses import iso
+from gateway.licenses import iso, to_us
 from gateway.types import Decision, License, Outcome, Reason
 
 HTTP_STATUS = {
@@ -25,10 +25,6 @@ _ERROR_DETAIL = {
     Reason.AUDIT_UNAVAILABLE: "the decision could not be recorded, so it is refused",
     Reason.INTERNAL_ERROR: "internal error: the request was refused",
 }
-
-
-def _us(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000)
 
 
 @dataclass(slots=True)
@@ -98,7 +94,7 @@ class Exchange:
         d, lic = self.decision, self.license
         latency = max(0, (self.decided_ns - self.received_ns) // 1000) if self.decided_ns else 0
         return AuditRecord(
-            ts=_us(self.now), decision_id=self.decision_id, request_id=self.request_id,
+            ts=to_us(self.now), decision_id=self.decision_id, request_id=self.request_id,
             instance=self.instance, environment=self.environment, caller_id=self.caller_id,
             auth_method=self.auth_method, auth_error=self.auth_error, remote_addr=self.remote_addr,
             endpoint=self.endpoint, http_status=self.http_status, decision=d.outcome.value,
@@ -108,7 +104,7 @@ class Exchange:
             tier=lic.tier if lic else None, user_id=self.user_id, feature=self.feature,
             quantity=self.quantity, seats_used=d.seats_used, seats_limit=d.seats_limit,
             quota_used=d.quota_used, quota_limit=d.quota_limit,
-            expires_at=_us(lic.expires_at) if lic and lic.expires_at else None,
+            expires_at=to_us(lic.expires_at) if lic and lic.expires_at else None,
             policy_version=self.policy_version, latency_us=min(latency, 2**31 - 1),
             trace_id=self.trace_id, error=self.error,
         )

@@ -48,6 +48,15 @@ def key_fingerprint(fp_secret: bytes, hashed_key: str) -> str:
     return hmac.new(fp_secret, hashed_key.encode("ascii"), hashlib.sha256).hexdigest()[:16]
 
 
+def to_us(moment: datetime) -> int:
+    """Microseconds since the Unix epoch: how the registry and the audit trail store moments."""
+    return int(moment.timestamp() * 1_000_000)
+
+
+def from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, timezone.utc)
+
+
 def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -63,7 +63,7 @@ class DataDir:
     def seal(self, lic: License, recipient: str | None = None) -> str:
         """A sealed bundle of ``lic`` as this registry holds it, as ``portcullis license seal`` makes."""
         with self.store() as store:
-            return admin.seal_license(self.settings, store, lic, recipient)
+            return admin.seal_license(self.settings, store, lic.license_id, recipient)
 
     @contextmanager
     def store(self) -> Iterator[SqliteStore]:

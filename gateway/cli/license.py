@@ -53,7 +53,7 @@ def issue(customer, tier, product, expires, starts, seats, features, environment
         issued = admin.issue(store, policy, customer=customer, tier=tier, product=product,
                              expires_at=_time(expires, "expires"), starts_at=_time(starts, "starts"), seats=seats,
                              features=features, environments=environments or ("*",))
-        sealed = admin.seal_license(settings, store, issued.license, recipient) if out else None
+        sealed = admin.seal_license(settings, store, issued.license.license_id, recipient) if out else None
     if out:
         Path(out).write_text(sealed)
     result = {"license_id": issued.license.license_id, "key": issued.key, "bundle": out,
@@ -75,10 +75,7 @@ def seal(license_id, out, recipient, data_dir, as_json):
     sealed and refuse older ones."""
     settings = settings_for(data_dir)
     with registry(settings) as store:
-        lic = store.get(license_id)
-        if lic is None:
-            raise click.ClickException(f"no license {license_id!r}")
-        Path(out).write_text(admin.seal_license(settings, store, lic, recipient))
+        Path(out).write_text(admin.seal_license(settings, store, license_id, recipient))
     emit({"license_id": license_id, "out": str(out)}, as_json,
          lambda r: f"sealed bundle of license {license_id} written to {out}")
 

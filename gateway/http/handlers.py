@@ -191,6 +191,7 @@ async def import_license(request: web.Request) -> web.Response:
             ex.refuse(Reason.INVALID_REQUEST, "invalid license bundle")
             raise Refused from None
         except StaleBundle as exc:  # genuine, so the reason may be told: it would roll the license back
+            ex.license = exc.license  # the record names the license someone tried to roll back
             ex.refuse(Reason.INVALID_REQUEST, str(exc), status=409)
             raise Refused from None
         gate.port.refresh()

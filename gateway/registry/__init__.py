@@ -6,15 +6,19 @@ PostgreSQL store for several hosts implements the same protocol.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Iterable, Protocol
 
-from gateway.licenses import iso, license_to_dict
+from gateway.licenses import from_us, iso, license_to_dict
 from gateway.types import Decision, License, Metering, Status, Usage
 
 
 class StaleBundle(Exception):
     """A genuine, verified bundle that would take its license back to an older state."""
+
+    def __init__(self, message: str, license: License) -> None:
+        super().__init__(message)
+        self.license = license
 
 
 class Store(Protocol):
@@ -22,12 +26,18 @@ class Store(Protocol):
         """Licenses changed after ``revision`` (0: all) and the store's current revision."""
 
     def put(self, licenses: Iterable[License]) -> int:
-        """Insert or replace licenses by id; returns how many actually changed."""
+        """Insert or replace licenses by id (a change made here, dated now: see
+        :func:`admit_bundle`); returns how many actually changed."""
 
     def put_sealed(self, lic: License, sealed_us: int) -> bool:
         """Store a license from a bundle sealed at ``sealed_us`` (µs since the epoch; 0 if the
         bundle does not say) if :func:`admit_bundle` lets it in, in one transaction with the
         check; returns whether anything changed, raises :class:`StaleBundle`."""
+
+    def seal_stamp(self, license_id: str, now_us: int) -> tuple[License, int] | None:
+        """The license as stored and the moment to seal a bundle of it at: ``now_us``, or just
+        after the moment its state dates from if this clock is behind that. Recorded, so the
+        bundle cannot undo a later change here either, and seals of a license only move forward."""
 
     def set_status(self, license_id: str, status: Status) -> License | None: ...
 
@@ -45,30 +55,26 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def admit_bundle(current: License | None, applied_us: int | None, incoming: License, sealed_us: int) -> bool:
+def admit_bundle(current: License | None, dated_us: int | None, incoming: License, sealed_us: int) -> bool:
     """Whether importing ``incoming``, from a bundle sealed at ``sealed_us``, changes the license
     stored here (``current``); raises :class:`StaleBundle` where it would roll it back.
 
-    The bundles of one license apply in the order they were sealed. ``applied_us`` is when the
-    newest bundle this registry holds the state of was sealed (imported here, or sealed here): an
-    older bundle is refused, and so is that same one once the license has changed here since, so
-    importing it again cannot undo a revocation or suspension made here. A newer bundle wins:
-    the issuer's latest word is the license. Importing what is already stored changes nothing and
-    is never refused.
+    ``dated_us`` is the moment the stored state dates from: the seal time of the bundle it came
+    from, or the moment of the latest change made here (issue, revoke, suspend, resume), whichever
+    is later. A bundle is applied only if it was sealed after that, so neither a superseded
+    bundle nor one sealed before a local revocation can bring an older state back; the issuer's
+    newer word wins. Importing what is already stored changes nothing and is never refused.
     """
     if current is None:
         return True
     if license_to_dict(incoming) == license_to_dict(current):
         return False
-    if applied_us is not None and sealed_us <= applied_us:
-        raise StaleBundle(f"this bundle of license {current.license_id} is not newer than the license here "
-                          f"(sealed {_iso_us(sealed_us)}; the license here is from a bundle sealed "
-                          f"{_iso_us(applied_us)} or changed since): ask the issuer for a fresh bundle")
+    if dated_us is not None and sealed_us <= dated_us:
+        sealed = iso(from_us(sealed_us)) if sealed_us else "at an unknown time"
+        raise StaleBundle(f"this bundle of license {current.license_id} (sealed {sealed}) is not newer than the "
+                          f"license here (as of {iso(from_us(dated_us))}): ask the issuer for a fresh bundle",
+                          current)
     return True
-
-
-def _iso_us(us: int) -> str:
-    return iso(datetime.fromtimestamp(us / 1_000_000, timezone.utc)) if us else "at an unknown time"
 
 
 class LicenseIndex:

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 
-from gateway.licenses import license_to_dict, stored_license
+from gateway.licenses import from_us, license_to_dict, stored_license, to_us
 from gateway.registry import admit_bundle
 from gateway.types import Decision, License, Metering, Outcome, Status, Usage
 
@@ -31,8 +31,9 @@ CREATE TABLE IF NOT EXISTS licenses (
     updated_us INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS licenses_by_rev ON licenses(rev);
-CREATE TABLE IF NOT EXISTS bundles (
-    license_id TEXT PRIMARY KEY, sealed_us INTEGER NOT NULL
+-- The moment each license's stored state dates from (gateway.registry.admit_bundle).
+CREATE TABLE IF NOT EXISTS dated (
+    license_id TEXT PRIMARY KEY, dated_us INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seats (
     license_id TEXT NOT NULL, user_id TEXT NOT NULL, last_seen_us INTEGER NOT NULL,
@@ -50,16 +51,8 @@ _SEAT_TOUCH_US = 3600 * 1_000_000
 _HOLDERS_MAX = 500_000
 
 
-def _us(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000)
-
-
-def _dt(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, timezone.utc)
-
-
 def _now_us() -> int:
-    return _us(datetime.now(timezone.utc))
+    return to_us(datetime.now(timezone.utc))
 
 
 class SqliteStore:
@@ -103,22 +96,42 @@ class SqliteStore:
         return current, [stored_license(orjson.loads(doc)) for (doc,) in rows]
 
     def put(self, licenses: Iterable[License]) -> int:
+        now = _now_us()
         with self._txn() as db:
-            return self._put(db, licenses)
+            return self._put(db, licenses, now)
 
     def put_sealed(self, lic: License, sealed_us: int) -> bool:
         with self._txn() as db:
-            row = db.execute("SELECT doc FROM licenses WHERE license_id=?", (lic.license_id,)).fetchone()
-            applied = db.execute("SELECT sealed_us FROM bundles WHERE license_id=?", (lic.license_id,)).fetchone()
-            changed = admit_bundle(stored_license(orjson.loads(row[0])) if row else None,
-                                   applied[0] if applied else None, lic, sealed_us)
+            current, dated_us = self._dated(db, lic.license_id)
+            changed = admit_bundle(current, dated_us, lic, sealed_us)
             if changed:
-                self._put(db, [lic])
-            db.execute("INSERT INTO bundles VALUES (?,?) ON CONFLICT(license_id) DO UPDATE SET "
-                       "sealed_us=max(sealed_us, excluded.sealed_us)", (lic.license_id, sealed_us))
+                self._put(db, [lic], sealed_us)
         return changed
 
-    def _put(self, db: sqlite3.Connection, licenses: Iterable[License]) -> int:
+    def seal_stamp(self, license_id: str, now_us: int) -> tuple[License, int] | None:
+        with self._txn() as db:
+            current, dated_us = self._dated(db, license_id)
+            if current is None:
+                return None
+            stamp = max(now_us, (dated_us or 0) + 1)
+            self._date(db, license_id, stamp)
+        return current, stamp
+
+    def _dated(self, db: sqlite3.Connection, license_id: str) -> tuple[License | None, int | None]:
+        """The stored license and the moment its state dates from (for a license stored before
+        that was recorded: its last change)."""
+        row = db.execute("SELECT l.doc, coalesce(d.dated_us, l.updated_us) FROM licenses l "
+                         "LEFT JOIN dated d USING (license_id) WHERE l.license_id=?", (license_id,)).fetchone()
+        return (stored_license(orjson.loads(row[0])), row[1]) if row else (None, None)
+
+    @staticmethod
+    def _date(db: sqlite3.Connection, license_id: str, dated_us: int) -> None:
+        db.execute("INSERT INTO dated VALUES (?,?) ON CONFLICT(license_id) DO UPDATE SET "
+                   "dated_us=max(dated_us, excluded.dated_us)", (license_id, dated_us))
+
+    def _put(self, db: sqlite3.Connection, licenses: Iterable[License], dated_us: int) -> int:
+        """Write what differs; each license written dates from ``dated_us`` (now for a change made
+        here, the seal time for an imported bundle)."""
         now = _now_us()
         changed = 0
         rev = self._revision() + 1
@@ -131,6 +144,7 @@ class SqliteStore:
                 "INSERT INTO licenses VALUES (?,?,?,?,?,?) ON CONFLICT(license_id) DO UPDATE SET "
                 "key_hash=excluded.key_hash, doc=excluded.doc, rev=excluded.rev, updated_us=excluded.updated_us",
                 (lic.license_id, lic.key_hash, doc, rev, now, now))
+            self._date(db, lic.license_id, dated_us)
             changed += 1
         if changed:
             db.execute("UPDATE meta SET value=? WHERE key='revision'", (rev,))
@@ -151,10 +165,10 @@ class SqliteStore:
     def timestamps(self) -> dict[str, tuple[datetime, datetime]]:
         """When each license entered the registry and last changed (for the analytics snapshot)."""
         rows = self._db.execute("SELECT license_id, created_us, updated_us FROM licenses")
-        return {lid: (_dt(c), _dt(u)) for lid, c, u in rows}
+        return {lid: (from_us(c), from_us(u)) for lid, c, u in rows}
 
     def seats_in_use(self, license_id: str, now: datetime, ttl_days: int) -> int:
-        since = _us(now) - ttl_days * 86400 * 1_000_000
+        since = to_us(now) - ttl_days * 86400 * 1_000_000
         return self._db.execute("SELECT COUNT(*) FROM seats WHERE license_id=? AND last_seen_us>=?",
                                 (license_id, since)).fetchone()[0]
 
@@ -162,7 +176,7 @@ class SqliteStore:
                decide: Callable[[Usage], Decision]) -> Decision:
         if meter.seat_limit is None and meter.quota is None:
             return decide(Usage())
-        now_us = _us(now)
+        now_us = to_us(now)
         if meter.quota is None and user_id is not None:
             # A seat holder this process saw (and wrote) within the last hour holds the seat in
             # the database too, and nothing would be written: no transaction needed. Only the
@@ -173,7 +187,7 @@ class SqliteStore:
         with self._txn() as db:
             seats_used, last_seen = 0, None
             if meter.seat_limit is not None:
-                since = _us(meter.seats_since)
+                since = to_us(meter.seats_since)
                 seats_used = db.execute("SELECT COUNT(*) FROM seats WHERE license_id=? AND last_seen_us>=?",
                                         (lic.license_id, since)).fetchone()[0]
                 if user_id is not None:
@@ -182,7 +196,7 @@ class SqliteStore:
                     last_seen = row[0] if row and row[0] >= since else None
             quota_used, period = 0, None
             if meter.quota is not None:
-                period = _us(meter.period_start)
+                period = to_us(meter.period_start)
                 row = db.execute("SELECT used FROM usage WHERE license_id=? AND quota_key=? AND period_start_us=?",
                                  (lic.license_id, meter.quota_key, period)).fetchone()
                 quota_used = row[0] if row else 0

@@ -156,6 +156,7 @@ async def test_an_older_bundle_is_a_409_with_its_reason_and_audited(gateway, iss
     assert (status, body["decision"], body["reason"]) == (409, "deny", "INVALID_REQUEST")
     assert "not newer" in body["detail"] and issued.license.license_id in body["detail"]
     record = gateway.records[-1]
-    assert (record.endpoint, record.http_status) == ("admin.import", 409) and "not newer" in record.error
+    assert (record.endpoint, record.http_status, record.license_id) == ("admin.import", 409, issued.license.license_id)
+    assert "not newer" in record.error
     status, body = await gateway.check(license_key=issued.key, feature="view", user_id="u1")
     assert body["reason"] == "LICENSE_REVOKED"

@@ -10,6 +10,7 @@ from gateway.engine import decide, metering
 from gateway.policy import load_policy
 from gateway.registry import StaleBundle
 from gateway.registry.sqlite import SqliteStore
+from gateway.licenses import to_us
 from gateway.types import Check, Status
 from tests.conftest import TEST_POLICY
 from tests.engine.test_engine import build_license
@@ -89,28 +90,49 @@ def test_a_recent_seat_holder_decides_without_a_transaction(store):
 
 
 def test_bundles_apply_in_the_order_they_were_sealed(store):
-    """admit_bundle through the store: newer wins, older and replayed-after-a-change are refused,
-    the same state again is a no-op, and a refusal changes nothing."""
+    """admit_bundle through the store: newer wins, older is refused, the same state again is a
+    no-op, and a refusal changes nothing."""
     first = build_license({"seats": 5})
     assert store.put_sealed(first, 1_000) is True
     assert store.put_sealed(first, 1_000) is False  # the same bundle again: up to date
     newer = first._replace(seats=10)
     assert store.put_sealed(newer, 2_000) is True
-    with pytest.raises(StaleBundle, match="not newer"):
+    with pytest.raises(StaleBundle, match="not newer") as refused:
         store.put_sealed(first, 1_000)  # the rollback: back to 5 seats
-    assert store.get(first.license_id).seats == 10
+    assert refused.value.license.seats == 10 and store.get(first.license_id).seats == 10
     assert store.put_sealed(first._replace(seats=10), 1_500) is False  # older but identical: nothing to undo
-
-    store.set_status(first.license_id, Status.REVOKED)  # a change made here
     with pytest.raises(StaleBundle):
-        store.put_sealed(newer, 2_000)  # the newest bundle again may not undo it
-    assert store.get(first.license_id).status is Status.REVOKED
-    assert store.put_sealed(newer._replace(seats=12), 3_000) is True  # the issuer's next word wins
+        store.put_sealed(newer._replace(seats=3), 0)  # a bundle without a seal time is the oldest possible
+
+
+def test_a_change_made_here_outdates_bundles_sealed_before_it(store):
+    """A revocation here may not be undone by a bundle sealed before it, even one the gateway has
+    never seen; a bundle sealed after it wins."""
+    lic = build_license({"seats": 5})
+    assert store.put_sealed(lic, 1_000) is True
+    store.set_status(lic.license_id, Status.REVOKED)  # now, long after 1970 + 2 ms
     with pytest.raises(StaleBundle):
-        store.put_sealed(newer, 0)  # a bundle without a seal time is the oldest possible
+        store.put_sealed(lic._replace(seats=10), 2_000)  # genuine, newer than the first, older than the revocation
+    assert store.get(lic.license_id).status is Status.REVOKED
+    later = to_us(datetime.now(timezone.utc)) + 1_000_000
+    assert store.put_sealed(lic._replace(seats=10), later) is True
+    assert store.get(lic.license_id).status is Status.ACTIVE
 
 
-def test_a_license_never_bundled_takes_any_bundle(store):
+def test_a_license_stored_before_seal_times_were_kept_dates_from_its_last_change(store):
     lic = build_license({})
     store.put([lic])
-    assert store.put_sealed(lic._replace(seats=3), 0) is True
+    store._db.execute("DELETE FROM dated")  # as a registry written by an earlier version
+    store.set_status(lic.license_id, Status.REVOKED)
+    store._db.execute("DELETE FROM dated")
+    with pytest.raises(StaleBundle):
+        store.put_sealed(lic, 0)  # an old bundle without a seal time cannot un-revoke it
+
+
+def test_seal_stamps_only_move_forward(store):
+    lic = build_license({})
+    store.put([lic])
+    _, first = store.seal_stamp(lic.license_id, to_us(datetime.now(timezone.utc)))
+    _, second = store.seal_stamp(lic.license_id, first - 60_000_000)  # the clock stepped back a minute
+    assert second == first + 1
+    assert store.seal_stamp("lic_NONE", first) is None
