@@ -92,15 +92,18 @@ def audit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in con.execute("SELECT file FROM glob(getvariable('audit_files')) ORDER BY file").fetchall()]
 
 
-def is_live(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the connection sees files written after it was opened: every view still reads its
-    files on each query (none became an empty table because there was nothing to read yet) and
-    the ``audit`` view still reads its glob (no file was left out). A connection that is not live
-    is fixed to what it saw, and should be renewed now and then."""
+def empty_views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Views that had nothing to read when the connection was opened, and so stay empty."""
     # An empty view is a registered Arrow table, which DuckDB lists as a temporary view.
-    views = {row[0] for row in con.execute(
-        "SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary").fetchall()}
-    return set(EMPTY_SCHEMAS) <= views and isinstance(_variable(con, "audit_files"), str)
+    return {row[0] for row in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE temporary").fetchall()} & set(EMPTY_SCHEMAS)
+
+
+def is_live(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection sees files written after it was opened: no view was empty when it
+    opened, and the ``audit`` view still reads its glob (no file was left out). A connection that
+    is not live is fixed to what it saw, and should be renewed now and then."""
+    return not empty_views(con) and isinstance(_variable(con, "audit_files"), str)
 
 
 def skipped_files(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -38,6 +38,7 @@ from dashboard import sqlbox
 TTL_S = 30
 CONNECTION_TTL_S = 120
 EMPTY_TTL_S = 10
+MAX_AGE_S = 24 * 3600
 SQL_TIMEOUT_S = 30
 # The directories the views read, relative to the data directory as views.sql names them; the
 # SQL box may read nothing else.
@@ -83,16 +84,25 @@ class _Database:
     opened: float = field(default_factory=time.monotonic)
 
     def worth_keeping(self) -> bool:
-        """A live connection (``analytics.db.is_live``) is kept for the life of the process, its
-        Parquet metadata cache growing warm. One fixed to the files it saw is renewed: after
-        :data:`EMPTY_TTL_S` if it only found nothing to read (cheap to reopen, and the first
-        records should show up soon), after :data:`CONNECTION_TTL_S` if it left unreadable files
-        out (reopening reads every footer again)."""
-        with self.lock:
+        """A live connection (``analytics.db.is_live``) is kept, its Parquet metadata cache warm,
+        for up to :data:`MAX_AGE_S` (so footers of files compacted away do not pile up). One
+        fixed to the files it saw is renewed: after :data:`EMPTY_TTL_S` if the trail was empty
+        (cheap to reopen, and the first records should show up soon), else after
+        :data:`CONNECTION_TTL_S` (reopening reads every footer again).
+
+        Streamlit asks this under its cache lock: while a query holds the connection (the SQL
+        box may, for seconds), the answer is "keep", and the question is asked again next time.
+        """
+        age = time.monotonic() - self.opened
+        if not self.lock.acquire(blocking=False):
+            return age < MAX_AGE_S
+        try:
             if analytics_db.is_live(self.con):
-                return True
-            ttl = CONNECTION_TTL_S if analytics_db.skipped_files(self.con) else EMPTY_TTL_S
-        return time.monotonic() - self.opened < ttl
+                return age < MAX_AGE_S
+            ttl = EMPTY_TTL_S if "audit" in analytics_db.empty_views(self.con) else CONNECTION_TTL_S
+        finally:
+            self.lock.release()
+        return age < ttl
 
 
 @st.cache_resource(validate=_Database.worth_keeping, show_spinner=False)

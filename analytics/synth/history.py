@@ -4,8 +4,8 @@ Day by day (so memory stays bounded at ~rows/days records): generate the day's r
 write one Parquet file per hour under ``audit/date=YYYY-MM-DD/hour=HH/`` through a
 ``.parquet.tmp`` name and a rename, with the gateway's Parquet settings, one row group per
 file: the layout after ``portcullis audit compact``, which is what a month of history looks
-like in production (the
-number of files, not of rows, is what costs DuckDB most at query planning time).
+like in production (the number of files, not of rows, is what costs DuckDB most at query
+planning time).
 The matching licenses and callers snapshots are written too. No manifest is written: synthetic
 history is not signed by any gateway, so ``portcullis audit verify`` would rightly refuse it.
 """

@@ -41,8 +41,10 @@ def json_schema(schema: pa.Schema) -> pa.Schema:
 class RecordEncoder:
     """Turns AuditRecords into Arrow batches or JSON lines, refusing anything that does not fit.
 
-    Both encodings accept and refuse the same records: None is null in a nullable column and
-    refused in a required one; an object that is not an :class:`AuditRecord` is refused.
+    Both refuse an object that is not an :class:`AuditRecord`, a null in a required column and a
+    value Arrow cannot convert; None is null in a nullable column. The JSON path checks each
+    value's Python type exactly, Arrow converts what it losslessly can (``200.0`` for an integer
+    column): records built by ``Exchange.record()`` never differ between the two.
     """
 
     schema: pa.Schema

@@ -108,9 +108,11 @@ class Gate:
         return raw
 
     def authenticate(self, request: web.Request, ex: Exchange, body: bytes) -> Caller:
-        now = time.time()
+        # Token buckets run on the monotonic clock (a wall-clock step back must not lock anyone
+        # out); signed timestamps are checked against the wall clock.
+        now, tick = time.time(), time.monotonic()
         addr = ex.remote_addr
-        if self.auth_failures.exhausted(addr, self.port.settings.auth_fail_rps, now):
+        if self.auth_failures.exhausted(addr, self.port.settings.auth_fail_rps, tick):
             ex.auth_error = "rate_limited"
             ex.refuse(Reason.RATE_LIMITED, "too many failed authentications from this address")
             raise Refused
@@ -120,7 +122,7 @@ class Gate:
             identity = self.auth.authenticate(request.method, request.path_qs, request.headers, body, now)
         ex.auth_method = identity.method
         if identity.caller is None:
-            self.auth_failures.allow(addr, self.port.settings.auth_fail_rps, now)
+            self.auth_failures.allow(addr, self.port.settings.auth_fail_rps, tick)
             ex.auth_error = identity.error
             ex.refuse(Reason.UNAUTHENTICATED, identity.error)
             raise Refused
@@ -128,7 +130,7 @@ class Gate:
         return identity.caller
 
     def throttle(self, ex: Exchange, caller: Caller) -> None:
-        if not self.caller_limits.allow(caller.caller_id, caller.rate_limit_rps, time.time()):
+        if not self.caller_limits.allow(caller.caller_id, caller.rate_limit_rps, time.monotonic()):
             ex.refuse(Reason.RATE_LIMITED, f"caller {caller.caller_id!r} is over {caller.rate_limit_rps} requests/s")
             raise Refused
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analytics.db import EMPTY_SCHEMAS, VIEWS_SQL, CorruptFileError, audit_files, connect, is_live, query, skipped_files
+from analytics.db import EMPTY_SCHEMAS, VIEWS_SQL, CorruptFileError, audit_files, connect, empty_views, is_live, query, \
+    skipped_files
 from analytics.registry import run_report
 
 from .conftest import NOW, planted_records, record, write_audit
@@ -106,7 +107,7 @@ def test_sql_errors_are_not_blamed_on_files(planted: Path):
 
 def test_a_live_connection_sees_files_written_after_it_opened(planted: Path):
     con = connect(planted)
-    assert is_live(con)
+    assert is_live(con) and empty_views(con) == set()
     before = query(con, "SELECT count(*) AS n FROM audit").to_pylist()[0]["n"]
     write_audit(planted, [record(NOW - timedelta(days=400))], name="gw-later-w0-1")
     assert query(con, "SELECT count(*) AS n FROM audit").to_pylist() == [{"n": before + 1}]
@@ -115,6 +116,7 @@ def test_a_live_connection_sees_files_written_after_it_opened(planted: Path):
 def test_connections_fixed_to_what_they_saw_are_not_live(planted: Path, empty_data: Path, truncated: Path):
     """Nothing to read yet, or a file left out: such a connection does not see new files and has
     to be renewed (the dashboard does, after a while)."""
-    assert not is_live(connect(empty_data))
+    empty = connect(empty_data)
+    assert "audit" in empty_views(empty) and not is_live(empty)
     narrowed = connect(planted, skip_corrupt=True)
     assert skipped_files(narrowed) and not is_live(narrowed)

@@ -167,3 +167,26 @@ def test_records_written_after_the_dashboard_started_on_an_empty_trail_appear(hi
     st.cache_data.clear()
     at.run()
     assert at.metric[0].value == f"{count(root):,}" != f"{count(history):,}"
+
+
+def test_a_live_connection_is_kept_and_a_fixed_one_renewed(history, tmp_path, monkeypatch):
+    import streamlit as st
+
+    from dashboard import data
+
+    root = tmp_path / "data"
+    shutil.copytree(history, root)
+    monkeypatch.setattr(data, "EMPTY_TTL_S", 0.0)
+    monkeypatch.setattr(data, "CONNECTION_TTL_S", 0.0)
+    live = data._database(str(root))
+    assert data._database(str(root)) is live, "a live connection is kept whatever the renewal periods"
+
+    victim = sorted((root / "audit").glob("date=*/hour=*/*.parquet"))[0]
+    victim.write_bytes(b"PAR1 not parquet at all")
+    st.cache_resource.clear()
+    narrowed = data._database(str(root))
+    assert data.skipped_files(str(root)) == [str(victim)]
+    renewed = data._database(str(root))
+    assert renewed is not narrowed, "a connection that left a file out is renewed after CONNECTION_TTL_S"
+    monkeypatch.setattr(data, "CONNECTION_TTL_S", 120.0)
+    assert data._database(str(root)) is renewed
