@@ -92,7 +92,7 @@ BENCHES: dict[str, tuple[str, dict, Callable[[dict, dict], list]]] = {
     "http": ("bench.http", {"seconds": 3, "rounds": 1}, _rows_http),
     "audit": ("bench.audit_writer", {"records": 100_000}, _rows_audit),
     "reports": ("bench.reports", {"rows": 1_000_000}, _rows_reports),
-    "dashboard": ("bench.dashboard", {"rows": 1_000_000}, _rows_dashboard),
+    "dashboard": ("bench.dashboard", {"rows": 1_000_000, "visits": 2}, _rows_dashboard),
     "startup": ("bench.startup", {"count": 20_000, "repeats": 1}, _rows_startup),
 }
 
