@@ -135,3 +135,6 @@ def test_an_older_bundle_cannot_roll_a_license_back(gateways, tmp_path):
     a("license", "seal", lid, "--out", str(renewed), "--recipient", recipient)
     assert b.json("license", "import", str(renewed))["changed"] is True  # the issuer's next word wins
     assert b.json("license", "show", lid)["status"] == "active"
+    missing = a("license", "seal", "lic_nosuchlicense", "--out", str(tmp_path / "none.bundle"), ok=False)
+    assert missing.exit_code == 1 and missing.output.strip() == "Error: no license 'lic_nosuchlicense'"
+    assert not (tmp_path / "none.bundle").exists()
