@@ -108,10 +108,3 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, ProtocolErrors) for f in server.filters):
         server.addFilter(ProtocolErrors())
-
-
-def access_log_options(enabled: bool) -> dict[str, Any]:
-    """Keyword arguments of ``web.AppRunner`` for the access log (``Settings.access_log``)."""
-    if not enabled:
-        return {"access_log": None}
-    return {"access_log": logging.getLogger("portcullis.access"), "access_log_class": AccessLogger}

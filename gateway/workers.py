@@ -208,9 +208,9 @@ async def _serve_app(app, settings: Settings) -> int:
 
     from gateway.http.keys import TLS
 
+    # The access logger comes with the app (create_app's handler_args).
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
-                           keepalive_timeout=settings.read_timeout_s,  # also bounds an unfinished request head
-                           **logs.access_log_options(settings.access_log))
+                           keepalive_timeout=settings.read_timeout_s)  # also bounds an unfinished request head
     await runner.setup()  # the app's resources (registry, audit sink) before the first connection
     # Everything loaded so far (modules, the license index) lives as long as the process: freeze
     # it out of the collector, or every full collection walks 100,000 licenses on the event loop.

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.audit import AuditSink
 from gateway.config import Settings
+from gateway.http import strays
 from gateway.http.gate import Clock, Gate, utc_now
 from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK, TLS
 from gateway.http.middlewares import decision_shaped_errors
@@ -36,7 +37,11 @@ def create_app(settings: Settings, *, sink_factory: SinkFactory = durable_sink, 
                worker: int = 0) -> web.Application:
     """The gateway application. With ``settings.tls_cert`` set, ``app[TLS].context`` is the SSL
     context to serve with (certificate and client CA reloaded from disk when they change)."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[decision_shaped_errors])
+    # Every runner (serve's workers, tests' servers) takes its access logger from handler_args:
+    # it also audits the refusals no handler sees (gateway.http.strays).
+    access_log = strays.access_logger(lambda: app[GATE], lines=settings.access_log)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[decision_shaped_errors],
+                          handler_args={"access_log": strays.ACCESS_LOG, "access_log_class": access_log})
     app[SETTINGS] = settings
     if settings.tls_cert:
         app[TLS] = ServerTLS(settings.tls_cert, settings.tls_key, settings.client_ca or None)
@@ -101,7 +106,8 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await sink.close()  # after the tasks: their last audit records still get in
+            await gate.settle()
+            await sink.close()  # after the tasks and the late records: they still get in
             signals.close()
             if nonces is not None:
                 nonces.close()

@@ -26,6 +26,8 @@ from gateway.port import Port
 from gateway.ratelimit import RateLimiter
 from gateway.types import Reason
 
+SEEN = web.RequestKey("seen", bool)  # on a request the Gate opened an exchange for (gateway.http.strays)
+
 log = logging.getLogger("portcullis.http")
 _JSON_TYPES = ("application/json",)
 Clock = Callable[[], datetime]
@@ -54,12 +56,14 @@ class Gate:
         self.auth_failures = RateLimiter()
         self.lost_records = 0
         self.observers = tuple(observers)  # metrics, breach watch: told of every answered decision
+        self._late: set[asyncio.Task] = set()  # audit records of answers already sent
 
     def reload_callers(self) -> None:
         self.auth.directory = self.port.reload_callers()
 
     # -- building exchanges -----------------------------------------------------------------
     def open(self, request: web.Request, endpoint: str) -> Exchange:
+        request[SEEN] = True  # audited here: the access log's stray audit leaves it alone
         header_id = request.headers.get("X-Request-Id")
         return self.port.open(endpoint, instance=self.instance, now=self.clock(), remote_addr=request.remote or "",
                               request_id=header_id[:128] if header_id and is_text(header_id) else None,
@@ -160,6 +164,31 @@ class Gate:
         if body is None:
             body, status = exchanges[0].answer(), exchanges[0].http_status
         return _json(body, status or 200)
+
+
+    def audit_stray(self, remote_addr: str, endpoint: str, status: int, detail: str) -> None:
+        """Audit a refusal sent without passing through here (:mod:`gateway.http.strays`).
+
+        The answer is out already, so the record is written in the background."""
+        ex = self.port.open(endpoint, instance=self.instance, now=self.clock(), remote_addr=remote_addr)
+        ex.refuse(Reason.PAYLOAD_TOO_LARGE if status == 413 else Reason.INVALID_REQUEST, detail, status=status)
+        ex.decided_ns = time.perf_counter_ns()
+        task = asyncio.get_running_loop().create_task(self._record_late([ex]))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
+    async def _record_late(self, exchanges: list[Exchange]) -> None:
+        try:
+            await self.sink.submit([ex.record() for ex in exchanges])
+        except AuditUnavailable as exc:
+            self.lost_records += len(exchanges)
+            log.error("refusal not audited", extra={"event": "audit_unavailable", "error": str(exc)})
+        for observe in self.observers:
+            observe(exchanges)
+
+    async def settle(self) -> None:
+        """Wait for the records of answers already sent (before the audit sink closes)."""
+        await asyncio.gather(*self._late, return_exceptions=True)
 
 
 def _json(body: Any, status: int) -> web.Response:

@@ -48,13 +48,17 @@ async def _forged(gateway) -> int:
 
 
 class _StoppedClock:
-    """The ``time`` module with ``time()`` stopped, so no token drips back in mid-test."""
+    """The ``time`` module with its clocks stopped (the token buckets run on ``monotonic()``,
+    signed timestamps are checked against ``time()``), so no token drips back in mid-test."""
 
     def __init__(self) -> None:
-        self.now = time.time()
+        self.now, self.tick = time.time(), time.monotonic()
 
     def time(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.tick
 
     def __getattr__(self, name: str):
         return getattr(time, name)

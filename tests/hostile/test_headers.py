@@ -1,5 +1,5 @@
 """Header floods, oversized heads and garbage on the wire: refused by aiohttp's parser limits
-(400) before any handler runs, never a 5xx, and the gateway keeps serving."""
+(400) before any handler runs, never a 5xx, audited all the same, and the gateway keeps serving."""
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +37,12 @@ async def test_a_flood_of_headers_is_400(gateway, count):
     status = await send(gateway.client.server.port, HEAD + flood + b"Content-Length: 0\r\n\r\n")
     # A client still sending megabytes when refused may see the connection reset instead of the 400.
     assert status.split()[1:2] in ([b"400"], [b"431"]) or (count > 10_000 and status == b"")
-    assert gateway.records == []  # refused by the parser, before any handler
+    records = await gateway.settled()
+    if status:  # refused by the parser, before any handler, and audited after the fact
+        (record,) = records
+        assert (record.endpoint, record.http_status, record.decision, record.reason) == \
+            ("http.parse", int(status.split()[1]), "deny", "INVALID_REQUEST")
+        assert record.error == "Too many headers received" and record.remote_addr == "127.0.0.1"
     await still_serving(gateway)
 
 
@@ -71,7 +76,23 @@ async def test_many_large_headers_within_the_limits_reach_the_gate_and_are_audit
 async def test_malformed_framing_is_400(gateway, framing):
     status = await send(gateway.client.server.port, HEAD + framing + b"\r\n{}")
     assert status.split()[1:2] == [b"400"], status
+    (record,) = await gateway.settled()
+    assert (record.endpoint, record.http_status, record.caller_id) == ("http.parse", 400, None)
+    assert record.error and "\x00" not in record.error and len(record.error) <= 160
     await still_serving(gateway)
+
+
+@pytest.mark.parametrize("method,path,status,error", [
+    ("GET", "/v1/chek", 404, "Not Found: GET /v1/chek"),
+    ("DELETE", "/v1/check", 405, "Method Not Allowed: DELETE /v1/check"),
+    ("GET", "/v1/licenses/LK-ABCDE-FGHIJ-KLMNO-PQRST-UVWXY/keys", 404, "Not Found: GET /v1/licenses/[REDACTED]/keys"),
+])
+async def test_unknown_paths_and_methods_are_json_denies_and_audited(gateway, method, path, status, error):
+    response = await gateway.client.request(method, path)
+    assert response.status == status and (await response.json())["decision"] == "deny"
+    (record,) = await gateway.settled()
+    assert (record.endpoint, record.http_status, record.reason, record.error) == \
+        ("http.route", status, "INVALID_REQUEST", error)
 
 
 async def test_random_garbage_never_gets_a_server_error(gateway):

@@ -1,13 +1,15 @@
 """A real aiohttp gateway over a real data directory, with the audit records kept in memory."""
 from __future__ import annotations
 
+import asyncio
+
 import json
 
 import pytest
 
 from gateway.audit import AuditRecord, MemorySink
 from gateway.http.app import create_app
-from gateway.http.keys import PORT
+from gateway.http.keys import GATE, PORT
 
 
 class Gateway:
@@ -23,6 +25,12 @@ class Gateway:
     @property
     def port(self):
         return self.client.server.app[PORT]
+
+    async def settled(self) -> list[AuditRecord]:
+        """The records, once those of answers sent before any handler ran are written too."""
+        await asyncio.sleep(0.05)  # the server logs (and so audits) such an answer just after sending it
+        await self.client.server.app[GATE].settle()
+        return self.sink.records
 
     async def post(self, path: str, obj=None, *, creds=None, raw: bytes | None = None,
                    content_type: str = "application/json", headers: dict | None = None):

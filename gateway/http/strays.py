@@ -1,0 +1,58 @@
+"""Requests refused before any handler runs still leave an audit record.
+
+aiohttp's parser refuses some requests before the application sees them (header floods,
+oversized heads, broken framing: a plain-text 400), and the router refuses paths and methods the
+gateway does not serve (404, 405: a JSON deny from the middleware). Neither passes through the
+:class:`~gateway.http.gate.Gate`, which audits everything else. aiohttp's access log is the one
+place that sees every response, so the application installs an access logger (through
+``handler_args``, which every runner honours) that audits each refused response the Gate did
+not see, as endpoint ``http.parse`` or ``http.route``, with the parser's or router's message as
+the error. It also writes the access log line when ``access_log`` is on.
+
+These answers are sent before anything is audited (aiohttp writes them itself), so their records
+are written after the fact; one the trail cannot take is counted in ``lost_records``.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from gateway.checks import is_text
+from gateway.http.gate import SEEN, Gate
+from gateway.logs import AccessLogger, redact
+
+ACCESS_LOG = logging.getLogger("portcullis.access")
+_DETAIL_CHARS = 160
+
+
+def access_logger(gate: Callable[[], Gate], lines: bool) -> type[AbstractAccessLogger]:
+    """The access logger class of one application (aiohttp instantiates it per server); ``gate``
+    gives the application's Gate once it has started."""
+
+    class GatewayAccessLog(AccessLogger):
+        @property
+        def enabled(self) -> bool:
+            return True  # auditing strays does not depend on the log level
+
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            if lines:
+                super().log(request, response, time)
+            if 400 <= response.status < 500 and not request.get(SEEN):
+                gate().audit_stray(request.remote or "", *_what(request, response))
+
+    return GatewayAccessLog
+
+
+def _what(request: web.BaseRequest, response: web.StreamResponse) -> tuple[str, int, str]:
+    """(endpoint, status, error) of a stray refusal. The error may echo what the client sent:
+    one line, shortened, anything secret-shaped redacted, valid Unicode."""
+    if request.method == "UNKNOWN":  # aiohttp's placeholder on a request its parser refused
+        text = getattr(response, "text", None) or ""
+        endpoint, error = "http.parse", next((line.strip() for line in text.splitlines() if line.strip()), "")
+    else:
+        endpoint, error = "http.route", f"{response.reason}: {request.method} {request.path}"
+    error = redact(error or response.reason or "refused")[:_DETAIL_CHARS]
+    return endpoint, response.status, error if is_text(error) else response.reason or "refused"
