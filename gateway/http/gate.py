@@ -26,6 +26,7 @@ from gateway.port import Port
 from gateway.ratelimit import RateLimiter
 from gateway.types import Reason
 
+LATE_MAX = 10_000  # refusals answered before any handler that may wait for their audit record
 SEEN = web.RequestKey("seen", bool)  # on a request the Gate opened an exchange for (gateway.http.strays)
 
 log = logging.getLogger("portcullis.http")
@@ -56,7 +57,8 @@ class Gate:
         self.auth_failures = RateLimiter()
         self.lost_records = 0
         self.observers = tuple(observers)  # metrics, breach watch: told of every answered decision
-        self._late: set[asyncio.Task] = set()  # audit records of answers already sent
+        self._late: list[Exchange] = []  # refusals answered before any handler, not yet audited
+        self._writing_late: asyncio.Task | None = None
 
     def reload_callers(self) -> None:
         self.auth.directory = self.port.reload_callers()
@@ -165,30 +167,49 @@ class Gate:
             body, status = exchanges[0].answer(), exchanges[0].http_status
         return _json(body, status or 200)
 
+    def audit_stray(self, remote_addr: str, endpoint: str, status: int, detail: str, elapsed_s: float) -> None:
+        """Audit a refusal answered without passing through here (:mod:`gateway.http.strays`).
 
-    def audit_stray(self, remote_addr: str, endpoint: str, status: int, detail: str) -> None:
-        """Audit a refusal sent without passing through here (:mod:`gateway.http.strays`).
-
-        The answer is out already, so the record is written in the background."""
+        The answer is out already, so the record is written in the background: strays wait in
+        one list (at most :data:`LATE_MAX`, so a flood cannot grow memory while the disk is
+        slow; past it they are counted as lost) and one task at a time writes what is waiting.
+        """
+        if len(self._late) >= LATE_MAX:
+            self._lose(1, "too many refusals waiting to be audited")
+            return
         ex = self.port.open(endpoint, instance=self.instance, now=self.clock(), remote_addr=remote_addr)
         ex.refuse(Reason.PAYLOAD_TOO_LARGE if status == 413 else Reason.INVALID_REQUEST, detail, status=status)
         ex.decided_ns = time.perf_counter_ns()
-        task = asyncio.get_running_loop().create_task(self._record_late([ex]))
-        self._late.add(task)
-        task.add_done_callback(self._late.discard)
+        ex.received_ns = ex.decided_ns - int(elapsed_s * 1e9)  # when aiohttp began reading it
+        self._late.append(ex)
+        if self._writing_late is None:
+            self._writing_late = asyncio.get_running_loop().create_task(self._write_late())
 
-    async def _record_late(self, exchanges: list[Exchange]) -> None:
+    async def _write_late(self) -> None:
         try:
-            await self.sink.submit([ex.record() for ex in exchanges])
-        except AuditUnavailable as exc:
-            self.lost_records += len(exchanges)
-            log.error("refusal not audited", extra={"event": "audit_unavailable", "error": str(exc)})
-        for observe in self.observers:
-            observe(exchanges)
+            while self._late:
+                exchanges, self._late = self._late, []
+                try:
+                    await self.sink.submit([ex.record() for ex in exchanges])
+                except AuditUnavailable as exc:
+                    self._lose(len(exchanges), str(exc))
+                except Exception:  # a bug must not end the writer, nor lose records uncounted
+                    log.exception("refusals not audited", extra={"event": "internal_error"})
+                    self._lose(len(exchanges), "internal error")
+                for observe in self.observers:
+                    observe(exchanges)
+        finally:
+            self._writing_late = None
+
+    def _lose(self, count: int, why: str) -> None:
+        if self.lost_records % 1000 == 0:  # the first, then one line in a thousand
+            log.error("refusals not audited: %s", why, extra={"event": "audit_unavailable", "error": why})
+        self.lost_records += count
 
     async def settle(self) -> None:
-        """Wait for the records of answers already sent (before the audit sink closes)."""
-        await asyncio.gather(*self._late, return_exceptions=True)
+        """Wait until the records of answers already sent are written (before the sink closes)."""
+        while self._writing_late is not None:
+            await asyncio.shield(self._writing_late)
 
 
 def _json(body: Any, status: int) -> web.Response:

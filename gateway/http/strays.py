@@ -10,11 +10,13 @@ not see, as endpoint ``http.parse`` or ``http.route``, with the parser's or rout
 the error. It also writes the access log line when ``access_log`` is on.
 
 These answers are sent before anything is audited (aiohttp writes them itself), so their records
-are written after the fact; one the trail cannot take is counted in ``lost_records``.
+are written after the fact, at most once: one the trail cannot take, or one a crash catches
+between the answer and the spool, is lost (the first kind is counted in ``lost_records``).
 """
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 from aiohttp import web
@@ -25,7 +27,9 @@ from gateway.http.gate import SEEN, Gate
 from gateway.logs import AccessLogger, redact
 
 ACCESS_LOG = logging.getLogger("portcullis.access")
+log = logging.getLogger(__name__)
 _DETAIL_CHARS = 160
+_QUOTED = re.compile(r"\bb(['\"]).*$")  # the request bytes a parser message quotes, to the end
 
 
 def access_logger(gate: Callable[[], Gate], lines: bool) -> type[AbstractAccessLogger]:
@@ -38,21 +42,27 @@ def access_logger(gate: Callable[[], Gate], lines: bool) -> type[AbstractAccessL
             return True  # auditing strays does not depend on the log level
 
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-            if lines:
-                super().log(request, response, time)
-            if 400 <= response.status < 500 and not request.get(SEEN):
-                gate().audit_stray(request.remote or "", *_what(request, response))
+            try:
+                if lines:
+                    super().log(request, response, time)
+                if 400 <= response.status < 500 and not request.get(SEEN):
+                    gate().audit_stray(request.remote or "", *_what(request, response), time)
+            except Exception:  # the connection must not pay for it: aiohttp would close it
+                log.exception("access log failed", extra={"event": "internal_error"})
 
     return GatewayAccessLog
 
 
 def _what(request: web.BaseRequest, response: web.StreamResponse) -> tuple[str, int, str]:
-    """(endpoint, status, error) of a stray refusal. The error may echo what the client sent:
-    one line, shortened, anything secret-shaped redacted, valid Unicode."""
-    if request.method == "UNKNOWN":  # aiohttp's placeholder on a request its parser refused
+    """(endpoint, status, error) of a stray refusal. The error may echo what the client sent, so
+    it is one printable line, shortened, without the bytes the parser quotes (they may cut a
+    secret in half), anything secret-shaped redacted, and valid Unicode."""
+    if response.content_type == "application/json":  # the router's deny (middlewares.py)
+        endpoint, error = "http.route", f"{response.reason}: {request.method} {request.rel_url.raw_path}"
+    else:  # aiohttp's own plain answer to a request its parser refused
         text = getattr(response, "text", None) or ""
-        endpoint, error = "http.parse", next((line.strip() for line in text.splitlines() if line.strip()), "")
-    else:
-        endpoint, error = "http.route", f"{response.reason}: {request.method} {request.path}"
-    error = redact(error or response.reason or "refused")[:_DETAIL_CHARS]
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        endpoint, error = "http.parse", _QUOTED.sub("", first).rstrip(" :")
+    error = "".join(c if c.isprintable() else "?" for c in redact(error or response.reason or "refused"))
+    error = error[:_DETAIL_CHARS]
     return endpoint, response.status, error if is_text(error) else response.reason or "refused"

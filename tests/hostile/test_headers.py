@@ -7,6 +7,8 @@ import random
 
 import pytest
 
+from gateway.http.keys import GATE
+
 HEAD = b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
 
@@ -86,6 +88,7 @@ async def test_malformed_framing_is_400(gateway, framing):
     ("GET", "/v1/chek", 404, "Not Found: GET /v1/chek"),
     ("DELETE", "/v1/check", 405, "Method Not Allowed: DELETE /v1/check"),
     ("GET", "/v1/licenses/LK-ABCDE-FGHIJ-KLMNO-PQRST-UVWXY/keys", 404, "Not Found: GET /v1/licenses/[REDACTED]/keys"),
+    ("GET", "/v1/a%0Ab%0D%0AX-Injected:%20y", 404, "Not Found: GET /v1/a%0Ab%0D%0AX-Injected:%20y"),
 ])
 async def test_unknown_paths_and_methods_are_json_denies_and_audited(gateway, method, path, status, error):
     response = await gateway.client.request(method, path)
@@ -108,4 +111,6 @@ async def test_random_garbage_never_gets_a_server_error(gateway):
         status = await send(port, blob, wait=0.5)  # an incomplete head or body just waits
         assert not status.split()[1:2] or not status.split()[1].startswith(b"5"), (blob, status)
     await still_serving(gateway)
-    assert all(r.http_status < 500 for r in gateway.records)
+    records = await gateway.settled()
+    assert records and all(r.http_status < 500 for r in records)
+    assert gateway.client.server.app[GATE].lost_records == 0  # every refusal fitted the trail
