@@ -1,10 +1,12 @@
-"""``portcullis report`` and ``portcullis sql``: thin commands over ``analytics.registry`` and
-``analytics.db``. Every failure is one line on stderr and a non-zero exit, never a traceback.
+"""``portcullis report``, ``portcullis sql`` and ``portcullis rollup``: thin commands over
+``analytics.registry``, ``analytics.db`` and ``analytics.rollups``. Every failure is one line on stderr and a non-zero exit, never a traceback.
 """
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
 from typing import Iterator, TextIO
 
 import click
@@ -14,7 +16,8 @@ import pyarrow as pa
 from analytics.db import CorruptFileError, connect, query, skipped_files
 from analytics.output import FORMATS, render
 from analytics.registry import REPORTS, ReportError, get_report, run_report
-from gateway.cli.common import data_option, settings_for
+from analytics.rollups import build as build_rollups
+from gateway.cli.common import data_option, emit, json_option, settings_for
 
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
                              help="Output format.")
@@ -65,6 +68,8 @@ def report(name: str | None, days: int | None, hours: int | None, bucket: str | 
         given = {"days": days, "hours": hours, "bucket": bucket}
         params = {**spec.parse(texts), **{key: value for key, value in given.items() if value is not None}}
         bound = spec.bind(**params)  # once, so the output states the exact `now` used
+        if spec.reads_rollups:
+            _bring_rollups_up_to_date(settings_for(data_dir))
         with _connection(data_dir, skip_corrupt) as con:
             click.echo(render(run_report(con, name, **bound), fmt, report=name, params=bound))
     except ReportError as exc:
@@ -73,6 +78,24 @@ def report(name: str | None, days: int | None, hours: int | None, bucket: str | 
         raise click.ClickException(f"{exc}; --skip-corrupt leaves unreadable audit files out") from None
     except duckdb.Error as exc:
         raise click.ClickException(_one_line(exc)) from None
+
+
+def _bring_rollups_up_to_date(settings) -> None:
+    """Summarise the hours closed since the last build, as `portcullis rollup` does (quick unless
+    much is new; progress on stderr). Where that cannot be done (another build running, a
+    read-only data directory) the report reads more of the raw trail: slower, same answer."""
+    if not settings.audit_dir.is_dir():
+        return
+    try:
+        build_rollups(settings.data_dir, now=datetime.now(timezone.utc), grace=settings.hour_closed_after,
+                      wait=False, progress=_summarising)
+    except (OSError, duckdb.Error, CorruptFileError) as exc:
+        click.echo(f"warning: rollups not brought up to date ({_one_line(exc)}); reading the raw trail", err=True)
+
+
+def _summarising(done: int, total: int, day: str) -> None:
+    if day:
+        click.echo(f"[{done + 1}/{total}] summarising {day}", err=True)
 
 
 def _catalogue(fmt: str) -> str:
@@ -143,3 +166,31 @@ def _run_buffered(con: duckdb.DuckDBPyConnection, text: str, fmt: str) -> bool:
         click.echo(f"error: {_one_line(exc)}", err=True)
         return False
     return True
+
+
+@click.command()
+@click.option("--grace-s", type=float, default=None,
+              help="Seconds after an hour ends before it is summarised (default: twice the rotation interval + 300).")
+@data_option
+@json_option
+def rollup(grace_s: float | None, data_dir: str | None, as_json: bool) -> None:
+    """Summarise the audit trail's closed hours into rollups/, which the Overview's reports
+    (overview, trends, latency) read instead of every record.
+
+    Summarises hours closed since the last run, and again any hour whose files changed. Run it
+    from cron, or keep `portcullis dashboard` running: it does the same every minute.
+    """
+    settings = settings_for(data_dir)
+    if not settings.audit_dir.is_dir():
+        raise click.ClickException(f"no audit trail in {settings.audit_dir}")
+    grace = timedelta(seconds=grace_s) if grace_s is not None else settings.hour_closed_after
+
+    try:
+        result = build_rollups(settings.data_dir, now=datetime.now(timezone.utc), grace=grace, progress=_summarising)
+    except duckdb.Error as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    for path in result.skipped_files:
+        click.echo(f"warning: skipped unreadable audit file {path}", err=True)
+    emit(asdict(result), as_json, lambda r: (
+        f"summarised {r['hours_built']} hour(s), dropped {r['hours_dropped']}, "
+        f"{len(r['days_written'])} day file(s) written in {r['seconds']} s"))

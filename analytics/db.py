@@ -20,9 +20,21 @@ from gateway.snapshot import CALLERS_SCHEMA, LICENSES_SCHEMA
 
 VIEWS_SQL = Path(__file__).with_name("views.sql")
 
+# A day file of ``rollups/`` (written by ``analytics.rollups``): per hour, decision counts and a
+# latency histogram; views.sql says how to read it.
+ROLLUP_SCHEMA = pa.schema([
+    pa.field("hour", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("decision", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("http_status", pa.int16()),
+    pa.field("latency_us", pa.int32()),
+    pa.field("calls", pa.int64(), nullable=False),
+])
+
 # What each view looks like when there is nothing to read yet.
 EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
     "audit": AUDIT_SCHEMA.append(pa.field("date", pa.date32())).append(pa.field("hour", pa.int32())),
+    "rollups": ROLLUP_SCHEMA.append(pa.field("date", pa.date32())),
     "licenses": LICENSES_SCHEMA,
     "callers": CALLERS_SCHEMA,
 }
@@ -124,11 +136,21 @@ def _create_empty(con: duckdb.DuckDBPyConnection, view: str) -> None:
     con.register(view, EMPTY_SCHEMAS[view].empty_table())
 
 
+def drop_rollups(con: duckdb.DuckDBPyConnection) -> None:
+    """Make ``summary()`` read the raw trail only: ``rollups`` empty, ``rollups_until`` unset."""
+    _create_empty(con, "rollups")
+    con.execute("SET VARIABLE rollups_until = NULL")
+
+
 def _leave_out(con: duckdb.DuckDBPyConnection, culprit: CorruptFileError | None, exc: duckdb.Error) -> bool:
     """Leave the culprit out of the ``audit`` view if allowed, else raise; True while the view
-    still has files to read."""
+    still has files to read. A damaged rollup file is never an error: rollups are derived, so
+    the connection reads the raw trail instead (and the next build writes the file again)."""
     if culprit is None:
         raise exc
+    if Path(culprit.path).parent.parent.name == "rollups":
+        drop_rollups(con)
+        return True
     if not (_variable(con, "skip_corrupt") and culprit.path in audit_files(con)):
         raise culprit from None
     keep = [path for path in audit_files(con) if path != culprit.path]

@@ -64,8 +64,13 @@ def _rows_audit(r: dict, _: dict) -> list:
 
 
 def _rows_reports(r: dict, _: dict) -> list:
-    return [(f"report {name}, s over {r['rows']:,} rows", v["median_s"], "≤ 1", v["ok"])
+    rows = [(f"report {name}, s over {r['rows']:,} rows", v["median_s"], "≤ 1", v["ok"])
             for name, v in r["reports"].items()]
+    unsummarised = {name: v["without_rollups_s"] for name, v in r["reports"].items() if "without_rollups_s" in v}
+    return rows + [
+        (f"  rollups: first build over the {r['rows']:,} rows, s", r["rollups"]["build_s"], "—", None),
+        (f"  {', '.join(unsummarised)} before the first build (raw trail), s",
+         " / ".join(str(s) for s in unsummarised.values()), "—", None)]
 
 
 def _rows_dashboard(r: dict, _: dict) -> list:

@@ -15,7 +15,8 @@ The connection lives as long as the process, opened while the server starts (``o
 so no visitor waits for it and its Parquet metadata cache stays warm. The exception: when
 ``connect`` found no audit files yet, or left unreadable ones out, its views are fixed to what it
 saw then, and only a new connection sees the files written since; such a connection is renewed
-(see ``_Database.worth_keeping``).
+(see ``_Database.worth_keeping``). A rollup build renews it too (``renew``, from
+``dashboard.upkeep``), so that it reads the new summaries' extent.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ MAX_AGE_S = 24 * 3600
 SQL_TIMEOUT_S = 30
 # The directories the views read, relative to the data directory as views.sql names them; the
 # SQL box may read nothing else.
-_VIEW_DIRS = ("audit/", "snapshots/")
+_VIEW_DIRS = ("audit/", "rollups/", "snapshots/")
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,13 @@ def sql(root: str, text: str, limit: int = sqlbox.DEFAULT_LIMIT) -> tuple[pd.Dat
 def open_early(root: str) -> None:
     """Open the connection for ``root`` now (reading every audit file's footer), so the first
     visitor does not wait for it; ``portcullis dashboard`` calls this while the server starts."""
+    _database(root)
+
+
+def renew(root: str) -> None:
+    """Replace the connection for ``root`` with a new one, opened now (after a rollup build).
+    A query still running keeps the old one until it ends."""
+    _database.clear()
     _database(root)
 
 

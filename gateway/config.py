@@ -12,6 +12,7 @@ import os
 import socket
 import tomllib
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -73,6 +74,13 @@ class Settings:
     @property
     def audit_dir(self) -> Path:
         return self.data_dir / "audit"
+
+    @property
+    def hour_closed_after(self) -> timedelta:
+        """How long after its end an hour of the audit trail counts as closed, so that compaction
+        and rollups may take it: twice the rotation interval (the writers' last segments of the
+        hour converted) plus five minutes."""
+        return timedelta(seconds=2 * self.audit_rotate_s + 300)
 
     @property
     def spool_dir(self) -> Path:

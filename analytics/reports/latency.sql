@@ -1,18 +1,24 @@
 -- Decision latency (request received -> decision made, latency_us) per $bucket ('hour' or 'day',
--- UTC) over the last $days days: p50/p95/p99 and max, with the number of decisions.
-WITH bucketed AS (
-    SELECT epoch_us(ts) // (CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END) AS n,
-           latency_us
-    FROM audit_window($now - to_days($days), $now)
+-- UTC) over the last $days days: p50/p95/p99 and max, with the number of decisions. Read from the
+-- latency histograms of summary() (views.sql), so values above 1 ms are within 0.5 %.
+WITH histogram AS (
+    SELECT epoch_us(hour) // width AS n, latency_us, sum(calls) AS calls, any_value(width) AS width
+    FROM summary($now - to_days($days), $now, $now - to_days($days)),
+         (SELECT CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END AS width)
+    WHERE latency_us IS NOT NULL
+    GROUP BY n, latency_us
 ),
-q AS (
-    SELECT n, count(*) AS calls,
-           quantile_cont(latency_us, [0.5, 0.95, 0.99]) AS p,
-           max(latency_us) AS max_us
-    FROM bucketed
-    GROUP BY n
+ranked AS (
+    SELECT n, width, latency_us,
+           sum(calls) OVER (PARTITION BY n ORDER BY latency_us) AS upto,
+           sum(calls) OVER (PARTITION BY n) AS total
+    FROM histogram
 )
-SELECT make_timestamptz(n * (CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END)) AS bucket,
-       calls, p[1] AS p50_us, p[2] AS p95_us, p[3] AS p99_us, max_us
-FROM q
+SELECT make_timestamptz(n * any_value(width)) AS bucket, max(total)::BIGINT AS calls,
+       histogram_quantile(latency_us, upto, total, 0.5) AS p50_us,
+       histogram_quantile(latency_us, upto, total, 0.95) AS p95_us,
+       histogram_quantile(latency_us, upto, total, 0.99) AS p99_us,
+       max(latency_us) AS max_us
+FROM ranked
+GROUP BY n
 ORDER BY bucket

@@ -1,13 +1,8 @@
 -- Decisions per $bucket ('hour' or 'day', UTC) over the last $days days, by decision and reason.
--- Buckets are integer divisions of epoch microseconds: much cheaper than date_trunc on
--- TIMESTAMPTZ, and the same boundaries since the session time zone is UTC.
-WITH bucketed AS (
-    SELECT epoch_us(ts) // (CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END) AS n,
-           decision, reason
-    FROM audit_window($now - to_days($days), $now)
-)
-SELECT make_timestamptz(n * (CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END)) AS bucket,
-       decision, reason, count(*) AS calls
-FROM bucketed
-GROUP BY n, decision, reason
+-- Read from summary() (views.sql): whole hours from the rollups, the rest from the raw trail.
+SELECT make_timestamptz(epoch_us(hour) // width * width) AS bucket, decision, reason, sum(calls)::BIGINT AS calls
+FROM summary($now - to_days($days), $now, $now - to_days($days)),
+     (SELECT CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END AS width)
+WHERE latency_us IS NULL
+GROUP BY ALL
 ORDER BY bucket, calls DESC, reason

@@ -23,6 +23,7 @@ _COMMANDS = {
     "certs": "gateway.cli.certs:certs",
     "audit": "gateway.cli.audit:audit",
     "report": "analytics.cli:report",
+    "rollup": "analytics.cli:rollup",
     "sql": "analytics.cli:sql",
 }
 

@@ -81,7 +81,7 @@ def compact(grace_s: float | None, data_dir: str | None, as_json: bool) -> None:
     _require_key(settings)
     if not settings.audit_dir.is_dir():
         raise click.ClickException(f"no audit trail in {settings.audit_dir}")
-    grace = timedelta(seconds=grace_s if grace_s is not None else 2 * settings.audit_rotate_s + 300)
+    grace = timedelta(seconds=grace_s) if grace_s is not None else settings.hour_closed_after
 
     def progress(done: int, total: int, partition: str) -> None:
         if partition:

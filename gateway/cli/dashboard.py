@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import threading
 from importlib.util import find_spec
 
 import click
@@ -41,9 +40,9 @@ def dashboard(host, port, data_dir):
         importlib.import_module(module)
     from streamlit.web.cli import main as streamlit
 
-    from dashboard.data import open_early
+    from dashboard import upkeep
 
-    threading.Thread(target=open_early, args=(os.environ["PORTCULLIS_DATA"],), name="open-early", daemon=True).start()
+    upkeep.start(os.environ["PORTCULLIS_DATA"], settings.hour_closed_after)
 
     click.echo(f"portcullis dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}")
     streamlit.main(args=streamlit_args(find_spec("dashboard.app").origin, settings.dashboard_host,

@@ -1,0 +1,287 @@
+"""Rollups: the reports that read summary() give what the raw records give, with rollups built,
+stale, partly built or absent; builds follow every change of the trail's files."""
+from __future__ import annotations
+
+import fcntl
+import json
+import random
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from analytics import rollups
+from analytics.db import VIEWS_SQL, connect, query
+from analytics.registry import run_report
+from analytics.synth.history import generate
+from gateway.cli import main as cli
+
+from .conftest import NOW, record, write_audit
+
+END = datetime(2026, 3, 1, tzinfo=timezone.utc)
+DAYS, ROWS = 3, 30_000
+HOUR = timedelta(hours=1)
+NO_GRACE = timedelta(0)
+# "now" 17 minutes past an hour, so that every window starts and splits inside an hour.
+AT = END - timedelta(minutes=43)
+SUMMARY_REPORTS = [("overview", {"hours": 24}), ("overview", {"hours": 30}), ("trends", {"days": 2}),
+                   ("trends", {"days": 3, "bucket": "day"}), ("latency", {"days": 2}),
+                   ("latency", {"days": 3, "bucket": "day"})]
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("history")
+    generate(data, days=DAYS, rows=ROWS, end=END, licenses=50)
+    return data
+
+
+@pytest.fixture
+def data(history: Path, tmp_path: Path) -> Path:
+    """A copy of the history of this test's own, to change."""
+    return Path(shutil.copytree(history, tmp_path / "data"))
+
+
+def build(root: Path, now: datetime = END) -> rollups.Build:
+    return rollups.build(root, now=now, grace=NO_GRACE)
+
+
+def report(root: Path, name: str, **params):
+    con = connect(root)
+    try:
+        return run_report(con, name, now=AT, **params)
+    finally:
+        con.close()
+
+
+def raw(root: Path, sql: str, **params):
+    """An answer straight from the audit records, not through summary()."""
+    con = connect(root)
+    try:
+        return query(con, sql, params).to_pylist()
+    finally:
+        con.close()
+
+
+def overview_from_records(root: Path, hours: int) -> list[dict]:
+    return raw(root, """
+        SELECT CASE WHEN ts >= $at - to_hours($hours) THEN 'current' ELSE 'previous' END AS period,
+               count(*) AS decisions, count(*) FILTER (WHERE decision = 'deny') AS denied,
+               round(100.0 * count(*) FILTER (WHERE decision = 'deny') / count(*), 2) AS deny_pct,
+               count(*) FILTER (WHERE decision = 'alert') AS alerts,
+               quantile_cont(latency_bucket(latency_us), 0.99) AS p99_us,
+               count(*) FILTER (WHERE http_status = 401) AS auth_failures
+        FROM audit WHERE ts >= $at - to_hours(2 * $hours) AND ts < $at
+        GROUP BY period ORDER BY period""", at=AT, hours=hours)
+
+
+def assert_overview(found: list[dict], expected: list[dict]) -> None:
+    """Equal, the p99 up to floating-point rounding (summed in another order)."""
+    assert [{**r, "p99_us": None} for r in found] == [{**r, "p99_us": None} for r in expected]
+    assert [r["p99_us"] for r in found] == pytest.approx([r["p99_us"] for r in expected], rel=1e-12)
+
+
+def test_reports_read_the_same_with_rollups_as_without(data: Path):
+    before = {(name, json.dumps(params)): report(data, name, **params) for name, params in SUMMARY_REPORTS}
+    built = build(data)
+    assert built.hours_built == DAYS * 24 and len(built.days_written) == DAYS
+    for (name, params), table in before.items():
+        assert report(data, name, **json.loads(params)).equals(table), (name, params)
+
+
+@pytest.mark.parametrize("hours", [24, 30])
+def test_overview_matches_the_records(data: Path, hours: int):
+    build(data)
+    assert_overview(report(data, "overview", hours=hours).to_pylist(), overview_from_records(data, hours))
+
+
+def test_latency_quantiles_match_the_records_within_half_a_percent(data: Path):
+    build(data)
+    found = report(data, "latency", days=2).to_pylist()
+    expected = raw(data, """
+        SELECT date_trunc('hour', ts) AS bucket, count(*) AS calls,
+               quantile_cont(latency_bucket(latency_us), [0.5, 0.95, 0.99]) AS bucketed,
+               quantile_cont(latency_us, [0.5, 0.95, 0.99]) AS exact, max(latency_us) AS max_us
+        FROM audit WHERE ts >= $at - INTERVAL 2 DAY AND ts < $at GROUP BY bucket ORDER BY bucket""", at=AT)
+    assert [r["bucket"] for r in found] == [r["bucket"] for r in expected]
+    assert max(r["max_us"] for r in expected) > 1000  # the rounding is exercised
+    for got, want in zip(found, expected):
+        assert got["calls"] == want["calls"]
+        assert [got["p50_us"], got["p95_us"], got["p99_us"]] == pytest.approx(want["bucketed"], rel=1e-12)
+        assert [got["p50_us"], got["p95_us"], got["p99_us"]] == pytest.approx(want["exact"], rel=0.005)
+        assert got["max_us"] == pytest.approx(want["max_us"], rel=0.005)
+
+
+def test_trends_match_the_records(data: Path):
+    build(data)
+    found = {(r["bucket"], r["decision"], r["reason"]): r["calls"] for r in report(data, "trends", days=2).to_pylist()}
+    expected = raw(data, """
+        SELECT date_trunc('hour', ts) AS bucket, decision, reason, count(*) AS calls
+        FROM audit WHERE ts >= $at - INTERVAL 2 DAY AND ts < $at GROUP BY ALL""", at=AT)
+    assert found == {(r["bucket"], r["decision"], r["reason"]): r["calls"] for r in expected}
+
+
+def test_a_partial_build_leaves_no_gap(data: Path):
+    """A build cut short after its first day: the rollups cover that day, the rest is read raw."""
+    expected = report(data, "overview", hours=30)
+    shutil.rmtree(data / "rollups", ignore_errors=True)
+    build(data, now=END - 2 * timedelta(days=1))  # only the first day is closed then
+    con = connect(data)
+    assert con.execute("SELECT getvariable('rollups_until')").fetchone()[0] == END - 2 * timedelta(days=1)
+    con.close()
+    assert report(data, "overview", hours=30).equals(expected)
+
+
+def test_only_closed_hours_are_summarised(data: Path):
+    built = rollups.build(data, now=END + timedelta(minutes=30), grace=timedelta(hours=2))
+    assert built.hours_built == DAYS * 24 - 2
+    assert rollups.build(data, now=END + timedelta(hours=2), grace=timedelta(hours=2)).hours_built == 2
+
+
+def test_a_second_build_changes_nothing(data: Path):
+    build(data)
+    again = build(data)
+    assert (again.hours_built, again.hours_dropped, again.days_written) == (0, 0, [])
+
+
+def test_a_late_file_is_summarised_again_with_its_hour(data: Path):
+    build(data)
+    late = END - 30 * HOUR + timedelta(minutes=5)
+    write_audit(data, [record(late, decision="deny", reason="LICENSE_REVOKED", latency_us=12_345)
+                       for _ in range(7)], name="late-replay")
+    rebuilt = build(data)
+    assert (rebuilt.hours_built, rebuilt.days_written) == (1, [late.date().isoformat()])
+    revoked = [r for r in report(data, "trends", days=2).to_pylist() if r["reason"] == "LICENSE_REVOKED"
+               and r["bucket"] == late.replace(minute=0)]
+    assert revoked[0]["calls"] >= 7
+    assert_overview(report(data, "overview", hours=30).to_pylist(), overview_from_records(data, 30))
+
+
+def test_a_compacted_hour_is_summarised_again_and_reads_the_same(data: Path):
+    build(data)
+    before = report(data, "overview", hours=30)
+    hour_dir = next((data / "audit").glob("date=*/hour=10"))
+    files = sorted(hour_dir.glob("*.parquet"))
+    table = pa.concat_tables(pq.read_table(f) for f in files)
+    for f in files:
+        f.unlink()
+    pq.write_table(table, hour_dir / "compact-abc.parquet")
+    assert build(data).hours_built == 1
+    assert report(data, "overview", hours=30).equals(before)
+
+
+def test_hours_whose_files_are_gone_are_dropped(data: Path):
+    build(data)
+    first_day = sorted((data / "audit").glob("date=*"))[0]
+    shutil.rmtree(first_day)
+    rebuilt = build(data)
+    assert rebuilt.hours_dropped == 24 and rebuilt.hours_built == 0
+    assert not (data / "rollups" / first_day.name).exists()
+    assert_overview(report(data, "overview", hours=30).to_pylist(), overview_from_records(data, 30))
+
+
+def test_a_damaged_day_file_is_written_again(data: Path):
+    build(data)
+    day_file = sorted((data / "rollups").glob("date=*/hours.parquet"))[1]
+    day_file.write_bytes(day_file.read_bytes()[:100])
+    # Meanwhile the reports read the raw trail, never an error: rollups are only derived data.
+    assert_overview(report(data, "overview", hours=30).to_pylist(), overview_from_records(data, 30))
+    rebuilt = build(data)
+    assert rebuilt.hours_built == 24 and rebuilt.days_written == [day_file.parent.name.removeprefix("date=")]
+    assert_overview(report(data, "overview", hours=30).to_pylist(), overview_from_records(data, 30))
+
+
+def test_a_day_file_of_another_version_is_written_again(data: Path, monkeypatch):
+    build(data)
+    monkeypatch.setattr(rollups, "VERSION", rollups.VERSION + 1)
+    assert build(data).hours_built == DAYS * 24
+
+
+def test_an_unreadable_audit_file_is_left_out_and_named(data: Path):
+    victim = sorted((data / "audit").glob("date=*/hour=05/*.parquet"))[0]
+    victim.write_bytes(b"PAR1 not really")
+    built = build(data)
+    assert built.skipped_files == [str(victim.resolve())] or built.skipped_files == [str(victim)]
+    assert build(data).hours_built == 0  # the hour is summarised as it is, not again and again
+
+
+def test_one_build_at_a_time(data: Path):
+    (data / "rollups").mkdir()
+    with open(data / "rollups" / "_build.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert rollups.build(data, now=END, grace=NO_GRACE, wait=False) is None
+    assert rollups.build(data, now=END, grace=NO_GRACE, wait=False).hours_built == DAYS * 24
+
+
+def test_views_sql_verbatim_reads_the_rollups(data: Path, monkeypatch):
+    build(data)
+    monkeypatch.chdir(data)  # what `cd data && duckdb -init ../analytics/views.sql` does
+    con = duckdb.connect()
+    con.execute(VIEWS_SQL.read_text())
+    assert con.execute("SELECT getvariable('rollups_until')").fetchone()[0] == END
+    total = con.execute("SELECT sum(calls) FROM summary($s, $u, $s) WHERE latency_us IS NULL",
+                        {"s": END - 3 * timedelta(days=1), "u": END}).fetchone()[0]
+    assert total == ROWS
+
+
+def test_histogram_quantile_is_quantile_cont():
+    con = connect(Path("/nonexistent-data-dir"))
+    rng = random.Random(7)
+    for values in ([5], [3, 3, 3], [1, 2], [rng.randint(1, 50) for _ in range(997)]):
+        con.execute("CREATE OR REPLACE TABLE v AS SELECT unnest($values) AS x", {"values": values})
+        for q in (0.0, 0.25, 0.5, 0.95, 0.99, 1.0):
+            want = con.execute("SELECT quantile_cont(x, $q) FROM v", {"q": q}).fetchone()[0]
+            got = con.execute("""
+                WITH h AS (SELECT x, count(*) AS n FROM v GROUP BY x),
+                     r AS (SELECT x, sum(n) OVER (ORDER BY x) AS upto, sum(n) OVER () AS total FROM h)
+                SELECT histogram_quantile(x, upto, total, $q) FROM r""", {"q": q}).fetchone()[0]
+            assert got == pytest.approx(want, rel=1e-12), (values[:5], q)
+
+
+def test_planted_reports_are_unchanged_by_rollups(planted: Path):
+    """The planted cases (exact latencies 1..100 µs) read the same once summarised."""
+    before = {name: run_report(connect(planted), name, now=NOW) for name in ("overview", "trends", "latency")}
+    rollups.build(planted, now=NOW, grace=NO_GRACE)
+    for name, table in before.items():
+        assert run_report(connect(planted), name, now=NOW).equals(table), name
+
+
+def test_rollup_command(data: Path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["rollup", "--data", str(data), "--json", "--grace-s", "0"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["hours_built"] == DAYS * 24 and len(out["days_written"]) == DAYS
+    assert "summarising" in result.stderr
+    again = runner.invoke(cli, ["rollup", "--data", str(data), "--grace-s", "0"])
+    assert again.exit_code == 0 and again.stdout.startswith("summarised 0 hour(s)")
+    assert runner.invoke(cli, ["rollup", "--help"]).exit_code == 0
+    missing = runner.invoke(cli, ["rollup", "--data", str(data / "nope")])
+    assert missing.exit_code == 1 and "no audit trail" in missing.output
+
+
+def test_the_reports_that_read_rollups_bring_them_up_to_date_first(data: Path):
+    runner = CliRunner()
+    quick = runner.invoke(cli, ["report", "features", "--data", str(data), "--now", AT.isoformat()])
+    assert quick.exit_code == 0 and not (data / "rollups").exists(), "reports without summary() build nothing"
+    result = runner.invoke(cli, ["report", "overview", "--data", str(data), "--hours", "30", "--now", AT.isoformat(),
+                                 "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "summarising" in result.stderr
+    assert len(list((data / "rollups").glob("date=*/hours.parquet"))) == DAYS
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["decisions"] for r in rows] == [r["decisions"] for r in overview_from_records(data, 30)]
+
+
+def test_a_report_reads_the_raw_trail_while_another_build_runs(data: Path):
+    (data / "rollups").mkdir()
+    with open(data / "rollups" / "_build.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = CliRunner().invoke(cli, ["report", "trends", "--data", str(data), "--now", AT.isoformat()])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert not list((data / "rollups").glob("date=*/hours.parquet"))

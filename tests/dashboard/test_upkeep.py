@@ -1,0 +1,65 @@
+"""The dashboard's background upkeep: the connection opened before the first visitor, the rollups
+built, and the connection renewed to read them; a failing build logged and tried again."""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from dashboard import data, upkeep
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def rollups_until(root: Path):
+    db = data._database(str(root))
+    with db.lock:
+        return db.con.execute("SELECT getvariable('rollups_until')").fetchone()[0]
+
+
+@pytest.fixture
+def root(history: Path, tmp_path: Path) -> Path:
+    import streamlit as st
+
+    st.cache_resource.clear()
+    copy = Path(shutil.copytree(history, tmp_path / "data"))
+    shutil.rmtree(copy / "rollups", ignore_errors=True)  # a dashboard test may have built them
+    yield copy
+    st.cache_resource.clear()
+
+
+def test_upkeep_builds_the_rollups_and_renews_the_connection(root: Path):
+    stop = upkeep.start(str(root), timedelta(0))
+    try:
+        wait_for(lambda: list((root / "rollups").glob("date=*/hours.parquet")) and rollups_until(root))
+    finally:
+        stop.set()
+    days = sorted(p.parent.name for p in (root / "rollups").glob("date=*/hours.parquet"))
+    assert days == sorted(p.name for p in (root / "audit").glob("date=*"))
+    newest_hour = max(p.parent for p in (root / "audit").glob("date=*/hour=*/*.parquet"))
+    assert rollups_until(root).strftime("date=%Y-%m-%d/hour=%H") > newest_hour.relative_to(root / "audit").as_posix()
+
+
+def test_a_failed_build_is_logged_and_tried_again(root: Path, monkeypatch, caplog):
+    monkeypatch.setattr(upkeep, "INTERVAL_S", 0.05)
+    (root / "rollups").write_text("not a directory")
+    stop = threading.Event()
+    with caplog.at_level(logging.ERROR, logger="portcullis.dashboard"):
+        thread = threading.Thread(target=upkeep.run, args=(str(root), timedelta(0), stop), daemon=True)
+        thread.start()
+        wait_for(lambda: sum("rollup build failed" in r.message for r in caplog.records) >= 2)
+        (root / "rollups").unlink()  # the volume is writable again
+        wait_for(lambda: list((root / "rollups").glob("date=*/hours.parquet")))
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
