@@ -1,9 +1,10 @@
-"""What ``portcullis dashboard`` does in the background: open the DuckDB connection before the
-first visitor, then keep the rollups current (``analytics.rollups``), so that the Overview reads
-per-hour summaries instead of every record of its window.
+"""What ``portcullis dashboard`` does in the background: keep the rollups current
+(``analytics.rollups``), so that the Overview reads per-hour summaries instead of every record of
+its window, and have the DuckDB connection open before the first visitor needs it.
 
-A build that changed the rollups renews the connection: the new one reads the new rollups'
-extent (``rollups_until``), so its reports read only the hours since from the raw trail.
+The first build runs before the connection is opened (it is quick unless much is new), so the
+connection reads the rollups' extent (``rollups_until``) from the start. A build that changed the
+rollups renews the connection, so its reports read only the hours since from the raw trail.
 """
 from __future__ import annotations
 
@@ -19,20 +20,31 @@ INTERVAL_S = 60.0
 
 
 def run(root: str, grace: timedelta, stop: threading.Event) -> None:
-    """Open the connection, then build the rollups every :data:`INTERVAL_S` until ``stop``."""
-    data.open_early(root)
+    """Build the rollups every :data:`INTERVAL_S` until ``stop``, opening the connection after the
+    first build and renewing it after each one that changed them."""
+    first = True
     while True:
-        try:
-            built = rollups.build(root, now=datetime.now(timezone.utc), grace=grace, wait=False)
-        except Exception:  # a failed build (full disk, read-only volume) must not end the next ones
-            log.exception("rollup build failed; the Overview reads the raw trail meanwhile")
-        else:
-            if built is not None and built.changed:
-                log.info("rollups built", extra={"event": "rollups_built", "hours": built.hours_built,
-                                                 "days": len(built.days_written), "seconds": built.seconds})
-                data.renew(root)
+        if _build(root, grace):
+            data.renew(root)  # also when a visitor opened one during the first build
+        elif first:
+            data.open_early(root)
+        first = False
         if stop.wait(INTERVAL_S):
             return
+
+
+def _build(root: str, grace: timedelta) -> bool:
+    """One build; True if it changed the rollups."""
+    try:
+        built = rollups.build(root, now=datetime.now(timezone.utc), grace=grace, wait=False)
+    except Exception:  # a failed build (full disk, read-only volume) must not end the next ones
+        log.exception("rollup build failed; the Overview reads the raw trail meanwhile")
+        return False
+    if built is None or not built.changed:
+        return False
+    log.info("rollups built", extra={"event": "rollups_built", "hours": built.hours_built,
+                                     "days": len(built.days_written), "seconds": built.seconds})
+    return True
 
 
 def start(root: str, grace: timedelta) -> threading.Event:

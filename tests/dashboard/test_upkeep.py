@@ -6,7 +6,7 @@ import logging
 import shutil
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -39,15 +39,17 @@ def root(history: Path, tmp_path: Path) -> Path:
 
 
 def test_upkeep_builds_the_rollups_and_renews_the_connection(root: Path):
+    assert rollups_until(root) is None, "a visitor's connection, opened before any rollup existed"
+    newest = max(p.parent for p in (root / "audit").glob("date=*/hour=*/*.parquet"))
+    expected = datetime.strptime(newest.relative_to(root / "audit").as_posix(), "date=%Y-%m-%d/hour=%H").replace(
+        tzinfo=timezone.utc) + timedelta(hours=1)
     stop = upkeep.start(str(root), timedelta(0))
     try:
-        wait_for(lambda: list((root / "rollups").glob("date=*/hours.parquet")) and rollups_until(root))
+        wait_for(lambda: rollups_until(root) == expected)
     finally:
         stop.set()
     days = sorted(p.parent.name for p in (root / "rollups").glob("date=*/hours.parquet"))
     assert days == sorted(p.name for p in (root / "audit").glob("date=*"))
-    newest_hour = max(p.parent for p in (root / "audit").glob("date=*/hour=*/*.parquet"))
-    assert rollups_until(root).strftime("date=%Y-%m-%d/hour=%H") > newest_hour.relative_to(root / "audit").as_posix()
 
 
 def test_a_failed_build_is_logged_and_tried_again(root: Path, monkeypatch, caplog):
