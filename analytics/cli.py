@@ -187,10 +187,10 @@ def rollup(grace_s: float | None, data_dir: str | None, as_json: bool) -> None:
 
     try:
         result = build_rollups(settings.data_dir, now=datetime.now(timezone.utc), grace=grace, progress=_summarising)
-    except duckdb.Error as exc:
+    except (OSError, duckdb.Error, CorruptFileError) as exc:
         raise click.ClickException(_one_line(exc)) from None
     for path in result.skipped_files:
-        click.echo(f"warning: skipped unreadable audit file {path}", err=True)
+        click.echo(f"warning: unreadable audit file {path}: its hour is left to the raw trail", err=True)
     emit(asdict(result), as_json, lambda r: (
         f"summarised {r['hours_built']} hour(s), dropped {r['hours_dropped']}, "
         f"{len(r['days_written'])} day file(s) written in {r['seconds']} s"))

@@ -23,13 +23,15 @@ VIEWS_SQL = Path(__file__).with_name("views.sql")
 # A day file of ``rollups/`` (written by ``analytics.rollups``): per hour, decision counts and a
 # latency histogram; views.sql says how to read it.
 ROLLUP_SCHEMA = pa.schema([
+    pa.field("kind", pa.string(), nullable=False),
     pa.field("hour", pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("decision", pa.string()),
     pa.field("reason", pa.string()),
     pa.field("http_status", pa.int16()),
-    pa.field("latency_us", pa.int32()),
+    pa.field("latency_us", pa.int64()),
     pa.field("calls", pa.int64(), nullable=False),
 ])
+ROLLUPS_DIR = "rollups"
 
 # What each view looks like when there is nothing to read yet.
 EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
@@ -40,6 +42,7 @@ EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
 }
 
 _VIEW_NAME = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)", re.IGNORECASE)
+_AUDIT_FILES_SET = re.compile(r"^\s*SET\s+VARIABLE\s+audit_files\b", re.IGNORECASE | re.MULTILINE)
 _QUOTED_PARQUET = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
 
 
@@ -52,13 +55,16 @@ class CorruptFileError(RuntimeError):
         self.detail = detail
 
 
-def connect(data_dir: str | Path, *, skip_corrupt: bool = False) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the ``audit``, ``licenses`` and ``callers`` views.
+def connect(data_dir: str | Path, *, skip_corrupt: bool = False,
+            files: list[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the views of ``views.sql``.
 
     Nothing is written to the data directory. Creating the ``audit`` view reads every audit
     file's footer (``union_by_name``), so an unreadable one is found here: it raises
     ``CorruptFileError``, or with ``skip_corrupt`` is left out of the view. ``query`` does the
-    same for damage found later; ``skipped_files(con)`` lists what was left out.
+    same for damage found later; ``skipped_files(con)`` lists what was left out. ``files``
+    (absolute paths) narrows the ``audit`` view to those files. A damaged rollup file is never
+    an error: the connection reads the raw trail instead (``drop_rollups``).
     """
     con = duckdb.connect(":memory:")
     con.execute(f"SET file_search_path = {_literal(str(Path(data_dir).resolve()))}")
@@ -69,6 +75,8 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False) -> duckdb.DuckD
         while True:
             try:
                 con.execute(statement.query)
+                if files is not None and _AUDIT_FILES_SET.search(statement.query):
+                    con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [files])
                 break
             except duckdb.IOException as exc:
                 if not (view and view.group(1) in EMPTY_SCHEMAS and "No files found" in str(exc)):
@@ -76,7 +84,11 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False) -> duckdb.DuckD
                 _create_empty(con, view.group(1))  # nothing written yet: empty, not an error
                 break
             except duckdb.Error as exc:
-                if not _leave_out(con, _culprit(con, exc), exc):
+                culprit = _culprit(con, exc)
+                if _is_rollup(culprit):
+                    drop_rollups(con)  # this statement was about the rollups: done without them
+                    break
+                if not _leave_out(con, culprit, exc):
                     break  # every audit file was unreadable: the view is now empty
     return con
 
@@ -93,7 +105,11 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | 
             relation = con.sql(sql, params=dict(params) if params else None)
             return relation.to_arrow_table() if relation is not None else pa.table({})
         except duckdb.Error as exc:
-            _leave_out(con, _culprit(con, exc), exc)
+            culprit = _culprit(con, exc)
+            if _is_rollup(culprit):
+                drop_rollups(con)
+            else:
+                _leave_out(con, culprit, exc)
 
 
 def audit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -137,20 +153,22 @@ def _create_empty(con: duckdb.DuckDBPyConnection, view: str) -> None:
 
 
 def drop_rollups(con: duckdb.DuckDBPyConnection) -> None:
-    """Make ``summary()`` read the raw trail only: ``rollups`` empty, ``rollups_until`` unset."""
+    """Make ``summary()`` read the raw trail only: ``rollups`` empty, its coverage unset. For a
+    damaged rollup file (rollups are derived: the next build writes it again)."""
     _create_empty(con, "rollups")
-    con.execute("SET VARIABLE rollups_until = NULL")
+    for variable in ("rollups_from", "rollups_until", "rollups_unsummarised"):
+        con.execute(f"SET VARIABLE {variable} = NULL")
+
+
+def _is_rollup(culprit: CorruptFileError | None) -> bool:
+    return culprit is not None and Path(culprit.path).parent.parent.name == ROLLUPS_DIR
 
 
 def _leave_out(con: duckdb.DuckDBPyConnection, culprit: CorruptFileError | None, exc: duckdb.Error) -> bool:
     """Leave the culprit out of the ``audit`` view if allowed, else raise; True while the view
-    still has files to read. A damaged rollup file is never an error: rollups are derived, so
-    the connection reads the raw trail instead (and the next build writes the file again)."""
+    still has files to read."""
     if culprit is None:
         raise exc
-    if Path(culprit.path).parent.parent.name == "rollups":
-        drop_rollups(con)
-        return True
     if not (_variable(con, "skip_corrupt") and culprit.path in audit_files(con)):
         raise culprit from None
     keep = [path for path in audit_files(con) if path != culprit.path]
@@ -167,8 +185,9 @@ def _culprit(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> CorruptFileEr
     """The unreadable file behind ``exc``, if a file is to blame.
 
     DuckDB names the file for a missing footer or failed decompression, but reports damaged
-    page headers and the like as a bare ``duckdb.Error`` without one; then each audit file is
-    read in full until the damaged one is found (slow, but only on this error path).
+    page headers and the like as a bare ``duckdb.Error`` without one; then each rollup file and
+    each audit file is read in full until the damaged one is found (slow, but only on this
+    error path).
     """
     message = str(exc).split("\n")[0]
     named = _QUOTED_PARQUET.search(message)
@@ -176,8 +195,10 @@ def _culprit(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> CorruptFileEr
         return CorruptFileError(named.group(1), message)
     if type(exc) is not duckdb.Error:  # parser, binder, conversion... errors are about the SQL
         return None
+    rollups = [row[0] for row in con.execute(
+        f"SELECT file FROM glob('{ROLLUPS_DIR}/date=*/*.parquet') ORDER BY file").fetchall()]
     with duckdb.connect(":memory:") as probe:
-        for path in audit_files(con):
+        for path in rollups + audit_files(con):
             try:
                 probe.sql("SELECT * FROM read_parquet(?)", params=[path]).to_arrow_table()
             except duckdb.Error as probe_exc:

@@ -1,16 +1,19 @@
 """Rollups: per-hour summaries of the audit trail's closed hours, so that the Overview's reports
 read a few thousand rows a day instead of every record (views.sql: ``rollups``, ``summary``).
 
-One Parquet file per day, ``rollups/date=YYYY-MM-DD/hours.parquet``, summarises the day's closed
-hours: decision counts by decision, reason and HTTP status, and a latency histogram. Its metadata
-records, per hour, a digest of the names of the audit files summarised. ``build`` summarises
-hours that closed since the last build, summarises again an hour whose files changed
-(compaction, a segment replayed after a crash) and drops an hour whose files are gone.
+One Parquet file per day, ``rollups/date=YYYY-MM-DD/hours.parquet``, for every day from the
+first to the last closed hour with records: the hours' decision counts and latency histograms,
+a ``covered`` row saying up to which hour the day is summarised, and an ``unsummarised`` row for
+each hour left to the raw trail because one of its audit files could not be read (readers then
+apply their own policy for damaged files, as for any raw hour). The file's metadata records, per
+hour, a digest of the names of the audit files it summarised; ``build`` summarises the hours
+closed since the last build, summarises again an hour whose files changed (compaction, a segment
+replayed after a crash) and drops an hour whose files are gone. Until then a report reads the
+hour's old summary.
 
-Readers trust every hour before the newest one summarised (``rollups_until`` in views.sql), so
-days are written oldest first, each atomically (temp file, fsync, rename): a build cut short
-leaves the rollups complete up to where it stopped, never with a gap. Until a changed hour is
-built again, reports read its old summary: ``portcullis dashboard`` builds every minute.
+Each day file is written atomically (temp file, fsync, rename). Readers trust the chain of day
+files from the first up to the first day missing or not covered to its end, so a build cut
+short, or a day file deleted, makes them read more of the raw trail, never less.
 
 Rollups are derived data: deleting ``rollups/`` loses nothing, the next build writes them again.
 """
@@ -31,15 +34,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analytics.db import ROLLUP_SCHEMA, connect, drop_rollups, query, skipped_files
+from analytics.db import ROLLUP_SCHEMA, ROLLUPS_DIR, connect, drop_rollups, query, skipped_files
 from gateway.audit.parquet import TMP_SUFFIX, install, make_dirs
 
-ROLLUPS = "rollups"
 DAY_FILE = "hours.parquet"
-VERSION = 1  # of the summaries' shape: a day file of another version is summarised again
+VERSION = 2  # of the day files' shape: a day file of another version is summarised again
 _META_KEY = b"portcullis.rollup"
 _LOCK = "_build.lock"
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 Progress = Callable[[int, int, str], None]
 
@@ -51,7 +54,7 @@ class Build:
     hours_built: int = 0
     hours_dropped: int = 0
     days_written: list[str] = field(default_factory=list)
-    skipped_files: list[str] = field(default_factory=list)  # unreadable audit files left out
+    skipped_files: list[str] = field(default_factory=list)  # unreadable: their hours left to the raw trail
     seconds: float = 0.0
 
     @property
@@ -59,80 +62,107 @@ class Build:
         return bool(self.days_written)
 
 
+@dataclass(frozen=True)
+class _Day:
+    """A day file as written: its rows, the digests of its hours, how far it covers."""
+
+    table: pa.Table
+    digests: dict[datetime, str]
+    covered_until: datetime
+
+
 def build(data_dir: str | Path, *, now: datetime, grace: timedelta, wait: bool = True,
           progress: Progress | None = None) -> Build | None:
     """Bring the rollups of ``data_dir`` up to date with its closed hours (those that ended at
-    least ``grace`` before ``now``; ``Settings.hour_closed_after``). One build at a time per data directory: with ``wait`` false,
-    returns None at once if another is running."""
-    root = Path(data_dir)
+    least ``grace`` before ``now``; ``Settings.hour_closed_after``). One build at a time per data
+    directory: with ``wait`` false, returns None at once if another is running."""
+    root = Path(data_dir).resolve()
     began = time.perf_counter()
-    make_dirs(root / ROLLUPS)
-    with open(root / ROLLUPS / _LOCK, "a") as lock:
+    make_dirs(root / ROLLUPS_DIR)
+    with open(root / ROLLUPS_DIR / _LOCK, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             return None
-        result = _build(root, now - grace, progress or (lambda done, total, day: None))
+        result = _build(root, _hour_floor(now - grace), progress or (lambda done, total, day: None))
     result.seconds = round(time.perf_counter() - began, 3)
     return result
 
 
-def _build(root: Path, closed_before: datetime, progress: Progress) -> Build:
-    listed = _closed_hours(root / "audit", closed_before)  # listed before reading: see _summarise
-    recorded = {day: _recorded(path) for day, path in _day_files(root).items()}
-    plans, before_by_day = [], {}
-    for day in sorted(set(recorded) | {hour.date() for hour in listed}):
-        before = recorded.get(day, {})
-        current = {hour: digest for hour, digest in listed.items() if hour.date() == day}
-        stale = sorted(hour for hour, digest in current.items() if before.get(hour) != digest)
-        gone = sorted(set(before) - set(current))
-        if stale or gone:
-            plans.append((day, current, stale, gone))
-            before_by_day[day] = before
+def _hour_floor(t: datetime) -> datetime:
+    return t.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def _build(root: Path, horizon: datetime, progress: Progress) -> Build:
+    """Summarise every hour before ``horizon`` (the closed ones)."""
+    files = _closed_hours(root / "audit", horizon)  # listed before reading: see _summarise
+    existing = _day_files(root)
     result = Build()
-    if not plans:
-        return result
-    con = connect(root, skip_corrupt=True)
-    try:
-        drop_rollups(con)  # summarise from the raw trail only
-        for done, (day, current, stale, gone) in enumerate(plans):
-            progress(done, len(plans), day.isoformat())
-            # A day file whose digests could not be read is trusted for nothing: written anew.
-            kept = _kept(root, day, stale + gone) if before_by_day[day] else None
-            _write_day(root, day, current, kept, _summarise(con, stale))
-            result.hours_built += len(stale)
-            result.hours_dropped += len(gone)
-            result.days_written.append(day.isoformat())
-        result.skipped_files = skipped_files(con)
-    finally:
-        con.close()
+    days = _days(min(files).date(), max(files).date()) if files else []  # later hours have no records
+    for stray in sorted(set(existing) - set(days)):  # before the trail's first day: retention
+        gone = _read_day(existing[stray])
+        shutil.rmtree(existing[stray].parent)
+        result.hours_dropped += len(gone.digests) if gone else 0
+        result.days_written.append(stray.isoformat())
+    plans = []
+    for day in days:
+        before = _read_day(existing.get(day))
+        current = {hour: names for hour, names in files.items() if hour.date() == day}
+        covered_until = min(horizon, _day_start(day) + DAY)
+        stale = sorted(hour for hour, names in current.items()
+                       if before is None or before.digests.get(hour) != _digest(names))
+        gone = [] if before is None else sorted(set(before.digests) - set(current))
+        if before is None or stale or gone or before.covered_until != covered_until:
+            plans.append((day, before, current, stale, gone, covered_until))
+    for done, (day, before, current, stale, gone, covered_until) in enumerate(plans):
+        progress(done, len(plans), day.isoformat())
+        kept = None if before is None else _without_hours(before.table, set(stale) | set(gone))
+        new, unreadable = _summarise(root, {hour: current[hour] for hour in stale})
+        _write_day(root, day, [kept, new, _marks(covered_until, unreadable)],
+                   {hour: _digest(names) for hour, names in current.items()}, covered_until)
+        result.hours_built += len(stale)
+        result.hours_dropped += len(gone)
+        result.days_written.append(day.isoformat())
+        result.skipped_files += unreadable
     progress(len(plans), len(plans), "")
     return result
 
 
-def _closed_hours(audit_dir: Path, closed_before: datetime) -> dict[datetime, str]:
-    """Each closed hour that has audit files, with the digest of their names."""
-    names: dict[datetime, list[str]] = {}
+def _closed_hours(audit_dir: Path, horizon: datetime) -> dict[datetime, list[str]]:
+    """Each hour before ``horizon`` that has audit files, with their absolute paths."""
+    hours: dict[datetime, list[str]] = {}
     for path in audit_dir.glob("date=*/hour=*/*.parquet"):
         try:
             hour = datetime.strptime(f"{path.parent.parent.name}/{path.parent.name}",
                                      "date=%Y-%m-%d/hour=%H").replace(tzinfo=timezone.utc)
         except ValueError:
             continue  # not a partition the audit view reads as one
-        if hour + HOUR <= closed_before:
-            names.setdefault(hour, []).append(path.name)
-    return {hour: _digest(files) for hour, files in names.items()}
+        if hour < horizon:
+            hours.setdefault(hour, []).append(str(path))
+    return {hour: sorted(paths) for hour, paths in hours.items()}
 
 
-def _digest(names: list[str]) -> str:
+def _digest(paths: list[str]) -> str:
     # Audit files are never rewritten in place (new data gets a new name), so their names say
     # whether an hour's summary still holds.
-    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:32]
+    return hashlib.sha256("\n".join(sorted(Path(p).name for p in paths)).encode()).hexdigest()[:32]
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+def _day_path(root: Path, day: date) -> Path:
+    return root / ROLLUPS_DIR / f"date={day.isoformat()}" / DAY_FILE
 
 
 def _day_files(root: Path) -> dict[date, Path]:
     files = {}
-    for path in (root / ROLLUPS).glob(f"date=*/{DAY_FILE}"):
+    for path in (root / ROLLUPS_DIR).glob(f"date=*/{DAY_FILE}"):
         try:
             files[date.fromisoformat(path.parent.name.removeprefix("date="))] = path
         except ValueError:
@@ -140,58 +170,69 @@ def _day_files(root: Path) -> dict[date, Path]:
     return files
 
 
-def _recorded(path: Path) -> dict[datetime, str]:
-    """The hours a day file summarises, with their digests; none if it cannot be read or is of
-    another version (it is then summarised again, whole)."""
+def _read_day(path: Path | None) -> _Day | None:
+    """A day file read in full, so that damage anywhere in it is found; None if it is missing,
+    damaged or of another version (the day is then summarised again, whole)."""
+    if path is None:
+        return None
     try:
+        table = pq.read_table(path, schema=ROLLUP_SCHEMA)
         meta = json.loads((pq.read_schema(path).metadata or {})[_META_KEY])
         if meta["version"] != VERSION:
-            return {}
-        return {datetime.fromisoformat(hour): digest for hour, digest in meta["hours"].items()}
+            return None
+        return _Day(table, {datetime.fromisoformat(h): d for h, d in meta["hours"].items()},
+                    datetime.fromisoformat(meta["covered_until"]))
     except (OSError, KeyError, ValueError, TypeError, pa.ArrowException):
-        return {}
-
-
-def _day_path(root: Path, day: date) -> Path:
-    return root / ROLLUPS / f"date={day.isoformat()}" / DAY_FILE
-
-
-def _kept(root: Path, day: date, replaced: list[datetime]) -> pa.Table | None:
-    """The rows of ``day``'s file for the hours that stay as they are."""
-    try:
-        table = pq.read_table(_day_path(root, day), schema=ROLLUP_SCHEMA)
-    except (OSError, pa.ArrowException):
         return None
-    if not replaced:
-        return table
-    return table.filter(pc.invert(pc.is_in(table["hour"], pa.array(replaced, ROLLUP_SCHEMA.field("hour").type))))
 
 
-def _summarise(con, hours: list[datetime]) -> pa.Table:
-    """The summary rows of ``hours`` (one day's), from the raw trail. Files that arrive while
-    this runs may or may not be read, but they were not listed, so their hour's digest will
-    differ next time and the hour is summarised again."""
+def _without_hours(table: pa.Table, hours: set[datetime]) -> pa.Table:
+    """``table`` without the rows of ``hours`` and without its ``covered`` row (written anew)."""
+    keep = pc.invert(pc.or_(pc.is_in(table["hour"], pa.array(sorted(hours), ROLLUP_SCHEMA.field("hour").type)),
+                            pc.equal(table["kind"], "covered")))
+    return table.filter(keep)
+
+
+def _summarise(root: Path, hours: dict[datetime, list[str]]) -> tuple[pa.Table, list[str]]:
+    """The summary rows of ``hours`` (one day's) from exactly the files listed for them, and the
+    files among those that could not be read; their hours get no rows (see ``_marks``)."""
     if not hours:
-        return ROLLUP_SCHEMA.empty_table()
-    table = query(con, """
-        SELECT hour, decision, reason, http_status, latency_us, calls
-        FROM summary($since, $until, $since)
-        WHERE list_contains($hours, hour)
-        ORDER BY hour, latency_us NULLS FIRST, decision, reason, http_status
-    """, {"since": hours[0], "until": hours[-1] + HOUR, "hours": hours})
-    return table.cast(ROLLUP_SCHEMA)
+        return ROLLUP_SCHEMA.empty_table(), []
+    listed = [path for paths in hours.values() for path in paths]
+    con = connect(root, skip_corrupt=True, files=listed)
+    try:
+        drop_rollups(con)  # from the raw trail only
+        table = query(con, """
+            SELECT kind, hour, decision, reason, http_status, latency_us, calls
+            FROM summary($since, $until, $since)
+            WHERE list_contains($hours, hour)
+            ORDER BY hour, kind, latency_us, decision, reason, http_status
+        """, {"since": min(hours), "until": max(hours) + HOUR, "hours": sorted(hours)})
+        unreadable = sorted(set(skipped_files(con)) & set(listed))
+    finally:
+        con.close()
+    damaged = {hour for hour, paths in hours.items() if set(paths) & set(unreadable)}
+    return _without_hours(table.cast(ROLLUP_SCHEMA), damaged), unreadable
 
 
-def _write_day(root: Path, day: date, current: dict[datetime, str], kept: pa.Table | None, new: pa.Table) -> None:
-    """Write ``day``'s file atomically: the kept rows and the new ones, and the digests of every
-    hour now summarised; remove it when the day has no closed hour with files left."""
+def _marks(covered_until: datetime, unreadable: list[str]) -> pa.Table:
+    """The day's ``covered`` row and an ``unsummarised`` row per hour with an unreadable file."""
+    hours = sorted({datetime.strptime(f"{Path(p).parent.parent.name}/{Path(p).parent.name}", "date=%Y-%m-%d/hour=%H")
+                    .replace(tzinfo=timezone.utc) for p in unreadable})
+    kinds = ["covered"] + ["unsummarised"] * len(hours)
+    return pa.table({"kind": pa.array(kinds, pa.string()),
+                     "hour": pa.array([covered_until, *hours], ROLLUP_SCHEMA.field("hour").type),
+                     "calls": pa.array([0] * len(kinds), pa.int64())})
+
+
+def _write_day(root: Path, day: date, parts: list[pa.Table | None], digests: dict[datetime, str],
+               covered_until: datetime) -> None:
+    """Write ``day``'s file atomically from ``parts``, with the digests of its hours."""
     path = _day_path(root, day)
-    if not current:
-        shutil.rmtree(path.parent, ignore_errors=True)
-        return
-    parts = [t for t in (kept, new) if t is not None]
-    table = pa.concat_tables(parts).sort_by([("hour", "ascending")])
-    meta = {"version": VERSION, "hours": {hour.isoformat(): digest for hour, digest in sorted(current.items())}}
+    table = pa.concat_tables([t for t in parts if t is not None], promote_options="default")
+    table = table.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA).sort_by([("hour", "ascending")])
+    meta = {"version": VERSION, "covered_until": covered_until.isoformat(),
+            "hours": {hour.isoformat(): digest for hour, digest in sorted(digests.items())}}
     table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
     make_dirs(path.parent)
     tmp = path.with_name(path.name + TMP_SUFFIX)

@@ -36,55 +36,70 @@ WHERE date >= CAST(since AS DATE)
 -- Latency as summaries keep it: exact below 1 ms, to three significant digits above (within
 -- 0.5 %), so an hour's latency histogram has at most a few thousand rows however busy it was.
 CREATE OR REPLACE MACRO latency_bucket(us) AS
-    CASE WHEN us < 1000 THEN us ELSE round(us, 3 - ceil(log10(us + 1))::INTEGER) END;
+    CASE WHEN us < 1000 THEN us::BIGINT ELSE round(us::BIGINT, 3 - ceil(log10(us::BIGINT + 1))::INTEGER) END;
 
 -- The start of a timestamp's UTC hour (integer arithmetic: much cheaper than date_trunc).
 CREATE OR REPLACE MACRO hour_of(t) AS make_timestamptz(epoch_us(t) // 3600000000 * 3600000000);
 
 -- Per-hour summaries of closed hours, written by `analytics.rollups` (docs/analytics.md,
--- "Rollups"), one file per day. Rows with latency_us NULL count the hour's decisions by
--- decision, reason and http_status; the others are its latency histogram (latency_us a
--- latency_bucket, decision, reason and http_status NULL).
+-- "Rollups"), one file per day, rows of four kinds:
+--   decisions     the hour's decisions counted by decision, reason and http_status
+--   latency       the hour's latency histogram: calls per latency_bucket
+--   covered       one per day file: the day's hours before `hour` are all summarised
+--   unsummarised  an hour of the covered ones left to the raw trail (an audit file unreadable)
 -- Until the first day is summarised there are no files: the typed empty rows give the view its
 -- columns then, and the glob picks up files written later.
 CREATE OR REPLACE VIEW rollups AS
-SELECT date, hour, decision, reason, http_status, latency_us, calls FROM (
+SELECT date, kind, hour, decision, reason, http_status, latency_us, calls FROM (
     SELECT * FROM read_parquet('rollups/date=*/*.parquet', hive_partitioning = true,
                                hive_types = {'date': DATE}, allow_empty = true)
     UNION ALL BY NAME
-    SELECT NULL::DATE AS date, NULL::TIMESTAMPTZ AS hour, NULL::VARCHAR AS decision, NULL::VARCHAR AS reason,
-           NULL::SMALLINT AS http_status, NULL::INTEGER AS latency_us, NULL::BIGINT AS calls
+    SELECT NULL::DATE AS date, NULL::VARCHAR AS kind, NULL::TIMESTAMPTZ AS hour, NULL::VARCHAR AS decision,
+           NULL::VARCHAR AS reason, NULL::SMALLINT AS http_status, NULL::BIGINT AS latency_us, NULL::BIGINT AS calls
     WHERE false
 );
 
--- Every hour before this one is in `rollups` (days are summarised in order, so there are no
--- gaps); later hours are read from `audit`. NULL when there are no rollups.
-SET VARIABLE rollups_until = (SELECT max(hour) + INTERVAL 1 HOUR FROM rollups);
+-- What the rollups cover: every hour from rollups_from to rollups_until except the unsummarised
+-- ones; the chain of day files ends at the first day missing or not covered to its end. Read
+-- once per connection (NULL when there are no rollups: everything is read raw).
+SET VARIABLE rollups_from = (SELECT min(date)::TIMESTAMPTZ FROM rollups WHERE kind = 'covered');
+SET VARIABLE rollups_until = (
+    SELECT min(hour) FROM (
+        SELECT date, hour, lead(date) OVER (ORDER BY date) AS next_date FROM rollups WHERE kind = 'covered')
+    WHERE next_date IS NULL OR next_date <> date + 1 OR hour < date + INTERVAL 1 DAY);
+SET VARIABLE rollups_unsummarised = (SELECT coalesce(list(hour), []) FROM rollups WHERE kind = 'unsummarised');
 
 -- Whether summary(since, until, split) takes `hour` from `rollups`: a whole hour of the window,
--- not cut by `split`, before rollups_until. Everything else comes from `audit`.
+-- not cut by `split`, covered by the rollups. Everything else comes from `audit`.
 CREATE OR REPLACE MACRO rolled_up(hour, since, until, split) AS
     hour >= since AND hour + INTERVAL 1 HOUR <= until
     AND NOT (hour < split AND hour + INTERVAL 1 HOUR > split)
-    AND hour < coalesce(getvariable('rollups_until'), TIMESTAMPTZ '-infinity');
+    AND hour >= coalesce(getvariable('rollups_from'), TIMESTAMPTZ 'infinity')
+    AND hour < coalesce(getvariable('rollups_until'), TIMESTAMPTZ '-infinity')
+    AND NOT list_contains(coalesce(getvariable('rollups_unsummarised'), []), hour);
 
--- The audit records of [since, until) summarised by hour, shaped like `rollups`, each row marked
--- `after_split` (ts >= split; pass split = since when there is nothing to split): whole hours
--- from `rollups`, the rest from `audit`, of which only the days that hold such hours are read.
--- The Overview's reports read this instead of scanning every record of their windows.
+-- The audit records of [since, until) summarised by hour, as `rollups` rows of kind decisions
+-- and latency, each marked `after_split` (ts >= split; pass split = since when there is nothing
+-- to split): whole hours the rollups cover from them, the rest from `audit`, of which only the
+-- days that can hold such hours are read. The Overview's reports read this instead of every
+-- record of their windows.
 CREATE OR REPLACE MACRO summary(since, until, split) AS TABLE
-SELECT hour, hour >= split AS after_split, decision, reason, http_status, latency_us, calls
+SELECT kind, hour, hour >= split AS after_split, decision, reason, http_status, latency_us, calls
 FROM rollups
-WHERE date >= CAST(since AS DATE) AND date <= CAST(until AS DATE) AND rolled_up(hour, since, until, split)
+WHERE kind IN ('decisions', 'latency') AND date >= CAST(since AS DATE) AND date <= CAST(until AS DATE)
+  AND rolled_up(hour, since, until, split)
 UNION ALL
-SELECT hour_start AS hour, after_split, decision, reason, http_status, bucket AS latency_us, count(*) AS calls
+SELECT CASE WHEN grouping(bucket) = 1 THEN 'decisions' ELSE 'latency' END AS kind, hour_start AS hour,
+       after_split, decision, reason, http_status, bucket AS latency_us, count(*) AS calls
 FROM (
     SELECT hour_of(ts) AS hour_start, ts >= split AS after_split, decision, reason, http_status,
            latency_bucket(latency_us) AS bucket
     FROM audit
     WHERE date >= CAST(since AS DATE) AND date <= CAST(until AS DATE)
       AND (date = CAST(since AS DATE) OR date = CAST(split AS DATE)
-           OR date >= CAST(least(until, coalesce(getvariable('rollups_until'), since)) AS DATE))
+           OR date >= CAST(least(until, coalesce(getvariable('rollups_until'), since)) AS DATE)
+           OR date < CAST(coalesce(getvariable('rollups_from'), since) AS DATE)
+           OR list_contains(coalesce(getvariable('rollups_unsummarised'), [])::DATE[], date))
       AND ts >= since AND ts < until
       AND NOT rolled_up(hour_of(ts), since, until, split)
 )

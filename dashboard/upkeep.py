@@ -24,10 +24,13 @@ def run(root: str, grace: timedelta, stop: threading.Event) -> None:
     first build and renewing it after each one that changed them."""
     first = True
     while True:
-        if _build(root, grace):
-            data.renew(root)  # also when a visitor opened one during the first build
-        elif first:
-            data.open_early(root)
+        try:
+            if _build(root, grace):
+                data.renew(root)  # also when a visitor opened one during the first build
+            elif first:
+                data.open_early(root)
+        except Exception:  # a failed round (full disk, read-only volume) must not end the next ones
+            log.exception("rollup upkeep failed; the Overview reads the raw trail meanwhile")
         first = False
         if stop.wait(INTERVAL_S):
             return
@@ -35,13 +38,11 @@ def run(root: str, grace: timedelta, stop: threading.Event) -> None:
 
 def _build(root: str, grace: timedelta) -> bool:
     """One build; True if it changed the rollups."""
-    try:
-        built = rollups.build(root, now=datetime.now(timezone.utc), grace=grace, wait=False)
-    except Exception:  # a failed build (full disk, read-only volume) must not end the next ones
-        log.exception("rollup build failed; the Overview reads the raw trail meanwhile")
-        return False
+    built = rollups.build(root, now=datetime.now(timezone.utc), grace=grace, wait=False)
     if built is None or not built.changed:
         return False
+    for path in built.skipped_files:
+        log.warning("unreadable audit file: its hour is read raw", extra={"event": "rollup_skipped", "path": path})
     log.info("rollups built", extra={"event": "rollups_built", "hours": built.hours_built,
                                      "days": len(built.days_written), "seconds": built.seconds})
     return True

@@ -5,7 +5,7 @@ WITH histogram AS (
     SELECT epoch_us(hour) // width AS n, latency_us, sum(calls) AS calls, any_value(width) AS width
     FROM summary($now - to_days($days), $now, $now - to_days($days)),
          (SELECT CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END AS width)
-    WHERE latency_us IS NOT NULL
+    WHERE kind = 'latency'
     GROUP BY n, latency_us
 ),
 ranked AS (

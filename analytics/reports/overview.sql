@@ -4,17 +4,17 @@
 -- Read from summary() (views.sql), split at the periods' boundary; p99 from its latency
 -- histograms, so within 0.5 % above 1 ms.
 WITH summarised AS (
-    SELECT after_split AS is_current, decision, http_status, latency_us, calls
+    SELECT kind, after_split AS is_current, decision, http_status, latency_us, calls
     FROM summary($now - to_hours(2 * $hours), $now, $now - to_hours($hours))
 ),
 counts AS (
     SELECT is_current,
            sum(calls)::BIGINT AS decisions,
-           (sum(calls) FILTER (WHERE decision = 'deny'))::BIGINT AS denied,
-           (sum(calls) FILTER (WHERE decision = 'alert'))::BIGINT AS alerts,
-           (sum(calls) FILTER (WHERE http_status = 401))::BIGINT AS auth_failures
+           coalesce(sum(calls) FILTER (WHERE decision = 'deny'), 0)::BIGINT AS denied,
+           coalesce(sum(calls) FILTER (WHERE decision = 'alert'), 0)::BIGINT AS alerts,
+           coalesce(sum(calls) FILTER (WHERE http_status = 401), 0)::BIGINT AS auth_failures
     FROM summarised
-    WHERE latency_us IS NULL
+    WHERE kind = 'decisions'
     GROUP BY is_current
 ),
 ranked AS (
@@ -22,7 +22,7 @@ ranked AS (
            sum(sum(calls)) OVER (PARTITION BY is_current ORDER BY latency_us) AS upto,
            sum(sum(calls)) OVER (PARTITION BY is_current) AS total
     FROM summarised
-    WHERE latency_us IS NOT NULL
+    WHERE kind = 'latency'
     GROUP BY is_current, latency_us
 ),
 p99 AS (

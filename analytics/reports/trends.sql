@@ -3,6 +3,6 @@
 SELECT make_timestamptz(epoch_us(hour) // width * width) AS bucket, decision, reason, sum(calls)::BIGINT AS calls
 FROM summary($now - to_days($days), $now, $now - to_days($days)),
      (SELECT CASE $bucket WHEN 'day' THEN 86400000000 ELSE 3600000000 END AS width)
-WHERE latency_us IS NULL
+WHERE kind = 'decisions'
 GROUP BY ALL
 ORDER BY bucket, calls DESC, reason

@@ -24,7 +24,7 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 def rollups_until(root: Path):
     db = data._database(str(root))
     with db.lock:
-        return db.con.execute("SELECT getvariable('rollups_until')").fetchone()[0]
+        return db.con.execute("SELECT getvariable('rollups_until')").fetchall()[0][0]
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_a_failed_build_is_logged_and_tried_again(root: Path, monkeypatch, caplo
     with caplog.at_level(logging.ERROR, logger="portcullis.dashboard"):
         thread = threading.Thread(target=upkeep.run, args=(str(root), timedelta(0), stop), daemon=True)
         thread.start()
-        wait_for(lambda: sum("rollup build failed" in r.message for r in caplog.records) >= 2)
+        wait_for(lambda: sum("rollup upkeep failed" in r.message for r in caplog.records) >= 2)
         (root / "rollups").unlink()  # the volume is writable again
         wait_for(lambda: list((root / "rollups").glob("date=*/hours.parquet")))
         stop.set()
