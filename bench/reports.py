@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import duckdb
 
 from analytics import rollups
-from analytics.db import audit_files, connect, drop_rollups
+from analytics.db import ROLLUPS_DIR, audit_files, connect, drop_rollups
 from analytics.registry import REPORTS, run_report
 from analytics.synth import generate
 
@@ -79,7 +79,7 @@ def run(rows: int = 10_000_000, days: int = 30, repeat: int = 3) -> dict:
     data, summary = history(rows, days)
     now = datetime.fromisoformat(summary["end"])
     load_before = os.getloadavg()[0]
-    shutil.rmtree(data / rollups.ROLLUPS, ignore_errors=True)
+    shutil.rmtree(data / ROLLUPS_DIR, ignore_errors=True)
     built = summarised(data)
     began = time.perf_counter()
     con = connect(data)
