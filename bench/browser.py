@@ -27,10 +27,20 @@ CHROMIUM_ARGS = (
     "--disable-dev-shm-usage", "--window-size=1440,2200",
 )
 # Present in the DOM only while a Streamlit script run is in progress.
-_RUNNING = '[data-testid="stStatusWidget"] [data-testid^="stStatusWidgetRunning"]'
-# How many charts still show the placeholder a page draws before its reports are in.
-_PLACEHOLDERS = ("return [...document.querySelectorAll('.js-plotly-plot .annotation-text')]"
-                 ".filter(e => e.textContent === arguments[0]).length")
+# Whether a page is drawn: its header reads arguments[0]; arguments[1] Plotly charts (or, for
+# none, a table) are drawn, none of them still the placeholder a page shows before its reports
+# are in (arguments[2]); and no script run is in progress. One script per poll: a WebDriver
+# command per condition would take the renderer's main thread from the page being timed.
+_RENDERED = """
+const [title, charts, loading] = arguments;
+const headers = [...document.querySelectorAll('[data-testid="stHeading"] h2')].map(h => h.innerText.trim());
+const drawn = charts ? document.querySelectorAll('.js-plotly-plot .main-svg').length >= charts
+                     : document.querySelector('[data-testid="stDataFrame"]') !== null;
+const running = document.querySelector('[data-testid="stStatusWidget"] [data-testid^="stStatusWidgetRunning"]');
+const placeholders = [...document.querySelectorAll('.js-plotly-plot .annotation-text')]
+    .filter(e => e.textContent === loading).length;
+return headers.includes(title) && drawn && running === null && placeholders === 0;
+"""
 
 
 def free_port() -> int:
@@ -97,14 +107,7 @@ def chromium(profile: Path):
 def wait_rendered(driver, title: str, charts: int, timeout: float = 90) -> None:
     """Until the page's header reads ``title``, ``charts`` Plotly charts (or, for none, a table)
     are drawn, none of them still a "Loading…" placeholder, and no script run is in progress."""
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    def rendered(d) -> bool:
-        headers = [h.text for h in d.find_elements(By.CSS_SELECTOR, '[data-testid="stHeading"] h2')]
-        drawn = (len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= charts if charts
-                 else bool(d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')))
-        return (title in headers and drawn and not d.find_elements(By.CSS_SELECTOR, _RUNNING)
-                and not d.execute_script(_PLACEHOLDERS, LOADING))
-
-    WebDriverWait(driver, timeout, poll_frequency=0.05).until(rendered)
+    WebDriverWait(driver, timeout, poll_frequency=0.05).until(
+        lambda d: d.execute_script(_RENDERED, title, charts, LOADING))
