@@ -2,9 +2,9 @@
 (``analytics.rollups``), so that the Overview reads per-hour summaries instead of every record of
 its window, and have the DuckDB connection open before the first visitor needs it.
 
-The first build runs before the connection is opened (it is quick unless much is new), so the
-connection reads the rollups' extent (``rollups_until``) from the start. A build that changed the
-rollups renews the connection, so its reports read only the hours since from the raw trail.
+The connection is opened first: visitors need it, the rollups can wait a moment (a connection
+opened before them only reads more of the raw trail). A build that changed the rollups renews
+the connection, so its reports read only the hours since from the raw trail.
 """
 from __future__ import annotations
 
@@ -20,18 +20,18 @@ INTERVAL_S = 60.0
 
 
 def run(root: str, grace: timedelta, stop: threading.Event) -> None:
-    """Build the rollups every :data:`INTERVAL_S` until ``stop``, opening the connection after the
-    first build and renewing it after each one that changed them."""
-    first = True
+    """Open the connection, then build the rollups every :data:`INTERVAL_S` until ``stop``,
+    renewing the connection after each build that changed them."""
+    try:
+        data.open_early(root)
+    except Exception:  # the first visitor opens it then, and sees the error
+        log.exception("could not open the DuckDB connection")
     while True:
         try:
             if _build(root, grace):
-                data.renew(root)  # also when a visitor opened one during the first build
-            elif first:
-                data.open_early(root)
+                data.renew(root)
         except Exception:  # a failed round (full disk, read-only volume) must not end the next ones
             log.exception("rollup upkeep failed; the Overview reads the raw trail meanwhile")
-        first = False
         if stop.wait(INTERVAL_S):
             return
 
