@@ -55,16 +55,17 @@ class CorruptFileError(RuntimeError):
         self.detail = detail
 
 
-def connect(data_dir: str | Path, *, skip_corrupt: bool = False,
-            files: list[str] | None = None) -> duckdb.DuckDBPyConnection:
+def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str] | None = None,
+            rollups: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views of ``views.sql``.
 
     Nothing is written to the data directory. Creating the ``audit`` view reads every audit
     file's footer (``union_by_name``), so an unreadable one is found here: it raises
     ``CorruptFileError``, or with ``skip_corrupt`` is left out of the view. ``query`` does the
     same for damage found later; ``skipped_files(con)`` lists what was left out. ``files``
-    (absolute paths) narrows the ``audit`` view to those files. A damaged rollup file is never
-    an error: the connection reads the raw trail instead (``drop_rollups``).
+    (absolute paths) narrows the ``audit`` view to those files; a missing one counts as
+    unreadable. Without ``rollups``, ``summary()`` reads the raw trail only; a damaged rollup
+    file has the same effect instead of being an error (``drop_rollups``).
     """
     con = duckdb.connect(":memory:")
     con.execute(f"SET file_search_path = {_literal(str(Path(data_dir).resolve()))}")
@@ -72,20 +73,23 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False,
     con.execute("SET VARIABLE skipped_audit_files = []::VARCHAR[]")
     for statement in duckdb.extract_statements(VIEWS_SQL.read_text(encoding="utf-8")):
         view = _VIEW_NAME.search(statement.query)
+        name = view.group(1) if view else None
+        if name == "rollups" and not rollups:
+            _create_empty(con, name)
+            continue
         while True:
             try:
                 con.execute(statement.query)
                 if files is not None and _AUDIT_FILES_SET.search(statement.query):
                     con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [files])
                 break
-            except duckdb.IOException as exc:
-                if not (view and view.group(1) in EMPTY_SCHEMAS and "No files found" in str(exc)):
-                    raise
-                _create_empty(con, view.group(1))  # nothing written yet: empty, not an error
-                break
             except duckdb.Error as exc:
+                if (name in EMPTY_SCHEMAS and "No files found" in str(exc)
+                        and not (name == "audit" and files is not None)):
+                    _create_empty(con, name)  # nothing written yet: empty, not an error
+                    break
                 culprit = _culprit(con, exc)
-                if _is_rollup(culprit):
+                if _uses_rollup(con, culprit):
                     drop_rollups(con)  # this statement was about the rollups: done without them
                     break
                 if not _leave_out(con, culprit, exc):
@@ -98,7 +102,8 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | 
 
     Raises ``CorruptFileError`` naming the file when a Parquet file cannot be read, or, on a
     connection opened with ``skip_corrupt``, leaves that audit file out and runs the query again.
-    Any other ``duckdb.Error`` (bad SQL, bad parameters) propagates unchanged.
+    A damaged rollup file makes the connection read the raw trail instead, once. Any other
+    ``duckdb.Error`` (bad SQL, bad parameters) propagates unchanged.
     """
     while True:
         try:
@@ -106,10 +111,10 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | 
             return relation.to_arrow_table() if relation is not None else pa.table({})
         except duckdb.Error as exc:
             culprit = _culprit(con, exc)
-            if _is_rollup(culprit):
+            if _uses_rollup(con, culprit):
                 drop_rollups(con)
             else:
-                _leave_out(con, culprit, exc)
+                _leave_out(con, culprit, exc)  # raises unless an audit file can be left out
 
 
 def audit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -160,8 +165,11 @@ def drop_rollups(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"SET VARIABLE {variable} = NULL")
 
 
-def _is_rollup(culprit: CorruptFileError | None) -> bool:
-    return culprit is not None and Path(culprit.path).parent.parent.name == ROLLUPS_DIR
+def _uses_rollup(con: duckdb.DuckDBPyConnection, culprit: CorruptFileError | None) -> bool:
+    """Whether the culprit is a rollup file the ``rollups`` view still reads (once dropped, a
+    query reading rollup files itself gets the error)."""
+    return (culprit is not None and Path(culprit.path).parent.parent.name == ROLLUPS_DIR
+            and "rollups" not in empty_views(con))
 
 
 def _leave_out(con: duckdb.DuckDBPyConnection, culprit: CorruptFileError | None, exc: duckdb.Error) -> bool:
@@ -195,7 +203,7 @@ def _culprit(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> CorruptFileEr
         return CorruptFileError(named.group(1), message)
     if type(exc) is not duckdb.Error:  # parser, binder, conversion... errors are about the SQL
         return None
-    rollups = [row[0] for row in con.execute(
+    rollups = [] if "rollups" in empty_views(con) else [row[0] for row in con.execute(
         f"SELECT file FROM glob('{ROLLUPS_DIR}/date=*/*.parquet') ORDER BY file").fetchall()]
     with duckdb.connect(":memory:") as probe:
         for path in rollups + audit_files(con):

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analytics.db import ROLLUP_SCHEMA, ROLLUPS_DIR, connect, drop_rollups, query, skipped_files
+from analytics.db import ROLLUP_SCHEMA, ROLLUPS_DIR, connect, query, skipped_files
 from gateway.audit.parquet import TMP_SUFFIX, install, make_dirs
 
 DAY_FILE = "hours.parquet"
@@ -89,6 +89,19 @@ def build(data_dir: str | Path, *, now: datetime, grace: timedelta, wait: bool =
     return result
 
 
+def signature(data_dir: str | Path) -> tuple:
+    """What the rollups of ``data_dir`` look like on disk (day files, their sizes and times): a
+    connection opened under another signature reads an out-of-date coverage."""
+    seen = []
+    for path in (Path(data_dir) / ROLLUPS_DIR).glob(f"date=*/{DAY_FILE}"):
+        try:
+            stat = path.stat()
+        except OSError:  # replaced or removed just now: the next look sees what came instead
+            continue
+        seen.append((path.parent.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(seen))
+
+
 def _hour_floor(t: datetime) -> datetime:
     return t.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
@@ -117,9 +130,11 @@ def _build(root: Path, horizon: datetime, progress: Progress) -> Build:
     for done, (day, before, current, stale, gone, covered_until) in enumerate(plans):
         progress(done, len(plans), day.isoformat())
         kept = None if before is None else _without_hours(before.table, set(stale) | set(gone))
-        new, unreadable = _summarise(root, {hour: current[hour] for hour in stale})
-        _write_day(root, day, [kept, new, _marks(covered_until, unreadable)],
-                   {hour: _digest(names) for hour, names in current.items()}, covered_until)
+        new, unreadable, changed = _summarise(root, {hour: current[hour] for hour in stale})
+        # An hour whose files changed meanwhile is left to the raw trail and, with no digest
+        # recorded, summarised again next time.
+        _write_day(root, day, [kept, new, _marks(covered_until, unreadable, changed)],
+                   {hour: _digest(names) for hour, names in current.items() if hour not in changed}, covered_until)
         result.hours_built += len(stale)
         result.hours_dropped += len(gone)
         result.days_written.append(day.isoformat())
@@ -176,7 +191,7 @@ def _read_day(path: Path | None) -> _Day | None:
     if path is None:
         return None
     try:
-        table = pq.read_table(path, schema=ROLLUP_SCHEMA)
+        table = pq.read_table(path, schema=ROLLUP_SCHEMA, page_checksum_verification=True)
         meta = json.loads((pq.read_schema(path).metadata or {})[_META_KEY])
         if meta["version"] != VERSION:
             return None
@@ -193,32 +208,36 @@ def _without_hours(table: pa.Table, hours: set[datetime]) -> pa.Table:
     return table.filter(keep)
 
 
-def _summarise(root: Path, hours: dict[datetime, list[str]]) -> tuple[pa.Table, list[str]]:
-    """The summary rows of ``hours`` (one day's) from exactly the files listed for them, and the
-    files among those that could not be read; their hours get no rows (see ``_marks``)."""
+def _summarise(root: Path, hours: dict[datetime, list[str]]) -> tuple[pa.Table, list[str], set[datetime]]:
+    """The summary rows of ``hours`` (one day's) from exactly the files listed for them; the
+    listed files that could not be read; and the hours whose files changed while this ran (one
+    vanished: compaction replaced it). Neither kind of hour gets rows (see ``_marks``)."""
     if not hours:
-        return ROLLUP_SCHEMA.empty_table(), []
+        return ROLLUP_SCHEMA.empty_table(), [], set()
     listed = [path for paths in hours.values() for path in paths]
-    con = connect(root, skip_corrupt=True, files=listed)
+    con = connect(root, skip_corrupt=True, files=listed, rollups=False)
     try:
-        drop_rollups(con)  # from the raw trail only
         table = query(con, """
             SELECT kind, hour, decision, reason, http_status, latency_us, calls
             FROM summary($since, $until, $since)
             WHERE list_contains($hours, hour)
             ORDER BY hour, kind, latency_us, decision, reason, http_status
         """, {"since": min(hours), "until": max(hours) + HOUR, "hours": sorted(hours)})
-        unreadable = sorted(set(skipped_files(con)) & set(listed))
+        left_out = set(skipped_files(con)) & set(listed)
     finally:
         con.close()
+    vanished = {path for path in listed if not os.path.exists(path)}
+    changed = {hour for hour, paths in hours.items() if vanished & set(paths)}
+    unreadable = sorted(left_out - vanished)
     damaged = {hour for hour, paths in hours.items() if set(paths) & set(unreadable)}
-    return _without_hours(table.cast(ROLLUP_SCHEMA), damaged), unreadable
+    return _without_hours(table.cast(ROLLUP_SCHEMA), damaged | changed), unreadable, changed
 
 
-def _marks(covered_until: datetime, unreadable: list[str]) -> pa.Table:
-    """The day's ``covered`` row and an ``unsummarised`` row per hour with an unreadable file."""
-    hours = sorted({datetime.strptime(f"{Path(p).parent.parent.name}/{Path(p).parent.name}", "date=%Y-%m-%d/hour=%H")
-                    .replace(tzinfo=timezone.utc) for p in unreadable})
+def _marks(covered_until: datetime, unreadable: list[str], changed: set[datetime]) -> pa.Table:
+    """The day's ``covered`` row and an ``unsummarised`` row per hour left to the raw trail."""
+    hours = sorted(changed | {datetime.strptime(f"{Path(p).parent.parent.name}/{Path(p).parent.name}",
+                                                "date=%Y-%m-%d/hour=%H").replace(tzinfo=timezone.utc)
+                              for p in unreadable})
     kinds = ["covered"] + ["unsummarised"] * len(hours)
     return pa.table({"kind": pa.array(kinds, pa.string()),
                      "hour": pa.array([covered_until, *hours], ROLLUP_SCHEMA.field("hour").type),
@@ -236,7 +255,7 @@ def _write_day(root: Path, day: date, parts: list[pa.Table | None], digests: dic
     table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
     make_dirs(path.parent)
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)  # bit flips found on reading
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     install(tmp, path)

@@ -15,8 +15,8 @@ The connection lives as long as the process, opened while the server starts (``o
 so no visitor waits for it and its Parquet metadata cache stays warm. The exception: when
 ``connect`` found no audit files yet, or left unreadable ones out, its views are fixed to what it
 saw then, and only a new connection sees the files written since; such a connection is renewed
-(see ``_Database.worth_keeping``). A rollup build renews it too (``renew``, from
-``dashboard.upkeep``), so that it reads the new summaries' extent.
+(see ``_Database.worth_keeping``). A change of the rollups on disk renews it too (``renew``,
+from ``dashboard.upkeep``), since it reads their coverage when it opens.
 """
 from __future__ import annotations
 

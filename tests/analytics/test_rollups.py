@@ -6,6 +6,7 @@ import fcntl
 import json
 import random
 import shutil
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -327,6 +328,7 @@ def test_one_build_at_a_time(data: Path):
 
 def test_views_sql_verbatim_reads_the_rollups(data: Path, monkeypatch):
     build(data)
+    sorted((data / "audit").glob("date=*/hour=12/*.parquet"))[0].unlink()  # summarised: still counted
     monkeypatch.chdir(data)  # what `cd data && duckdb -init ../analytics/views.sql` does
     con = duckdb.connect()
     con.execute(VIEWS_SQL.read_text())
@@ -399,3 +401,110 @@ def test_rollup_command_errors_are_one_line(data: Path):
     result = CliRunner().invoke(cli, ["rollup", "--data", str(data)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def finishes(work, timeout: float = 120.0):
+    """``work()``'s result, failing (instead of hanging the suite) if it does not end."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = work()
+        except Exception as exc:  # handed to the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "did not finish"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def test_a_file_replaced_during_a_build_leaves_its_hour_to_the_next(data: Path, monkeypatch):
+    """Compaction renames an hour's files while a build reads them: that hour is read raw, and
+    summarised by the next build; the other hours are not touched."""
+    victim = sorted((data / "audit").glob("date=*/hour=10/*.parquet"))[1]
+    hour = datetime.strptime(f"{victim.parent.parent.name}/{victim.parent.name}", "date=%Y-%m-%d/hour=%H").replace(
+        tzinfo=timezone.utc)
+    listing = rollups._closed_hours
+
+    def compacted_right_after_listing(*args):
+        found = listing(*args)
+        victim.rename(victim.with_name("compact-merged.parquet"))
+        monkeypatch.setattr(rollups, "_closed_hours", listing)
+        return found
+
+    monkeypatch.setattr(rollups, "_closed_hours", compacted_right_after_listing)
+    build(data)
+    con = connect(data)
+    assert con.execute("SELECT getvariable('rollups_unsummarised')").fetchall()[0][0] == [hour]
+    con.close()
+    assert_overview(report(data, "overview", hours=30).to_pylist(), overview_from_records(data, 30))
+    assert build(data).hours_built == 1
+    con = connect(data)
+    assert con.execute("SELECT getvariable('rollups_unsummarised')").fetchall()[0][0] == []
+    con.close()
+    assert_overview(report(data, "overview", hours=30).to_pylist(), overview_from_records(data, 30))
+
+
+def test_an_unreadable_file_beside_a_good_one_reads_the_good_one_raw(data: Path):
+    hour = END - 40 * HOUR
+    write_audit(data, [record(hour + timedelta(minutes=m), decision="deny", reason="LICENSE_REVOKED")
+                       for m in range(9)], name="second-writer")
+    first = sorted((data / "audit").glob(f"date={hour:%Y-%m-%d}/hour={hour:%H}/*.parquet"))[0]
+    damage(first, "pages")
+    build(data)
+    with pytest.raises(CorruptFileError, match=first.name):  # the hour is read raw: the file is named
+        report(data, "trends", days=3, bucket="day")
+    con = connect(data, skip_corrupt=True)
+    expected = run_report(con, "trends", now=AT, days=3, bucket="day")
+    assert skipped_files(con) == [str(first)]
+    con.close()
+    con = connect(data, skip_corrupt=True)
+    drop_rollups(con)
+    assert run_report(con, "trends", now=AT, days=3, bucket="day").equals(expected)
+    con.close()
+    assert ("deny", "LICENSE_REVOKED") in {(r["decision"], r["reason"]) for r in expected.to_pylist()}
+
+
+def test_damaged_rollups_and_audit_pages_together_end(data: Path):
+    build(data)
+    damage(sorted((data / "rollups").glob("date=*/hours.parquet"))[0], "pages")
+    damage(sorted((data / "audit").glob("date=*/hour=07/*.parquet"))[0], "pages")
+    finishes(lambda: run_report(connect(data, skip_corrupt=True), "overview", now=AT, hours=30))
+    rebuilt = finishes(lambda: build(data))
+    assert rebuilt.days_written and len(rebuilt.skipped_files) == 1
+
+
+def test_a_rollup_footer_that_cannot_be_read_reads_raw(data: Path):
+    build(data)
+    first = sorted((data / "rollups").glob("date=*/hours.parquet"))[0]
+    raw_bytes = first.read_bytes()
+    first.write_bytes(raw_bytes[:-300] + raw_bytes[-283:])
+    assert_overview(report(data, "overview", hours=30).to_pylist(), overview_from_records(data, 30))
+    assert build(data).days_written == [first.parent.name.removeprefix("date=")]
+
+
+def test_reading_damaged_rollup_files_directly_is_an_error_not_a_loop(data: Path):
+    build(data)
+    damage(sorted((data / "rollups").glob("date=*/hours.parquet"))[0], "truncated")
+    con = connect(data)
+    with pytest.raises(CorruptFileError):
+        finishes(lambda: query(con, "SELECT count(*) FROM read_parquet('rollups/date=*/*.parquet')"))
+    con.close()
+
+
+def test_connect_can_read_just_the_files_given(data: Path):
+    files = [str(p) for p in sorted((data / "audit").glob("date=*/hour=0[12]/*.parquet"))]
+    con = connect(data, files=files)
+    assert query(con, "SELECT count(*) AS n FROM audit").to_pylist()[0]["n"] == sum(
+        pq.read_metadata(f).num_rows for f in files)
+    con.close()
+    gone = files + [str(data / "audit" / "date=2026-02-27" / "hour=01" / "gone.parquet")]
+    with pytest.raises(CorruptFileError, match="gone.parquet"):
+        connect(data, files=gone)
+    con = connect(data, files=gone, skip_corrupt=True)
+    assert skipped_files(con) == [gone[-1]]
+    con.close()

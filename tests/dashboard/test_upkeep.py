@@ -65,3 +65,17 @@ def test_a_failed_build_is_logged_and_tried_again(root: Path, monkeypatch, caplo
         stop.set()
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_rollups_built_by_another_process_renew_the_connection(root: Path, monkeypatch):
+    from analytics import rollups
+
+    monkeypatch.setattr(upkeep, "INTERVAL_S", 0.05)
+    monkeypatch.setattr(upkeep, "_build", lambda root, grace: None)  # this dashboard builds nothing itself
+    stop = upkeep.start(str(root), timedelta(0))
+    try:
+        assert rollups_until(root) is None
+        rollups.build(root, now=datetime.now(timezone.utc), grace=timedelta(0))  # `portcullis rollup` from cron
+        wait_for(lambda: rollups_until(root) is not None)
+    finally:
+        stop.set()
