@@ -3,7 +3,9 @@
 its window, and have the DuckDB connection open before the first visitor needs it.
 
 The connection is opened first: visitors need it, the rollups can wait a moment (a connection
-opened before them only reads more of the raw trail). The connection reads the rollups' coverage
+opened before them only reads more of the raw trail). The first build waits
+:data:`FIRST_BUILD_AFTER_S`, so that it does not compete for the CPU with the first page views
+after a restart, which are the ones someone is waiting for. The connection reads the rollups' coverage
 when it opens, so whenever they change on disk (this thread's build, `portcullis rollup`, a
 report's), it is renewed within a round.
 """
@@ -18,6 +20,7 @@ from dashboard import data
 
 log = logging.getLogger("portcullis.dashboard")
 INTERVAL_S = 60.0
+FIRST_BUILD_AFTER_S = 10.0
 
 
 def run(root: str, grace: timedelta, stop: threading.Event) -> None:
@@ -28,6 +31,8 @@ def run(root: str, grace: timedelta, stop: threading.Event) -> None:
         data.open_early(root)
     except Exception:  # the first visitor opens it then, and sees the error
         log.exception("could not open the DuckDB connection")
+    if stop.wait(FIRST_BUILD_AFTER_S):
+        return
     while True:
         try:
             _build(root, grace)
@@ -51,8 +56,9 @@ def _build(root: str, grace: timedelta) -> None:
                                      "days": len(built.days_written), "seconds": built.seconds})
 
 
-def start(root: str, grace: timedelta) -> threading.Event:
+def start(root: str, grace: timedelta) -> tuple[threading.Thread, threading.Event]:
     """Run :func:`run` in a daemon thread; setting the returned event stops it."""
     stop = threading.Event()
-    threading.Thread(target=run, args=(root, grace, stop), name="dashboard-upkeep", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=run, args=(root, grace, stop), name="dashboard-upkeep", daemon=True)
+    thread.start()
+    return thread, stop

@@ -28,8 +28,10 @@ def rollups_until(root: Path):
 
 
 @pytest.fixture
-def root(history: Path, tmp_path: Path) -> Path:
+def root(history: Path, tmp_path: Path, monkeypatch) -> Path:
     import streamlit as st
+
+    monkeypatch.setattr(upkeep, "FIRST_BUILD_AFTER_S", 0.0)
 
     st.cache_resource.clear()
     copy = Path(shutil.copytree(history, tmp_path / "data"))
@@ -43,11 +45,12 @@ def test_upkeep_builds_the_rollups_and_renews_the_connection(root: Path):
     newest = max(p.parent for p in (root / "audit").glob("date=*/hour=*/*.parquet"))
     expected = datetime.strptime(newest.relative_to(root / "audit").as_posix(), "date=%Y-%m-%d/hour=%H").replace(
         tzinfo=timezone.utc) + timedelta(hours=1)
-    stop = upkeep.start(str(root), timedelta(0))
+    thread, stop = upkeep.start(str(root), timedelta(0))
     try:
         wait_for(lambda: rollups_until(root) == expected)
     finally:
         stop.set()
+        thread.join(timeout=60)
     days = sorted(p.parent.name for p in (root / "rollups").glob("date=*/hours.parquet"))
     assert days == sorted(p.name for p in (root / "audit").glob("date=*"))
 
@@ -72,10 +75,23 @@ def test_rollups_built_by_another_process_renew_the_connection(root: Path, monke
 
     monkeypatch.setattr(upkeep, "INTERVAL_S", 0.05)
     monkeypatch.setattr(upkeep, "_build", lambda root, grace: None)  # this dashboard builds nothing itself
-    stop = upkeep.start(str(root), timedelta(0))
+    thread, stop = upkeep.start(str(root), timedelta(0))
     try:
         assert rollups_until(root) is None
         rollups.build(root, now=datetime.now(timezone.utc), grace=timedelta(0))  # `portcullis rollup` from cron
         wait_for(lambda: rollups_until(root) is not None)
     finally:
         stop.set()
+        thread.join(timeout=60)
+
+
+def test_the_first_build_waits_for_the_first_page_views(root: Path, monkeypatch):
+    monkeypatch.setattr(upkeep, "FIRST_BUILD_AFTER_S", 1.0)
+    began = time.monotonic()
+    thread, stop = upkeep.start(str(root), timedelta(0))
+    try:
+        wait_for(lambda: list((root / "rollups").glob("date=*/hours.parquet")))
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert time.monotonic() - began >= 1.0
