@@ -94,6 +94,8 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str
                     break
                 if not _leave_out(con, culprit, exc):
                     break  # every audit file was unreadable: the view is now empty
+    if not isinstance(_variable(con, "audit_files"), str):
+        _days_through_view(con)
     return con
 
 
@@ -182,11 +184,20 @@ def _leave_out(con: duckdb.DuckDBPyConnection, culprit: CorruptFileError | None,
     keep = [path for path in audit_files(con) if path != culprit.path]
     con.execute("SET VARIABLE skipped_audit_files = list_append(getvariable('skipped_audit_files'), ?)",
                 [culprit.path])
+    con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [keep])
     if not keep:
         _create_empty(con, "audit")
-        return False
-    con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [keep])
-    return True
+    if "audit_days" in {row[0] for row in con.execute("SELECT function_name FROM duckdb_functions()"
+                                                       " WHERE function_type = 'table_macro'").fetchall()}:
+        _days_through_view(con)  # else connect() does it once views.sql has defined the macro
+    return bool(keep)
+
+
+def _days_through_view(con: duckdb.DuckDBPyConnection) -> None:
+    """Make ``audit_days`` read the ``audit`` view, once that view is narrowed to a list of
+    files: its own day-folder globs would read the files left out again."""
+    con.execute("CREATE OR REPLACE MACRO audit_days(days) AS TABLE "
+                "SELECT date, ts, decision, reason, http_status, latency_us FROM audit WHERE list_contains(days, date)")
 
 
 def _culprit(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> CorruptFileError | None:

@@ -69,6 +69,22 @@ SET VARIABLE rollups_until = (
     WHERE next_date IS NULL OR next_date <> date + 1 OR hour < date + INTERVAL 1 DAY);
 SET VARIABLE rollups_unsummarised = (SELECT coalesce(list(hour), []) FROM rollups WHERE kind = 'unsummarised');
 
+-- The audit records of the given days (a list of DATEs), read through those days' folders only:
+-- binding the `audit` view means reading the schema of every file of the trail, which costs
+-- more than the few days summary() reads raw. The typed empty rows keep the columns when the
+-- days hold no files. Python replaces this macro by one over `audit` when that view is narrowed
+-- to a list of files (analytics.db: a file left out, or `connect(files=...)`).
+CREATE OR REPLACE MACRO audit_days(days) AS TABLE
+SELECT date, ts, decision, reason, http_status, latency_us FROM (
+    SELECT * FROM read_parquet([format('audit/date={}/hour=*/*.parquet', strftime(d, '%Y-%m-%d')) FOR d IN days],
+                               hive_partitioning = true, hive_types = {'date': DATE, 'hour': INTEGER},
+                               union_by_name = true, allow_empty = true)
+    UNION ALL BY NAME
+    SELECT NULL::DATE AS date, NULL::TIMESTAMPTZ AS ts, NULL::VARCHAR AS decision, NULL::VARCHAR AS reason,
+           NULL::SMALLINT AS http_status, NULL::INTEGER AS latency_us
+    WHERE false
+);
+
 -- Whether summary(since, until, split) takes `hour` from `rollups`: a whole hour of the window,
 -- not cut by `split`, covered by the rollups. Everything else comes from `audit`.
 CREATE OR REPLACE MACRO rolled_up(hour, since, until, split) AS
@@ -80,8 +96,8 @@ CREATE OR REPLACE MACRO rolled_up(hour, since, until, split) AS
 
 -- The audit records of [since, until) summarised by hour, as `rollups` rows of kind decisions
 -- and latency, each marked `after_split` (ts >= split; pass split = since when there is nothing
--- to split): whole hours the rollups cover from them, the rest from `audit`, of which only the
--- days that can hold such hours are read. The Overview's reports read this instead of every
+-- to split): whole hours the rollups cover from them, the rest from the audit files of the days
+-- that can hold such hours (audit_days). The Overview's reports read this instead of every
 -- record of their windows.
 CREATE OR REPLACE MACRO summary(since, until, split) AS TABLE
 SELECT kind, hour, hour >= split AS after_split, decision, reason, http_status, latency_us, calls
@@ -94,14 +110,13 @@ SELECT CASE WHEN grouping(bucket) = 1 THEN 'decisions' ELSE 'latency' END AS kin
 FROM (
     SELECT hour_of(ts) AS hour_start, ts >= split AS after_split, decision, reason, http_status,
            latency_bucket(latency_us) AS bucket
-    FROM audit
-    WHERE date >= CAST(since AS DATE) AND date <= CAST(until AS DATE)
-      AND (date = CAST(since AS DATE) OR date = CAST(split AS DATE)
-           OR date >= CAST(least(until, coalesce(getvariable('rollups_until'), since)) AS DATE)
-           OR date < CAST(coalesce(getvariable('rollups_from'), since) AS DATE)
-           OR list_contains(coalesce(getvariable('rollups_unsummarised'), [])::DATE[], date))
-      AND ts >= since AND ts < until
-      AND NOT rolled_up(hour_of(ts), since, until, split)
+    FROM audit_days([d::DATE FOR d IN range(CAST(since AS DATE)::TIMESTAMP, CAST(until AS DATE)::TIMESTAMP
+                                                  + INTERVAL 1 DAY, INTERVAL 1 DAY)
+                     IF d::DATE = CAST(since AS DATE) OR d::DATE = CAST(split AS DATE)
+                        OR d::DATE >= CAST(least(until, coalesce(getvariable('rollups_until'), since)) AS DATE)
+                        OR d::DATE < CAST(coalesce(getvariable('rollups_from'), since) AS DATE)
+                        OR list_contains(coalesce(getvariable('rollups_unsummarised'), [])::DATE[], d::DATE)])
+    WHERE ts >= since AND ts < until AND NOT rolled_up(hour_of(ts), since, until, split)
 )
 GROUP BY GROUPING SETS ((hour_start, after_split, decision, reason, http_status), (hour_start, after_split, bucket));
 
