@@ -73,7 +73,9 @@ SET VARIABLE rollups_unsummarised = (SELECT coalesce(list(hour), []) FROM rollup
 -- binding the `audit` view means reading the schema of every file of the trail, which costs
 -- more than the few days summary() reads raw. The typed empty rows keep the columns when the
 -- days hold no files. Python replaces this macro by one over `audit` when that view is narrowed
--- to a list of files (analytics.db: a file left out, or `connect(files=...)`).
+-- to a list of files (analytics.db: a file left out, or `connect(files=...)`); an analyst who
+-- narrows `audit_files` by hand does the same:
+--     CREATE OR REPLACE MACRO audit_days(days) AS TABLE SELECT * FROM audit WHERE list_contains(days, date);
 CREATE OR REPLACE MACRO audit_days(days) AS TABLE
 SELECT date, ts, decision, reason, http_status, latency_us FROM (
     SELECT * FROM read_parquet([format('audit/date={}/hour=*/*.parquet', strftime(d, '%Y-%m-%d')) FOR d IN days],
