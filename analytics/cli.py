@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Iterator, TextIO
 
 import click
@@ -17,7 +17,7 @@ from analytics.db import CorruptFileError, connect, query, skipped_files
 from analytics.output import FORMATS, render
 from analytics.registry import REPORTS, ReportError, get_report, run_report
 from analytics.rollups import build as build_rollups
-from gateway.cli.common import data_option, emit, json_option, settings_for
+from gateway.cli.common import closed_after, data_option, emit, grace_option, json_option, settings_for
 
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
                              help="Output format.")
@@ -169,8 +169,7 @@ def _run_buffered(con: duckdb.DuckDBPyConnection, text: str, fmt: str) -> bool:
 
 
 @click.command()
-@click.option("--grace-s", type=float, default=None,
-              help="Seconds after an hour ends before it is summarised (default: twice the rotation interval + 300).")
+@grace_option
 @data_option
 @json_option
 def rollup(grace_s: float | None, data_dir: str | None, as_json: bool) -> None:
@@ -183,7 +182,7 @@ def rollup(grace_s: float | None, data_dir: str | None, as_json: bool) -> None:
     settings = settings_for(data_dir)
     if not settings.audit_dir.is_dir():
         raise click.ClickException(f"no audit trail in {settings.audit_dir}")
-    grace = timedelta(seconds=grace_s) if grace_s is not None else settings.hour_closed_after
+    grace = closed_after(settings, grace_s)
 
     try:
         result = build_rollups(settings.data_dir, now=datetime.now(timezone.utc), grace=grace, progress=_summarising)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -11,7 +11,7 @@ from gateway.audit.compact import compact as compact_trail
 from gateway.audit.manifest import Manifest, Report
 from gateway.audit.manifest import verify as verify_trail
 from gateway.bundle import parse_public_key
-from gateway.cli.common import data_option, emit, json_option, settings_for
+from gateway.cli.common import closed_after, data_option, emit, grace_option, json_option, settings_for
 from gateway.config import Settings
 from gateway.keyfiles import audit_key, audit_key_path
 
@@ -68,8 +68,7 @@ def verify(expect_head: str | None, public_key: str | None, data_dir: str | None
 
 
 @audit.command()
-@click.option("--grace-s", type=float, default=None,
-              help="Seconds after an hour ends before it is merged (default: twice the rotation interval + 300).")
+@grace_option
 @data_option
 @json_option
 def compact(grace_s: float | None, data_dir: str | None, as_json: bool) -> None:
@@ -81,7 +80,7 @@ def compact(grace_s: float | None, data_dir: str | None, as_json: bool) -> None:
     _require_key(settings)
     if not settings.audit_dir.is_dir():
         raise click.ClickException(f"no audit trail in {settings.audit_dir}")
-    grace = timedelta(seconds=grace_s) if grace_s is not None else settings.hour_closed_after
+    grace = closed_after(settings, grace_s)
 
     def progress(done: int, total: int, partition: str) -> None:
         if partition:

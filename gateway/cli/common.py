@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, Callable, Iterator
 
 import click
@@ -11,6 +12,17 @@ import click
 from gateway import admin
 from gateway.config import Settings, SettingsError, load_settings
 from gateway.registry.sqlite import SqliteStore
+
+grace_option = click.option(
+    "--grace-s", "grace_s", type=float, default=None,
+    help="Seconds after an hour ends before it counts as closed (default: twice the rotation interval + 300).",
+)
+
+
+def closed_after(settings: Settings, grace_s: float | None) -> timedelta:
+    """``--grace-s`` if given, else when the settings say an hour of the trail is closed."""
+    return timedelta(seconds=grace_s) if grace_s is not None else settings.hour_closed_after
+
 
 data_option = click.option(
     "--data", "data_dir", type=click.Path(file_okay=False), default=None,
