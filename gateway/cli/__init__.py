@@ -22,6 +22,8 @@ _COMMANDS = {
     "demo": "gateway.cli.demo:demo",
     "certs": "gateway.cli.certs:certs",
     "audit": "gateway.cli.audit:audit",
+    "backup": "gateway.cli.backup:backup",
+    "restore": "gateway.cli.backup:restore",
     "report": "analytics.cli:report",
     "rollup": "analytics.cli:rollup",
     "sql": "analytics.cli:sql",
