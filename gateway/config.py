@@ -36,7 +36,7 @@ class Settings:
     auth_fail_rps: float = 20.0
     audit_ack: str = "durable"
     audit_on_failure: str = "deny"
-    audit_rotate_s: float = 60.0
+    audit_rotate_s: float = 5.0  # a decision is queryable within seconds (docs/audit.md: rotation)
     audit_rotate_bytes: int = 64 * 1024 * 1024
     audit_commit_interval_ms: float = 0.0
     log_level: str = "info"

@@ -57,8 +57,8 @@ class SinkConfig:
     instance: str  # unique per writing process: it names the Parquet files
     ack: str = "durable"
     on_failure: str = "deny"
-    rotate_s: float = 60.0
-    rotate_bytes: int = 64 * 1024 * 1024
+    rotate_s: float = Settings.audit_rotate_s
+    rotate_bytes: int = Settings.audit_rotate_bytes
     commit_interval_ms: float = 0.0  # extra wait before each fsync to gather a larger group
     max_buffered: int = 10_000  # buffered mode: with this many records not yet fsync'd, wait too
 

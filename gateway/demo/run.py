@@ -8,7 +8,6 @@ audit trail), then the dashboard. Their logs go to ``<data>/logs/`` to keep the 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -22,20 +21,17 @@ from gateway.demo.data import prepare, state_path
 from gateway.demo.traffic import Traffic
 
 STOP_TIMEOUT_S = 60.0
-# The demo's gateway closes a spool segment (and so writes Parquet) every 10 s instead of every
-# 60 s: live traffic should reach the dashboard while someone is watching.
-DEMO_ENV = {"PORTCULLIS_AUDIT_ROTATE_S": "10"}
 
 
 class Service:
     """A ``portcullis`` subcommand running as a child process, with its log file."""
 
-    def __init__(self, name: str, argv: list[str], logs: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, argv: list[str], logs: Path) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         self.name, self.log = name, logs / f"{name}.log"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "gateway", *argv], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
 
     def wait_healthy(self, url: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -65,7 +61,7 @@ def run(settings: Settings, *, dashboard: bool, duration: float | None, rate: fl
     data, logs = str(settings.data_dir), settings.data_dir / "logs"
     gateway_url = f"http://{settings.host}:{settings.port}"
     services = [Service("gateway", ["serve", "--data", data, "--host", settings.host, "--port", str(settings.port)],
-                        logs, env={**DEMO_ENV, **os.environ})]
+                        logs)]
     try:
         if not services[0].wait_healthy(gateway_url + "/readyz", 30):
             echo(f"the gateway did not start; see {services[0].log}")
