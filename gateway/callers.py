@@ -14,6 +14,7 @@ from typing import Any
 
 import tomli_w
 
+from gateway.engine import any_match
 from gateway.keyfiles import write_private
 
 _SCOPE_FIELDS = ("products", "features", "environments")
@@ -34,6 +35,22 @@ class Caller:
     environments: tuple[str, ...] = ("*",)
     admin: bool = False
     rate_limit_rps: float = 0.0  # 0: unlimited
+
+    def refusal(self, products: tuple[str, ...], feature: str | None = None,
+                environment: str | None = None) -> str | None:
+        """Why this caller may not ask about each of ``products`` (and ``feature`` in
+        ``environment``, when given), else None (→ 403 CALLER_NOT_AUTHORIZED).
+
+        Callers pass the license's own product, never only one a request names (SPEC §3). The
+        answer names no product: the caller must not learn which product a license is for.
+        """
+        if feature is not None and not any_match(self.features, feature):
+            return f"caller may not ask about feature {feature!r}"
+        if not all(any_match(self.products, product) for product in products):
+            return "caller may not ask about this product"
+        if environment is not None and not any_match(self.environments, environment):
+            return f"caller may not ask about environment {environment!r}"
+        return None
 
     def to_toml(self) -> dict[str, Any]:
         return {"key_ids": list(self.key_ids), "mtls_identities": list(self.mtls_identities),

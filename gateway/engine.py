@@ -70,18 +70,6 @@ def metering(lic: License, policy: Policy, check: Check, now: datetime) -> Meter
     return Metering(seat_limit=seat_limit, seats_since=since, quota_key=key, quota=quota, period_start=start, period_end=end)
 
 
-def authorize_caller(products: tuple[str, ...], features: tuple[str, ...], environments: tuple[str, ...],
-                     check: Check) -> str | None:
-    """Return why a caller's scope does not cover the check (→ CALLER_NOT_AUTHORIZED), else None."""
-    if not any_match(features, check.feature):
-        return f"caller may not ask about feature {check.feature!r}"
-    if check.product is not None and not any_match(products, check.product):
-        return f"caller may not ask about product {check.product!r}"
-    if not any_match(environments, check.environment):
-        return f"caller may not ask about environment {check.environment!r}"
-    return None
-
-
 def _deny(reason: Reason, detail: str, alerts: list[Reason], **extra) -> Decision:
     return Decision(Outcome.DENY, reason, detail, tuple(alerts), **extra)
 

@@ -48,15 +48,22 @@ class Exchange:
     quantity: int = 0
     key_fp: str | None = None
     license: License | None = None
+    about: License | None = None  # the license a refusal concerns: in the audit record, never in the answer
     decision: Decision | None = None
     http_status: int = 200
     error: str | None = None
     decided_ns: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # endpoint-specific answer fields
 
-    def refuse(self, reason: Reason, detail: str | None = None, status: int | None = None) -> Exchange:
-        """Record a transport-level refusal (400/401/403/413/415/429/500/503)."""
+    def refuse(self, reason: Reason, detail: str | None = None, status: int | None = None,
+               about: License | None = None) -> Exchange:
+        """Record a transport-level refusal (400/401/403/413/415/429/500/503).
+
+        ``about`` is the license the refusal concerns, if any: analysts see it in the audit
+        record; the refused caller is told nothing about it.
+        """
         text = _ERROR_DETAIL.get(reason) or detail or reason.value
+        self.about = about
         self.decision = Decision(Outcome.DENY, reason, text)
         self.http_status = status or HTTP_STATUS[reason]
         self.error = detail or text
@@ -91,7 +98,7 @@ class Exchange:
 
     def record(self) -> AuditRecord:
         """The audit record of SPEC §5 (timestamps as integer microseconds, UTC)."""
-        d, lic = self.decision, self.license
+        d, lic = self.decision, self.license or self.about
         latency = max(0, (self.decided_ns - self.received_ns) // 1000) if self.decided_ns else 0
         return AuditRecord(
             ts=to_us(self.now), decision_id=self.decision_id, request_id=self.request_id,

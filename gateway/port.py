@@ -13,7 +13,7 @@ from uuid_utils import uuid7
 from gateway.callers import Caller, CallerDirectory, load_directory
 from gateway.checks import CheckBody, InvalidRequest, lenient_fields, parse_check
 from gateway.config import Settings
-from gateway.engine import authorize_caller, decide, metering
+from gateway.engine import decide, metering
 from gateway.exchange import Exchange
 from gateway.keyfiles import fingerprint_secret
 from gateway.licenses import key_fingerprint, key_hash
@@ -54,7 +54,7 @@ class Port:
         """
         lic = self.lookup(ex, body)
         check = self.check_of(body, lic)
-        if self.authorize(ex, caller, check):
+        if self.authorize(ex, caller, check, lic):
             self.decide(ex, lic, check, ex.now)
         return ex
 
@@ -77,11 +77,17 @@ class Port:
                      user_id=body.user_id, product=body.product or (lic.product if lic else None),
                      quantity=body.quantity)
 
-    def authorize(self, ex: Exchange, caller: Caller, check: Check) -> bool:
-        """Caller scope (SPEC §3): refuses with 403 when it does not cover the check."""
-        why = authorize_caller(caller.products, caller.features, caller.environments, check)
+    def authorize(self, ex: Exchange, caller: Caller, check: Check, lic: License | None) -> bool:
+        """Caller scope (SPEC §3): refuses with 403 when it does not cover the check.
+
+        The scope must cover the license's own product, and a product the body names as well:
+        naming a product in scope must not open a license of another. The refusal tells the
+        caller nothing about the license; its audit record names it for analysts.
+        """
+        products = tuple({lic.product if lic else None, check.product} - {None})
+        why = caller.refusal(products, check.feature, check.environment)
         if why is not None:
-            ex.refuse(Reason.CALLER_NOT_AUTHORIZED, why)
+            ex.refuse(Reason.CALLER_NOT_AUTHORIZED, why, about=lic)
             return False
         return True
 

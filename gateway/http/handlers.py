@@ -16,7 +16,6 @@ from aiohttp import web
 from gateway import admin
 from gateway.checks import InvalidRequest, parse_batch
 from gateway.config import Settings
-from gateway.engine import any_match
 from gateway.exchange import Exchange
 from gateway.http.gate import Refused
 from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SINK
@@ -109,11 +108,11 @@ async def get_license(request: web.Request) -> web.Response:
         lic = gate.port.index.by_id.get(request.match_info["license_id"])
         if lic is None:
             ex.refuse(Reason.KEY_NOT_FOUND, "no such license", status=404)
-        elif caller.admin or any_match(caller.products, lic.product):
+        elif caller.admin or (why := caller.refusal((lic.product,))) is None:
             _state_answer(ex, lic, "license state")
             ex.extra = _license_extra(lic)
         else:
-            ex.refuse(Reason.CALLER_NOT_AUTHORIZED, "caller may not read licenses of this product")
+            ex.refuse(Reason.CALLER_NOT_AUTHORIZED, why, about=lic)
     return await gate.finish([ex])
 
 
