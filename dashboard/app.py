@@ -4,6 +4,7 @@ Pages are chosen with a sidebar radio mirrored in the URL (``?page=security``), 
 ``st.navigation``: that keeps every page bookmarkable and lets ``AppTest`` drive the whole app.
 The page body is a fragment re-run on the auto-refresh timer, so the sidebar keeps its state and
 only the charts are redrawn; the cached queries decide whether anything is actually re-read.
+Nothing is drawn before ``signin.visitor`` has let the visitor in.
 """
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from dashboard import data
+from dashboard import data, signin
 from dashboard.views import PAGES
+from gateway.config import load_settings
 
 REFRESH = {"Off": None, "30 s": 30, "1 min": 60, "5 min": 300}
 
 st.set_page_config(page_title="Portcullis", page_icon=":material/security:", layout="wide")
 root = data.data_dir()
+settings = load_settings(root)
+visitor = signin.visitor(settings)
 
 with st.sidebar:
     st.title("Portcullis")
+    signin.sidebar(settings, visitor)
     if "page" not in st.session_state:  # a new session starts on the page its URL names
         wanted = st.query_params.get("page")
         st.session_state["page"] = wanted if wanted in PAGES else next(iter(PAGES))

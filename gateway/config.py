@@ -47,6 +47,17 @@ class Settings:
     client_ca: str = ""
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8501
+    # Who may see the dashboard (docs/dashboard.md, "Sign-in"): "oidc" (st.login), "proxy" (a
+    # trusted authenticating proxy's header) or "none" (loopback only, unless opted out).
+    dashboard_auth: str = "none"
+    dashboard_allow_unauthenticated: bool = False
+    dashboard_allowed_hosts: str = ""
+    dashboard_oidc_metadata_url: str = ""
+    dashboard_oidc_client_id: str = ""
+    dashboard_oidc_client_secret_file: str = "keys/dashboard-oidc.secret"
+    dashboard_oidc_redirect_uri: str = ""
+    dashboard_proxy_user_header: str = "X-Forwarded-User"
+    dashboard_proxy_addresses: str = "127.0.0.1,::1"
     webhooks_url: str = ""
     webhooks_secret_file: str = "keys/webhook.secret"
     webhooks_attempts: int = 6
@@ -92,6 +103,15 @@ class Settings:
         return self.data_dir / "run"
 
     @property
+    def dashboard_oidc_client_secret_path(self) -> Path:
+        return self.data_dir / self.dashboard_oidc_client_secret_file
+
+    @property
+    def dashboard_cookie_secret_path(self) -> Path:
+        """Signs the dashboard's sign-in cookies; created (0600) on first use."""
+        return self.keys_dir / "dashboard-cookie.secret"
+
+    @property
     def webhooks_secret_path(self) -> Path:
         return self.data_dir / self.webhooks_secret_file
 
@@ -106,6 +126,7 @@ _CHOICES = {
     "audit_ack": ("durable", "buffered"),
     "audit_on_failure": ("deny", "allow"),
     "log_level": ("debug", "info", "warning", "error"),
+    "dashboard_auth": ("none", "oidc", "proxy"),
 }
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
 
