@@ -163,6 +163,8 @@ def _copy_audit(audit_dir: Path, out: _Writer, progress: Progress) -> Head | Non
         raise BackupError("audit files kept being replaced during the backup (compaction running?); try again")
     for rel in [rel for rel in out.files if rel.startswith("audit/") and rel[6:] not in live]:
         out.drop(rel)  # copied, then replaced by a compaction entry the final prefix includes
+    if not data:
+        return None  # no trail yet
     manifest = out.root / "audit" / MANIFEST_NAME
     private_dir(manifest.parent)
     fd = os.open(manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
