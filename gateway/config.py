@@ -45,6 +45,7 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
+    allow_plaintext: bool = False  # serve without TLS on an address other than loopback (SPEC §3)
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8501
     # Who may see the dashboard (docs/dashboard.md, "Sign-in"): "oidc" (st.login), "proxy" (a

@@ -17,7 +17,9 @@ whole-second timestamps, so a session created in the very second of a reload is 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -144,3 +146,21 @@ def identity_from_der(der: bytes) -> str:
     if len(names) != 1 or not isinstance(names[0], str) or not names[0]:
         raise PeerIdentityError("client certificate has neither one URI SAN nor one subject CN")
     return names[0]
+
+
+def transport(host: str, tls: bool) -> str:
+    """How the listener on ``host`` carries payloads (SPEC §3): ``tls``, ``loopback`` (plaintext
+    that never leaves this machine) or ``plaintext`` (license keys in clear on a network).
+
+    A name is loopback only if every address it resolves to is; the wildcard (``""``, ``0.0.0.0``,
+    ``::``) and anything unresolvable are not, so a doubt always counts as exposed.
+    """
+    if tls:
+        return "tls"
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host or None, None, proto=socket.IPPROTO_TCP)} \
+            if host else set()
+    except (socket.gaierror, UnicodeError):
+        addresses = set()
+    loopback = bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    return "loopback" if loopback else "plaintext"

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -107,9 +108,13 @@ def free_port() -> int:
 class ServerProcess:
     """A real ``portcullis serve`` process on a free port, stopped (or killed) by the test."""
 
-    def __init__(self, data: Path, *args: str, env: dict | None = None) -> None:
+    def __init__(self, data: Path, *args: str, env: dict | None = None, tls_ca: Path | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
+        self.tls = None
+        if tls_ca:  # a certificate for a service name, reached on 127.0.0.1: check the chain, not the name
+            self.tls = ssl.create_default_context(cafile=tls_ca)
+            self.tls.check_hostname = False
         self.log = data.parent / f"serve-{self.port}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--data", str(data), "--port", str(self.port), *args],
@@ -122,12 +127,16 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log.read_text()}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        return
+                if self.get("/readyz", timeout=1)["status"] == "ready":
+                    return
             except OSError:
                 time.sleep(0.1)
         raise TimeoutError(f"gateway not ready: {self.log.read_text()}")
+
+    def get(self, path: str, timeout: float = 5.0) -> dict:
+        """GET a JSON document from the gateway (its own TLS trust when it serves HTTPS)."""
+        with urllib.request.urlopen(self.url + path, timeout=timeout, context=self.tls) as response:
+            return json.loads(response.read())
 
     def stop(self, sig: int | None = None, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:

@@ -35,7 +35,7 @@ def test_image_is_slim_non_root_and_installed_like_the_readme():
     assert base.startswith("python:3.11") and "slim" in base
     (user,) = instruction("USER")
     assert user not in ("root", "0")
-    assert any("pip install ." in run for run in instruction("RUN"))
+    assert any("pip install -c constraints.txt ." in run for run in instruction("RUN")), "pinned like scripts/setup"
     assert exec_form("ENTRYPOINT") == ["portcullis"]
     env = " ".join(instruction("ENV")) + DOCKERFILE
     assert "PORTCULLIS_HOST=0.0.0.0" in env and "PORTCULLIS_DASHBOARD_HOST=0.0.0.0" in env
@@ -50,10 +50,11 @@ def test_gateway_and_dashboard_share_one_data_volume():
     assert volume in COMPOSE["volumes"]
 
 
-@pytest.mark.parametrize("service, path, port", [("gateway", "/healthz", 8080), ("dashboard", "/_stcore/health", 8501)])
-def test_healthchecks_probe_the_service_itself(service, path, port):
+@pytest.mark.parametrize("service, url", [("gateway", "https://127.0.0.1:8080/healthz"),
+                                          ("dashboard", "http://127.0.0.1:8501/_stcore/health")])
+def test_healthchecks_probe_the_service_itself(service, url):
     check = COMPOSE["services"][service]["healthcheck"]
-    assert check["test"][0] == "CMD" and f"http://127.0.0.1:{port}{path}" in " ".join(check["test"])
+    assert check["test"][0] == "CMD" and url in " ".join(check["test"])
 
 
 def test_configuration_is_portcullis_variables_binding_every_interface():

@@ -66,8 +66,9 @@ def test_demo_runs_everything_and_stops_cleanly(tmp_path):
     proc = _demo(data, port, "--duration", "20")
     try:
         _wait_healthy(url, proc)
-        before = _decisions(url)
-        time.sleep(3)
+        before, deadline = _decisions(url), time.monotonic() + 30  # a loaded machine starts traffic late
+        while _decisions(url) <= before and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert _decisions(url) > before, "live traffic should move the decision counters"
         assert _live_parquet_rows(data, within=15) > 0, "live records reach Parquet while the demo runs"
         output, _ = proc.communicate(timeout=120)

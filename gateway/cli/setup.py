@@ -1,18 +1,24 @@
 """``portcullis init``: a data directory with keys, default policy and callers, and a registry."""
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from importlib import resources
 
 import click
 
 from gateway import admin, bundle, keyfiles
+from gateway.certs import write_pki
 from gateway.cli.common import data_option, emit, json_option, settings_for
 from gateway.config import Settings
 from gateway.registry.sqlite import SqliteStore
 
 
-def initialise(settings: Settings) -> dict:
-    """Create whatever is missing; never overwrites a policy, callers file or key. Idempotent."""
+def initialise(settings: Settings, server_name: str | None = None) -> dict:
+    """Create whatever is missing; never overwrites a policy, callers file or key. Idempotent.
+
+    With ``server_name``, also a private CA and a server certificate for that name in ``tls/``
+    (once: an existing ``tls/`` is kept), so a gateway can serve TLS from its first start.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     created = []
     for name in ("policy.toml", "callers.toml"):
@@ -21,6 +27,10 @@ def initialise(settings: Settings) -> dict:
             target.write_bytes(resources.files("gateway.defaults").joinpath(name).read_bytes())
             created.append(str(target))
     keyfiles.fingerprint_secret(settings.keys_dir)
+    tls = settings.data_dir / "tls"
+    if server_name and not tls.exists():
+        pki = write_pki(tls, ca_name="Portcullis Local CA", server_name=server_name, clients=(), now=datetime.now(UTC))
+        created += [pki["ca"]["cert"], pki["server"]["cert"], pki["server"]["key"]]
     keyfiles.audit_key(settings.keys_dir)
     store = SqliteStore(settings.db_path)
     try:
@@ -40,11 +50,16 @@ def public_keys(settings: Settings) -> dict:
 
 
 @click.command()
+@click.option("--server-cert", "server_name", metavar="NAME",
+              help="Also create tls/ with a private CA and a server certificate for NAME (kept if tls/ exists).")
 @data_option
 @json_option
-def init(data_dir: str | None, as_json: bool) -> None:
+def init(server_name: str | None, data_dir: str | None, as_json: bool) -> None:
     """Create a data directory: keys, default policy and callers, registry."""
-    result = initialise(settings_for(data_dir))
+    try:
+        result = initialise(settings_for(data_dir), server_name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     emit(result, as_json, lambda r: "\n".join(
         [f"data directory ready: {r['data_dir']}"] + [f"  created {p}" for p in r["created"]]
         + [f"  recipient key (give to license issuers): {r['recipient']}"]))

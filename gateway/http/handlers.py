@@ -18,12 +18,13 @@ from gateway.checks import InvalidRequest, parse_batch
 from gateway.config import Settings
 from gateway.exchange import Exchange
 from gateway.http.gate import Refused
-from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SINK
+from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK
 from gateway.licenses import iso
 from gateway.metrics import CONTENT_TYPE
-from gateway.port import read_check
+from gateway.port import note_asked, read_check
 from gateway.registry import StaleBundle
 from gateway.registry.sqlite import SqliteStore
+from gateway.tls import transport
 from gateway.types import Decision, License, Outcome, Reason, Status
 
 log = logging.getLogger("portcullis.http")
@@ -214,7 +215,8 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {"registry": True, "policy": port.policy is not None, "audit": sink.healthy()}
     ready = all(checks.values())
     return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks,
-                              "licenses": len(port.index), "policy_version": port.policy.version},
+                              "licenses": len(port.index), "policy_version": port.policy.version,
+                              "transport": transport(settings.host, bool(settings.tls_cert))},
                              status=200 if ready else 503)
 
 
