@@ -1,13 +1,15 @@
 """DuckDB connections over a data directory: the views of ``views.sql`` and safe query execution.
 
-``connect`` runs ``views.sql`` verbatim (relative paths resolve against the data directory via
-``file_search_path``), so Python, the dashboard and the stock DuckDB CLI see the same views.
+``connect`` runs ``views.sql`` verbatim, with ``data_root`` set to the data directory's absolute
+path, so Python, the dashboard and the stock DuckDB CLI see the same views. ``confine`` limits a
+connection to the folders those views read, for SQL typed by whoever.
 It copes with what the CLI cannot: a view whose files do not exist yet becomes an empty relation
 with the right columns, and unreadable audit files can be left out. ``query`` runs SQL and turns
 a damaged Parquet file into an error that names it (DuckDB only sometimes does).
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from gateway.audit.schema import AUDIT_SCHEMA
-from gateway.snapshot import CALLERS_SCHEMA, LICENSES_SCHEMA
+from gateway.snapshot import CALLERS_SCHEMA, LICENSES_SCHEMA, SNAPSHOT_DIR
 
 VIEWS_SQL = Path(__file__).with_name("views.sql")
 
@@ -32,6 +34,8 @@ ROLLUP_SCHEMA = pa.schema([
     pa.field("calls", pa.int64(), nullable=False),
 ])
 ROLLUPS_DIR = "rollups"
+# The folders the views read: all that a confined connection may read.
+VIEW_DIRS = ("audit", ROLLUPS_DIR, SNAPSHOT_DIR)
 
 # What each view looks like when there is nothing to read yet.
 EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
@@ -43,6 +47,7 @@ EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
 
 _VIEW_NAME = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)", re.IGNORECASE)
 _AUDIT_FILES_SET = re.compile(r"^\s*SET\s+VARIABLE\s+audit_files\b", re.IGNORECASE | re.MULTILINE)
+_DATA_ROOT_SET = re.compile(r"^\s*SET\s+VARIABLE\s+data_root\b", re.IGNORECASE | re.MULTILINE)
 _QUOTED_PARQUET = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
 
 
@@ -67,8 +72,9 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str
     unreadable. Without ``rollups``, ``summary()`` reads the raw trail only; a damaged rollup
     file has the same effect instead of being an error (``drop_rollups``).
     """
+    root = Path(data_dir).resolve()
     con = duckdb.connect(":memory:")
-    con.execute(f"SET file_search_path = {_literal(str(Path(data_dir).resolve()))}")
+    con.execute(f"SET file_search_path = {_literal(str(root))}")  # for relative paths an analyst types
     con.execute("SET VARIABLE skip_corrupt = ?", [skip_corrupt])
     con.execute("SET VARIABLE skipped_audit_files = []::VARCHAR[]")
     for statement in duckdb.extract_statements(VIEWS_SQL.read_text(encoding="utf-8")):
@@ -80,6 +86,8 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str
         while True:
             try:
                 con.execute(statement.query)
+                if _DATA_ROOT_SET.search(statement.query):
+                    con.execute("SET VARIABLE data_root = ?", [os.path.join(root, "")])
                 if files is not None and _AUDIT_FILES_SET.search(statement.query):
                     con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [files])
                 break
@@ -97,6 +105,27 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str
     if not isinstance(_variable(con, "audit_files"), str):
         _days_through_view(con)
     return con
+
+
+def confine(con: duckdb.DuckDBPyConnection, data_dir: str | Path, **options: Any) -> None:
+    """Let ``con`` read the folders of :data:`VIEW_DIRS` and nothing else: not ``keys/``, not the
+    registry database, no file outside the data directory, no extension. ``options`` (DuckDB
+    settings such as ``memory_limit``) are set first; then the configuration is locked, so no SQL
+    can lift any of it.
+
+    DuckDB's ``allowed_directories`` are prefixes of the path as written, checked before relative
+    paths are resolved: each is therefore absolute (the views read absolute paths, see
+    ``data_root``) and ends in a separator (``.../audit`` would also allow ``.../audit-old``).
+    DuckDB itself refuses paths with ``..`` and files whose real path (symlinks followed) lies
+    outside the allowed folders.
+    """
+    root = Path(data_dir).resolve()
+    for name, value in options.items():
+        con.execute(f"SET {name} = {_literal(str(value))}")
+    allowed = ", ".join(_literal(os.path.join(root, folder, "")) for folder in VIEW_DIRS)
+    con.execute(f"SET allowed_directories = [{allowed}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
@@ -215,7 +244,7 @@ def _culprit(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> CorruptFileEr
     if type(exc) is not duckdb.Error:  # parser, binder, conversion... errors are about the SQL
         return None
     rollups = [] if "rollups" in empty_views(con) else [row[0] for row in con.execute(
-        f"SELECT file FROM glob('{ROLLUPS_DIR}/date=*/*.parquet') ORDER BY file").fetchall()]
+        f"SELECT file FROM glob(getvariable('data_root') || '{ROLLUPS_DIR}/date=*/*.parquet') ORDER BY file").fetchall()]
     with duckdb.connect(":memory:") as probe:
         for path in rollups + audit_files(con):
             try:

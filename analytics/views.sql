@@ -9,9 +9,15 @@
 SET TimeZone = 'UTC';                -- date=/hour= partitions and report windows are UTC
 SET parquet_metadata_cache = true;   -- footers are read once per session, not once per query
 
+-- Where the files are: '' reads them relative to the working directory (the stock CLI started in
+-- the data directory). analytics.db.connect sets the data directory's absolute path, ending in
+-- '/': a connection confined to some folders (the dashboard's) reads them by the paths it allows,
+-- whatever the working directory.
+SET VARIABLE data_root = '';
+
 -- The audit files the `audit` view reads: a glob, or a list of paths. connect(skip_corrupt=True)
 -- narrows it to the readable files; an analyst can do the same with SET VARIABLE.
-SET VARIABLE audit_files = 'audit/date=*/hour=*/*.parquet';
+SET VARIABLE audit_files = getvariable('data_root') || 'audit/date=*/hour=*/*.parquet';
 
 -- One row per decision, in the exact audit schema plus the partition columns `date` and `hour`.
 -- Filter on `date` (and `hour`) as well as `ts` so whole partitions are skipped.
@@ -51,7 +57,7 @@ CREATE OR REPLACE MACRO hour_of(t) AS make_timestamptz(epoch_us(t) // 3600000000
 -- columns then, and the glob picks up files written later.
 CREATE OR REPLACE VIEW rollups AS
 SELECT date, kind, hour, decision, reason, http_status, latency_us, calls FROM (
-    SELECT * FROM read_parquet('rollups/date=*/*.parquet', hive_partitioning = true,
+    SELECT * FROM read_parquet(getvariable('data_root') || 'rollups/date=*/*.parquet', hive_partitioning = true,
                                hive_types = {'date': DATE}, allow_empty = true)
     UNION ALL BY NAME
     SELECT NULL::DATE AS date, NULL::VARCHAR AS kind, NULL::TIMESTAMPTZ AS hour, NULL::VARCHAR AS decision,
@@ -78,7 +84,8 @@ SET VARIABLE rollups_unsummarised = (SELECT coalesce(list(hour), []) FROM rollup
 --     CREATE OR REPLACE MACRO audit_days(days) AS TABLE SELECT * FROM audit WHERE list_contains(days, date);
 CREATE OR REPLACE MACRO audit_days(days) AS TABLE
 SELECT date, ts, decision, reason, http_status, latency_us FROM (
-    SELECT * FROM read_parquet([format('audit/date={}/hour=*/*.parquet', strftime(d, '%Y-%m-%d')) FOR d IN days],
+    SELECT * FROM read_parquet([getvariable('data_root') || format('audit/date={}/hour=*/*.parquet', strftime(d, '%Y-%m-%d'))
+                                FOR d IN days],
                                hive_partitioning = true, hive_types = {'date': DATE, 'hour': INTEGER},
                                union_by_name = true, allow_empty = true)
     UNION ALL BY NAME
@@ -133,6 +140,6 @@ CREATE OR REPLACE MACRO histogram_quantile(value, upto, total, q) AS
          - min(value) FILTER (WHERE upto > floor(q * (total - 1))));
 
 -- The registry as last snapshotted by the gateway: key_fp, never keys.
-CREATE OR REPLACE VIEW licenses AS SELECT * FROM read_parquet('snapshots/licenses.parquet');
+CREATE OR REPLACE VIEW licenses AS SELECT * FROM read_parquet(getvariable('data_root') || 'snapshots/licenses.parquet');
 
-CREATE OR REPLACE VIEW callers AS SELECT * FROM read_parquet('snapshots/callers.parquet');
+CREATE OR REPLACE VIEW callers AS SELECT * FROM read_parquet(getvariable('data_root') || 'snapshots/callers.parquet');

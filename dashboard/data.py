@@ -5,11 +5,14 @@ runs) and a time range. Results are cached for :data:`TTL_S` seconds and shared 
 session, so an auto-refreshing wall screen and ten ops engineers cost one query per report per
 TTL.
 
-The connection is one per process (``st.cache_resource``), and queries on it are serialised by
-a lock. DuckDB connections are not thread-safe and Streamlit runs every session in its own
+The reports' connection is one per process (``st.cache_resource``), and queries on it are
+serialised by a lock. DuckDB connections are not thread-safe and Streamlit runs every session in its own
 thread; the usual answer, a cursor per thread, does not work here because the ``audit`` view reads
 a session variable and relative paths that a cursor (a fresh DuckDB session) does not inherit.
-DuckDB parallelises each query across cores itself, so serialising loses little.
+DuckDB parallelises each query across cores itself, so serialising loses little. The SQL box
+has a connection of its own, bounded in time, memory and temp space (``dashboard.sqlbox``), so a
+visitor's query never holds up the charts. Both are confined to the folders the views read
+(``analytics.db.confine``): never ``keys/``, the registry database or anything else.
 
 The connection lives as long as the process, opened while the server starts (``open_early``),
 so no visitor waits for it and its Parquet metadata cache stays warm. The exception: when
@@ -21,8 +24,11 @@ from ``dashboard.upkeep``), since it reads their coverage when it opens.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,15 +41,12 @@ import streamlit as st
 from analytics import db as analytics_db
 from analytics.registry import get_report, run_report
 from dashboard import sqlbox
+from gateway.config import load_settings
 
 TTL_S = 30
 CONNECTION_TTL_S = 120
 EMPTY_TTL_S = 10
 MAX_AGE_S = 24 * 3600
-SQL_TIMEOUT_S = 30
-# The directories the views read, relative to the data directory as views.sql names them; the
-# SQL box may read nothing else.
-_VIEW_DIRS = ("audit/", "rollups/", "snapshots/")
 
 
 @dataclass(frozen=True)
@@ -107,18 +110,17 @@ class _Database:
 
 
 @st.cache_resource(validate=_Database.worth_keeping, show_spinner=False)
-def _database(root: str) -> _Database:
+def _database(root: str, sql_box: bool = False) -> _Database:
+    """The reports' connection, or with ``sql_box`` the SQL box's (bounded by ``sqlbox.limits``).
+    Each spills to a temp directory of its own (0700), not to ``.tmp`` in the working directory,
+    removed with it."""
     con = analytics_db.connect(root, skip_corrupt=True)
-    # Lock the connection to the data directory, for the SQL box: after this, table functions
-    # such as read_text('/etc/passwd') are refused. It cannot be undone on this connection.
-    allowed = ", ".join(_literal(p) for p in (root.rstrip("/") + "/", *_VIEW_DIRS))
-    con.sql(f"SET allowed_directories = [{allowed}]")
-    con.sql("SET enable_external_access = false")
-    return _Database(con, threading.Lock())
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    temp = tempfile.mkdtemp(prefix="portcullis-duckdb-")
+    options = sqlbox.limits(load_settings(root)) if sql_box else {}
+    analytics_db.confine(con, root, temp_directory=temp, **options)
+    db = _Database(con, threading.Lock())
+    weakref.finalize(db, shutil.rmtree, temp, True)
+    return db
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -143,20 +145,24 @@ def frame(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def sql(root: str, text: str, limit: int = sqlbox.DEFAULT_LIMIT) -> tuple[pd.DataFrame, bool]:
-    """Run the SQL box's query (never cached: whoever types SQL wants the current answer).
+def sql(root: str, text: str, limit: int = sqlbox.DEFAULT_LIMIT, visitor: str = "") -> tuple[pd.DataFrame, bool]:
+    """Run the SQL box's query for ``visitor`` on the SQL box's connection (never cached: whoever
+    types SQL wants the current answer).
 
-    A query running longer than :data:`SQL_TIMEOUT_S` is interrupted (``duckdb.InterruptException``):
-    it holds the connection's lock, and with it every other viewer's charts.
+    Raises ``sqlbox.RefusedQuery`` for anything but one SELECT, or while ``visitor``'s previous
+    query runs, and ``sqlbox.StoppedQuery`` for a query stopped by a limit. Other visitors' queries
+    wait their turn, each for at most the time limit, since every query is stopped by then.
     """
-    db = _database(root)
-    with db.lock:
-        timer = threading.Timer(SQL_TIMEOUT_S, db.con.interrupt)
-        timer.start()
+    sqlbox.check_select(text)
+    settings = load_settings(root)
+    with sqlbox.one_per_visitor(visitor, settings):
+        db = _database(root, sql_box=True)
+        if not db.lock.acquire(timeout=settings.dashboard_sql_timeout_s):
+            raise sqlbox.StoppedQuery("The SQL box is busy with other visitors' queries: try again in a moment.")
         try:
-            return sqlbox.run(db.con, text, limit)
+            return sqlbox.run_bounded(db.con, text, limit, settings)
         finally:
-            timer.cancel()
+            db.lock.release()
 
 
 def open_early(root: str) -> None:

@@ -59,6 +59,9 @@ class Settings:
     dashboard_oidc_redirect_uri: str = ""
     dashboard_proxy_user_header: str = "X-Forwarded-User"
     dashboard_proxy_addresses: str = "127.0.0.1,::1"
+    dashboard_sql_timeout_s: float = 30.0
+    dashboard_sql_memory_mb: int = 512
+    dashboard_sql_temp_mb: int = 1024
     webhooks_url: str = ""
     webhooks_secret_file: str = "keys/webhook.secret"
     webhooks_attempts: int = 6

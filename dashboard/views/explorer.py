@@ -1,6 +1,8 @@
 """Audit explorer: filter the raw records, page through them, download them, or ask in SQL."""
 from __future__ import annotations
 
+import uuid
+
 import duckdb
 import pandas as pd
 import streamlit as st
@@ -64,7 +66,8 @@ def _csv(rows: pd.DataFrame) -> str:
 def _sql_box(root: str) -> None:
     """Read-only SQL over the views; the result survives reruns (auto-refresh, other widgets)."""
     st.subheader("SQL", help="One SELECT or WITH query over the views `audit`, `licenses` and `callers`. "
-                 "Nothing can be changed and no file outside the data directory can be read.")
+                 "Nothing can be changed and no other file can be read; a query is stopped after "
+                 "a time limit, and you run one at a time.")
     with st.form("explorer-sql"):
         text = st.text_area("Query", EXAMPLE_SQL, height=140, key="explorer-sql-text")
         limit = st.number_input("Row limit", min_value=1, max_value=10_000, value=sqlbox.DEFAULT_LIMIT, step=100)
@@ -80,12 +83,13 @@ def _sql_box(root: str) -> None:
 
 
 def _run(root: str, text: str, limit: int) -> tuple[pd.DataFrame, bool] | str:
-    """The query's rows, or the message that says why it was refused or failed."""
+    """The query's rows, or the message that says why it was refused, stopped or failed."""
+    visitor = st.session_state.setdefault("explorer-visitor", uuid.uuid4().hex)  # this browser session
     try:
-        return data.sql(root, text, limit)
+        return data.sql(root, text, limit, visitor)
     except sqlbox.RefusedQuery as exc:
         return f"Refused: {exc}"
-    except duckdb.InterruptException:
-        return f"Stopped after {data.SQL_TIMEOUT_S} s: narrow the query (a `WHERE date >= ...` skips whole partitions)."
+    except sqlbox.StoppedQuery as exc:
+        return str(exc)
     except duckdb.Error as exc:
         return f"Query failed: {exc}"

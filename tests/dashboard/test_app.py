@@ -129,7 +129,7 @@ def test_an_empty_data_directory_gets_an_empty_state(empty_data, monkeypatch, sl
 
 def test_a_runaway_query_is_stopped(history, monkeypatch):
     at = open_app(history, monkeypatch, "explorer")
-    monkeypatch.setattr("dashboard.data.SQL_TIMEOUT_S", 0.5)
+    monkeypatch.setenv("PORTCULLIS_DASHBOARD_SQL_TIMEOUT_S", "0.5")
     run_sql(at, "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b")
     assert at.error[0].value.startswith("Stopped after 0.5 s")
     run_sql(at, "SELECT 42 AS answer")  # and the connection is usable again
