@@ -137,7 +137,9 @@ def decide(lic: License | None, policy: Policy, check: Check, usage: Usage, now:
 def _seats(limit: int | None, usage: Usage, policy: Policy, alerts: list[Reason]) -> Decision | tuple[bool, int]:
     if limit is None:
         return False, usage.seats_used
-    if usage.holds_seat:
+    if usage.holds_seat:  # no new seat; but while the license is over its limit, every check says so
+        if usage.seats_used > limit:
+            alerts.append(Reason.SEAT_OVERAGE)
         return False, usage.seats_used
     wanted = usage.seats_used + 1
     if wanted <= limit:
