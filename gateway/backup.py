@@ -146,8 +146,10 @@ def _copy_audit(audit_dir: Path, out: _Writer, progress: Progress) -> Head | Non
     for _ in range(_ATTEMPTS):
         data, live, head = _manifest_prefix(audit_dir)
         todo = [(path, entry) for path, entry in sorted(live.items()) if f"audit/{path}" not in out.files]
-        replaced = False
+        replaced, hour = False, None
         for number, (path, entry) in enumerate(todo, 1):
+            if hour != (hour := path.rpartition("/")[0]):
+                progress(f"audit: [{number}/{len(todo)} files] {hour}")
             try:
                 digest = out.copy(audit_dir / path, f"audit/{path}")
             except FileNotFoundError:
@@ -155,8 +157,6 @@ def _copy_audit(audit_dir: Path, out: _Writer, progress: Progress) -> Head | Non
                 continue
             if digest != entry.sha256:
                 raise BackupError(f"{audit_dir / path} differs from its manifest entry; run `portcullis audit verify`")
-            if number % 200 == 0 or number == len(todo):
-                progress(f"audit: {number}/{len(todo)} files")
         if not replaced:
             break
     else:

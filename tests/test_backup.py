@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +19,12 @@ import aiohttp
 import duckdb
 import pytest
 
+from gateway.audit.compact import compact
+from gateway.audit.manifest import Manifest
+from gateway.backup import take
+from gateway.keyfiles import audit_key
 from gateway.types import Period, Quota, Status
+from tests.audit.conftest import add_file
 from tests.test_workers import CHECK, fresh_connections, post, start
 
 pytestmark = pytest.mark.slow
@@ -213,3 +219,29 @@ def test_restore_refuses_a_data_directory_a_gateway_serves_even_with_overwrite(b
 def test_backup_refuses_a_non_empty_directory(backup, data_dir):
     one_line_error(portcullis("backup", str(backup), "--data", str(data_dir.path)), "is not an empty directory")
     assert portcullis("restore", str(backup), "--check").returncode == 0, "the earlier backup was touched"
+
+
+def test_a_compaction_during_the_backup_sends_it_back_to_the_manifest(data_dir, tmp_path):
+    settings = data_dir.settings
+    manifest = Manifest(settings.audit_dir, audit_key(settings.keys_dir))
+    for hour in (0, 1):
+        for n in range(3):
+            add_file(settings.audit_dir, manifest, hour, f"f{n}")
+    compactions = []
+
+    def progress(message: str) -> None:
+        # While the second hour is about to be copied, both hours are merged: the first hour's
+        # copied files are superseded and the second hour's are gone.
+        if "hour=13" in message and not compactions:
+            compactions.append(compact(settings.audit_dir, audit_key(settings.keys_dir),
+                                       now=datetime.now(timezone.utc), grace=timedelta(0)))
+
+    taken = take(settings, tmp_path / "backup", with_audit=True, progress=progress)
+    assert [m.partition for m in compactions[0]] == ["date=2026-01-01/hour=12", "date=2026-01-01/hour=13"]
+    parquet = sorted(rel for rel in taken["files"] if rel.endswith(".parquet"))
+    assert len(parquet) == 2 and not any("/f" in rel for rel in parquet), parquet
+    assert taken["audit_head"]["sha256"] == manifest.head().sha256
+    restored = tmp_path / "restored"
+    assert portcullis("restore", str(tmp_path / "backup"), "--data", str(restored)).returncode == 0
+    verify = portcullis("audit", "verify", "--data", str(restored))
+    assert verify.returncode == 0 and "2 files, 18 rows" in verify.stdout, verify.stdout
