@@ -2,15 +2,18 @@
 
 ``callers.toml`` holds scopes and key ids only; the secrets live in ``keys/hmac_secrets.json``
 (mode 0600). A caller may hold several key ids at once so keys can be rotated without downtime.
+A running gateway reads them through a :class:`CallerSource`, which also tells it when they
+changed: removing a caller or dropping a key takes effect without a restart (SPEC §3).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable, Protocol
 
 import tomli_w
 
@@ -120,6 +123,42 @@ def _read_secrets(keys_dir: Path) -> dict[str, bytes]:
 
 def load_directory(callers_path: Path, keys_dir: Path) -> CallerDirectory:
     return CallerDirectory(_read_callers(callers_path), _read_secrets(keys_dir))
+
+
+class CallerSource(Protocol):
+    """Where a running gateway reads its callers, and how it notices that they changed.
+
+    Every worker polls :meth:`version` twice a second and loads again when it moves, so it must
+    be cheap, and must change whenever :meth:`load` would return something else. The files here
+    answer with a digest of their bytes; a shared store (SPEC §11) answers with a revision it
+    bumps on every change.
+    """
+
+    def version(self) -> Hashable: ...
+
+    def load(self) -> CallerDirectory:
+        """The callers now; CallersError if they cannot be read (the caller keeps the old ones)."""
+
+
+class CallerFiles:
+    """``callers.toml`` and the secret store, as edited by ``portcullis caller`` or by hand."""
+
+    def __init__(self, callers_path: Path, keys_dir: Path) -> None:
+        self.callers_path, self.keys_dir = callers_path, keys_dir
+
+    def version(self) -> bytes:
+        """SHA-256 of both files' bytes (a few kilobytes): unlike mtime and size, it cannot miss a
+        change made within one clock tick or one that keeps the length."""
+        digest = hashlib.sha256()
+        for path in (self.callers_path, _secrets_path(self.keys_dir)):
+            try:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            except FileNotFoundError:
+                digest.update(b"absent")
+        return digest.digest()
+
+    def load(self) -> CallerDirectory:
+        return load_directory(self.callers_path, self.keys_dir)
 
 
 def _save(callers_path: Path, keys_dir: Path, callers: dict[str, Caller], store: dict[str, bytes]) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from uuid_utils import uuid7
 
-from gateway.callers import Caller, CallerDirectory, load_directory
+from gateway.callers import Caller, CallerDirectory, CallerFiles, CallerSource
 from gateway.checks import CheckBody, InvalidRequest, lenient_fields, parse_check
 from gateway.config import Settings
 from gateway.engine import decide, metering
@@ -32,7 +32,9 @@ class Port:
         self.store: Store = store or SqliteStore(settings.db_path)
         self.index = LicenseIndex(self.store)
         self.policy: Policy = load_policy(settings.policy_path)
-        self.directory: CallerDirectory = load_directory(settings.callers_path, settings.keys_dir)
+        self.callers: CallerSource = CallerFiles(settings.callers_path, settings.keys_dir)
+        self.callers_version = self.callers.version()
+        self.directory: CallerDirectory = self.callers.load()
         self._fp_secret = fingerprint_secret(settings.keys_dir)
         self._fingerprints: dict[str, str] = {}
 
@@ -107,8 +109,16 @@ class Port:
         return self.policy
 
     def reload_callers(self) -> CallerDirectory:
-        self.directory = load_directory(self.settings.callers_path, self.settings.keys_dir)
+        """Load the callers again; on error the old ones stay in force and CallersError is raised.
+
+        The version is taken before the load: a change made in between is seen by the next
+        :meth:`callers_changed`, and a broken file is not retried until it changes again."""
+        self.callers_version = self.callers.version()
+        self.directory = self.callers.load()
         return self.directory
+
+    def callers_changed(self) -> bool:
+        return self.callers.version() != self.callers_version
 
     def refresh(self) -> int:
         return self.index.refresh()

@@ -16,7 +16,8 @@ Signals to the master:
   worker stops accepting, lets in-flight requests finish (up to ``shutdown_timeout_s``), closes
   its audit sink (everything acknowledged ends up in Parquet) and exits 0. A worker still alive
   after twice that is killed. The master exits 0 when every worker did.
-- SIGHUP: every worker reloads ``policy.toml``. The master bumps the ``policy`` generation;
+- SIGHUP: every worker reloads ``policy.toml`` (and the callers if they changed, which every
+  worker also notices on its own: :mod:`gateway.http.upkeep`). The master bumps the ``policy`` generation;
   each worker reloads, audits it, and keeps its old policy if the new one is refused.
 
 A worker that dies is restarted under the same index (so the same instance id recovers its

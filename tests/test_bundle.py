@@ -5,7 +5,7 @@ import base64
 import json
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -130,24 +130,35 @@ def test_forge_helper_builds_a_valid_bundle() -> None:
 
 # -- tampering, property-based ------------------------------------------------------------
 
-@HYPOTHESIS
-@given(st.integers(0, len(SEALED_BYTES) * 8 - 1))
-def test_every_single_bit_flip_is_rejected(bit: int) -> None:
-    data = bytearray(SEALED_BYTES)
-    data[bit // 8] ^= 1 << (bit % 8)
-    rejected(encoded(bytes(data)))
+def accepted(texts: Iterable[str]) -> list[str]:
+    """The texts among ``texts`` that open (any other exception than BundleError propagates)."""
+    wrong = []
+    for text in texts:
+        try:
+            opened(text)
+        except BundleError:
+            continue
+        wrong.append(text)
+    return wrong
 
 
-@HYPOTHESIS
-@given(st.integers(0, len(SEALED_BYTES) - 1))
-def test_every_truncation_is_rejected(length: int) -> None:
-    rejected(encoded(SEALED_BYTES[:length]) if length else f"{BEGIN}\n{END}\n")
+def test_every_single_bit_flip_is_rejected() -> None:
+    """All of them, not a sample: a few thousand, well under a second."""
+    def flipped(bit: int) -> str:
+        data = bytearray(SEALED_BYTES)
+        data[bit // 8] ^= 1 << (bit % 8)
+        return encoded(bytes(data))
+    assert accepted(flipped(bit) for bit in range(len(SEALED_BYTES) * 8)) == []
 
 
-@HYPOTHESIS
-@given(st.integers(1, len(SEALED.rstrip()) - 1))  # the final newline is optional
-def test_every_truncation_of_the_text_is_rejected(length: int) -> None:
-    rejected(SEALED[:length])
+def test_every_truncation_is_rejected() -> None:
+    cuts = (encoded(SEALED_BYTES[:length]) if length else f"{BEGIN}\n{END}\n" for length in range(len(SEALED_BYTES)))
+    assert accepted(cuts) == []
+
+
+def test_every_truncation_of_the_text_is_rejected() -> None:
+    final_newline_optional = len(SEALED.rstrip())
+    assert accepted(SEALED[:length] for length in range(1, final_newline_optional)) == []
 
 
 @HYPOTHESIS

@@ -22,7 +22,8 @@ from gateway.cli.common import data_option, settings_for
 @click.option("--env", "environment", default=None, help="Deployment environment (default $PORTCULLIS_ENV or dev).")
 @data_option
 def serve(host, port, workers, tls_cert, tls_key, client_ca, allow_plaintext, environment, data_dir):
-    """Serve the decision API (SIGTERM: drain and stop; SIGHUP: reload policy.toml in every worker)."""
+    """Serve the decision API (SIGTERM: drain and stop; SIGHUP: reload policy.toml, and changed callers,
+    in every worker; caller changes are picked up within a second anyway)."""
     from gateway import logs
     from gateway.policy import PolicyError, load_policy
     from gateway.tls import transport

@@ -15,7 +15,7 @@ from gateway.http.gate import Clock, Gate, utc_now
 from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK, TLS
 from gateway.http.middlewares import decision_shaped_errors
 from gateway.http.routes import setup_routes
-from gateway.http.upkeep import PolicyReloads, upkeep_forever
+from gateway.http.upkeep import CallerReloads, PolicyReloads, upkeep_forever
 from gateway.metrics import Metrics
 from gateway.port import Port
 from gateway.registry.nonces import SqliteNonces
@@ -93,7 +93,7 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
         gate = Gate(port, sink, instance, clock,
                     peer_identity=client_identity if settings.tls_cert and settings.client_ca else None,
                     observers=[metrics.observe] + ([notifier.observe] if notifier else []), nonces=nonces)
-        reloads = PolicyReloads(port, signals, sink, instance, clock)
+        reloads = PolicyReloads(port, signals, sink, instance, clock, CallerReloads(gate, sink, instance, clock))
         app[PORT], app[SINK], app[GATE], app[METRICS], app[RELOADS] = port, sink, gate, metrics, reloads
         background = [asyncio.create_task(upkeep_forever(port, reloads, metrics, gate))]
         if notifier is not None:

@@ -19,7 +19,7 @@ from uuid_utils import uuid7
 
 from gateway.audit import AuditSink, AuditUnavailable
 from gateway.auth import HmacAuthenticator, Nonces
-from gateway.callers import Caller
+from gateway.callers import Caller, CallerDirectory
 from gateway.checks import is_text
 from gateway.exchange import Exchange
 from gateway.port import Port
@@ -60,8 +60,10 @@ class Gate:
         self._late: list[Exchange] = []  # refusals answered before any handler, not yet audited
         self._writing_late: asyncio.Task | None = None
 
-    def reload_callers(self) -> None:
+    def reload_callers(self) -> CallerDirectory:
+        """Authenticate with the callers as they are now (CallersError: the old ones stay)."""
         self.auth.directory = self.port.reload_callers()
+        return self.auth.directory
 
     # -- building exchanges -----------------------------------------------------------------
     def open(self, request: web.Request, endpoint: str) -> Exchange:

@@ -228,6 +228,7 @@ async def reload_policy(request: web.Request) -> web.Response:
         caller = gate.authenticate(request, ex, raw)
         gate.require_admin(ex, caller)
         reloads = request.app[RELOADS]
+        await reloads.callers.follow()  # changed callers too, now, whatever the policy's fate
         if not reloads.reload(ex):
             raise Refused
         reloads.announce()  # every other worker follows within a second

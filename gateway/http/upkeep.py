@@ -1,11 +1,18 @@
-"""What a worker does once a second besides answering: follow the registry and the policy, and
-copy its audit sink's counters into the metrics.
+"""What a worker does twice a second besides answering: follow the registry, the policy and the
+callers, and copy its audit sink's counters into the metrics.
 
 Policy reloads reach every worker through the ``policy`` generation of the shared signals: the
 worker that reloads (admin API) or the master (SIGHUP) bumps it, and every worker that sees it
 move reloads ``policy.toml`` itself within a second. Each worker's reload leaves an audit record
 (endpoint ``policy.reload``, its instance, the version now in force, or the error that kept the
 old one), so the trail says when every instance switched.
+
+Callers need no announcement: every worker polls its caller source's version
+(:class:`gateway.callers.CallerSource`) and reloads when it moves, so ``portcullis caller
+remove``, ``rotate``, ``drop-key`` and hand edits reach every worker within a second; a policy
+reload (SIGHUP, admin API) picks up a change at once too. Each such reload is audited as ``callers.reload``
+(how many callers and keys are now in force, or the error that kept the old ones): the trail
+says from when each instance stopped accepting a removed key.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import logging
 import time
 
 from gateway.audit import AuditSink, AuditUnavailable
+from gateway.callers import CallersError
 from gateway.exchange import Exchange
 from gateway.http.gate import Clock, Gate
 from gateway.metrics import Metrics
@@ -23,12 +31,37 @@ from gateway.registry.signals import POLICY_GENERATION, Signals
 from gateway.types import Decision, Outcome, Reason
 
 log = logging.getLogger("portcullis.upkeep")
-INTERVAL_S = 1.0
+INTERVAL_S = 0.5
+
+
+class CallerReloads:
+    def __init__(self, gate: Gate, sink: AuditSink, instance: str, clock: Clock) -> None:
+        self.gate, self.sink, self.instance, self.clock = gate, sink, instance, clock
+
+    async def follow(self) -> None:
+        """Reload the callers if their source changed, and audit it. (Its version covers every
+        byte of what is loaded, so an unchanged version means a reload would change nothing.)"""
+        port = self.gate.port
+        if not port.callers_changed():
+            return
+        ex = port.open("callers.reload", instance=self.instance, now=self.clock())
+        try:
+            directory = self.gate.reload_callers()
+        except CallersError as exc:
+            log.error("callers reload refused", extra={"event": "callers_reload_failed", "error": str(exc)})
+            ex.refuse(Reason.INVALID_REQUEST, f"callers refused, the previous ones stay in force: {exc}")
+        else:
+            callers, keys = len(directory.callers), len(directory.by_key_id)
+            log.info("callers reloaded", extra={"event": "callers_reload", "callers": callers, "keys": keys})
+            ex.decide(None, Decision(Outcome.ALLOW, Reason.VALID, f"{callers} callers with {keys} keys in force"))
+        await _audit(self.sink, ex)
 
 
 class PolicyReloads:
-    def __init__(self, port: Port, signals: Signals, sink: AuditSink, instance: str, clock: Clock) -> None:
+    def __init__(self, port: Port, signals: Signals, sink: AuditSink, instance: str, clock: Clock,
+                 callers: CallerReloads) -> None:
         self.port, self.signals, self.sink, self.instance, self.clock = port, signals, sink, instance, clock
+        self.callers = callers  # reloaded with the policy, and followed on their own
         self._seen = signals.generation(POLICY_GENERATION)
 
     def announce(self) -> None:
@@ -52,18 +85,23 @@ class PolicyReloads:
         return True
 
     async def follow(self) -> None:
-        """Reload when another process bumped the generation, and audit it."""
+        """Reload (policy and callers) when another process bumped the generation, and audit it."""
         generation = self.signals.generation(POLICY_GENERATION)
         if generation == self._seen:
             return
         self._seen = generation
         ex = self.port.open("policy.reload", instance=self.instance, now=self.clock())
         self.reload(ex)
-        ex.decided_ns = time.perf_counter_ns()
-        try:
-            await self.sink.submit([ex.record()])
-        except AuditUnavailable as exc:
-            log.error("policy reload not audited", extra={"event": "audit_unavailable", "error": str(exc)})
+        await _audit(self.sink, ex)
+        await self.callers.follow()
+
+
+async def _audit(sink: AuditSink, ex: Exchange) -> None:
+    ex.decided_ns = time.perf_counter_ns()
+    try:
+        await sink.submit([ex.record()])
+    except AuditUnavailable as exc:
+        log.error("%s not audited", ex.endpoint, extra={"event": "audit_unavailable", "error": str(exc)})
 
 
 async def upkeep_forever(port: Port, reloads: PolicyReloads, metrics: Metrics, gate: Gate) -> None:
@@ -76,6 +114,10 @@ async def upkeep_forever(port: Port, reloads: PolicyReloads, metrics: Metrics, g
             await reloads.follow()
         except Exception:
             log.exception("policy follow failed", extra={"event": "upkeep_failed"})
+        try:
+            await reloads.callers.follow()
+        except Exception:  # an unreadable file (permissions): logged, the old callers stay
+            log.exception("callers follow failed", extra={"event": "upkeep_failed"})
 
 
 def _step(function, *args) -> None:
