@@ -4,6 +4,7 @@ import asyncio
 import logging
 import os
 import struct
+import threading
 import time
 from operator import attrgetter
 from pathlib import Path
@@ -102,13 +103,23 @@ async def test_group_commit_covers_concurrent_submits_with_few_fsyncs(tmp_path: 
 
 
 async def test_an_ack_comes_only_after_the_fsync(tmp_path: Path, monkeypatch) -> None:
-    real_fsync, synced = os.fsync, []
+    real_fsync = os.fsync
+    entered, release = threading.Event(), threading.Event()
     spool = _spool(tmp_path)
     await spool.append([make_record()])
-    monkeypatch.setattr(segment_module.os, "fsync", lambda fd: (real_fsync(fd), synced.append(fd)))
-    future = spool.append([make_record()])
-    await future
-    assert synced, "acknowledged before any fsync"
+
+    def held_fsync(fd: int) -> None:  # the commit thread waits here until the test lets the disk finish
+        entered.set()
+        assert release.wait(30), "never released"
+        real_fsync(fd)
+
+    monkeypatch.setattr(segment_module.os, "fsync", held_fsync)
+    future = asyncio.ensure_future(spool.append([make_record()]))
+    assert await asyncio.to_thread(entered.wait, 30), "the record never reached an fsync"
+    await asyncio.sleep(0.2)  # room for a premature ack to arrive
+    assert not future.done(), "acknowledged while its fsync had not returned"
+    release.set()
+    await asyncio.wait_for(future, 30)
     await spool.close()
 
 
