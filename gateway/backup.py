@@ -20,7 +20,6 @@ files 0600).
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -174,19 +173,22 @@ def _copy_audit(audit_dir: Path, out: _Writer, progress: Progress) -> Head | Non
     return head
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def _write_json(path: Path, obj: dict) -> str:
+    """Write ``obj`` durably and atomically; returns the SHA-256 of what was written."""
+    data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
     tmp = path.with_name(path.name + ".tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    return hashlib.sha256(data).hexdigest()
 
 
 def take(settings: Settings, target: Path, *, with_audit: bool = False, progress: Progress = lambda _: None) -> dict:
-    """Back up the data directory of ``settings`` into ``target`` (new or empty); returns ``backup.json``."""
+    """Back up the data directory of ``settings`` into ``target`` (new or empty); returns ``backup.json``
+    and, as ``sha256``, its own SHA-256 (to keep elsewhere, for ``restore --expect-sha256``)."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BackupError(f"{target} is not an empty directory: each backup goes into a new one "
                           f"(e.g. named by date); nothing was written")
@@ -215,7 +217,7 @@ def take(settings: Settings, target: Path, *, with_audit: bool = False, progress
             "audit_head": asdict(head) if head else None, "with_audit": with_audit,
             "registry": registry, "files": out.files,
         }
-        _write_json(target / MANIFEST, manifest)
+        manifest["sha256"] = _write_json(target / MANIFEST, manifest)
     except BaseException:
         clear(target)  # it was empty: whatever is in it now is this unfinished backup
         raise

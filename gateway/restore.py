@@ -13,6 +13,7 @@ and nonces are those of that moment (docs/operations.md, "Backups", says what th
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -33,13 +34,21 @@ _TOP = {_DB, "keys", "audit", *CONFIG_FILES}  # what a backup may hold
 _ALWAYS_REPLACED = (_DB, f"{_DB}-wal", f"{_DB}-shm", "keys", "snapshots", *CONFIG_FILES)
 
 
-def load(backup_dir: Path) -> dict:
-    """``backup.json`` of ``backup_dir``, its file list checked to name only what a backup holds."""
+def load(backup_dir: Path, expect: str | None = None) -> dict:
+    """``backup.json`` of ``backup_dir``, its file list checked to name only what a backup holds.
+
+    The checksums in it expose damage; ``expect``, its SHA-256 as ``backup`` printed it and kept
+    elsewhere, also exposes a backup whose files were changed and ``backup.json`` rewritten to match.
+    """
     path = backup_dir / MANIFEST
     if not path.is_file():
         raise BackupError(f"{backup_dir} is not a backup (no {MANIFEST}), or one that did not finish")
+    data = path.read_bytes()
+    if expect is not None and hashlib.sha256(data).hexdigest() != expect.lower():
+        raise BackupError(f"{path} does not have the SHA-256 recorded when the backup was taken: "
+                          f"the backup was changed, or is another one; nothing was restored")
     try:
-        manifest = json.loads(path.read_bytes())
+        manifest = json.loads(data)
         files = manifest["files"]
         ok = manifest["format"] == FORMAT and all(
             _safe(rel) and isinstance(f["sha256"], str) and isinstance(f["size"], int) for rel, f in files.items())
@@ -106,19 +115,19 @@ def _serving(data_dir: Path) -> bool:
     return False
 
 
-def verify(backup_dir: Path) -> dict:
+def verify(backup_dir: Path, expect: str | None = None) -> dict:
     """Check every file of a backup against ``backup.json`` without restoring; returns it."""
-    manifest = load(backup_dir)
+    manifest = load(backup_dir, expect)
     _precheck(backup_dir, manifest)
     _refuse([f"{rel}: SHA-256 differs from backup.json" for rel, meta in sorted(manifest["files"].items())
              if sha256_file(backup_dir / rel) != meta["sha256"]])
     return manifest
 
 
-def restore(backup_dir: Path, data_dir: Path, *, overwrite: bool = False,
+def restore(backup_dir: Path, data_dir: Path, *, overwrite: bool = False, expect: str | None = None,
             progress: Progress = lambda _: None) -> dict:
     """Restore ``backup_dir`` into ``data_dir``; returns what was restored."""
-    manifest = load(backup_dir)
+    manifest = load(backup_dir, expect)
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
         if _serving(data_dir):
             raise BackupError(f"a gateway is running on {data_dir}: stop it before restoring into it")

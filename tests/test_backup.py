@@ -4,6 +4,7 @@ a damaged backup, a non-empty or live target are refused with one line."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import stat
@@ -245,3 +246,23 @@ def test_a_compaction_during_the_backup_sends_it_back_to_the_manifest(data_dir, 
     assert portcullis("restore", str(tmp_path / "backup"), "--data", str(restored)).returncode == 0
     verify = portcullis("audit", "verify", "--data", str(restored))
     assert verify.returncode == 0 and "2 files, 18 rows" in verify.stdout, verify.stdout
+
+
+def test_a_backup_rewritten_to_match_is_caught_by_the_recorded_sha256(data_dir, tmp_path):
+    target = tmp_path / "backup"
+    taken = portcullis("backup", str(target), "--data", str(data_dir.path), "--json")
+    recorded = json.loads(taken.stdout)["sha256"]
+    assert recorded == hashlib.sha256((target / "backup.json").read_bytes()).hexdigest()
+    assert portcullis("restore", str(target), "--check", "--expect-sha256", recorded).returncode == 0
+    # Someone with write access to the backup plants a caller secret and fixes up backup.json.
+    secrets = target / "keys" / "hmac_secrets.json"
+    secrets.write_text(json.dumps({**json.loads(secrets.read_text()), "pk_planted": "ps_planted"}))
+    manifest = json.loads((target / "backup.json").read_text())
+    manifest["files"]["keys/hmac_secrets.json"] = {"sha256": hashlib.sha256(secrets.read_bytes()).hexdigest(),
+                                                   "size": secrets.stat().st_size}
+    (target / "backup.json").write_text(json.dumps(manifest))
+    assert portcullis("restore", str(target), "--check").returncode == 0, "checksums alone cannot see this"
+    restored = tmp_path / "restored"
+    one_line_error(portcullis("restore", str(target), "--data", str(restored), "--expect-sha256", recorded),
+                   "does not have the SHA-256 recorded")
+    assert not restored.exists()

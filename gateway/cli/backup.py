@@ -50,10 +50,12 @@ def backup(directory: Path, with_audit: bool, data_dir: str | None, as_json: boo
         manifest = take(settings, directory, with_audit=with_audit, progress=_progress)
     result = {"directory": str(directory), **{k: manifest[k] for k in (
         "started_at", "finished_at", "policy_version", "audit_head", "with_audit", "registry")},
-        "files": len(manifest["files"]), "bytes": sum(f["size"] for f in manifest["files"].values())}
+        "files": len(manifest["files"]), "bytes": sum(f["size"] for f in manifest["files"].values()),
+        "sha256": manifest["sha256"]}
     emit(result, as_json, lambda r: (
         f"backup written to {r['directory']}: {r['files']} files, {r['bytes']} bytes, "
         f"{r['registry']['licenses']} licenses, policy {r['policy_version']}\n"
+        f"backup.json sha256 {r['sha256']} (keep it elsewhere; `restore --expect-sha256` checks it)\n"
         f"audit head: {_head(r['audit_head'])}"
         + ("" if r["with_audit"] else " (history not copied: copy audit/ with rsync, or use --with-audit)")))
 
@@ -63,9 +65,12 @@ def backup(directory: Path, with_audit: bool, data_dir: str | None, as_json: boo
 @click.option("--overwrite", is_flag=True,
               help="Restore into a data directory that is not empty (what it held is moved to pre-restore-<time>/).")
 @click.option("--check", is_flag=True, help="Only verify the backup's checksums; restore nothing.")
+@click.option("--expect-sha256", "expect", metavar="SHA256",
+              help="The backup.json SHA-256 that `backup` printed: refuse a backup rewritten since.")
 @data_option
 @json_option
-def restore(directory: Path, overwrite: bool, check: bool, data_dir: str | None, as_json: bool) -> None:
+def restore(directory: Path, overwrite: bool, check: bool, expect: str | None, data_dir: str | None,
+            as_json: bool) -> None:
     """Verify the backup in DIRECTORY and restore it into the data directory.
 
     Exits 1, restoring nothing, if any file differs from the backup's backup.json, or if the data
@@ -73,12 +78,13 @@ def restore(directory: Path, overwrite: bool, check: bool, data_dir: str | None,
     """
     with _one_line_errors():
         if check:
-            manifest = verify(directory)
+            manifest = verify(directory, expect)
             emit({"ok": True, "files": len(manifest["files"]), "started_at": manifest["started_at"],
                   "audit_head": manifest["audit_head"]}, as_json,
                  lambda r: f"OK: {r['files']} files match backup.json (backup of {r['started_at']})")
             return
-        result = restore_backup(directory, settings_for(data_dir).data_dir, overwrite=overwrite, progress=_progress)
+        result = restore_backup(directory, settings_for(data_dir).data_dir, overwrite=overwrite, expect=expect,
+                                progress=_progress)
     emit(result, as_json, lambda r: "\n".join([
         f"restored {r['files']} files ({r['bytes']} bytes) into {r['data_dir']}: the registry as of "
         f"{r['backup_started_at']}, policy {r['policy_version']}, audit head {_head(r['audit_head'])}",
