@@ -105,16 +105,16 @@ async def test_group_commit_covers_concurrent_submits_with_few_fsyncs(tmp_path: 
 async def test_an_ack_comes_only_after_the_fsync(tmp_path: Path, monkeypatch) -> None:
     real_fsync = os.fsync
     entered, release = threading.Event(), threading.Event()
-    spool = _spool(tmp_path)
-    await spool.append([make_record()])
 
     def held_fsync(fd: int) -> None:  # the commit thread waits here until the test lets the disk finish
         entered.set()
         assert release.wait(30), "never released"
         real_fsync(fd)
 
+    # Held from the first fsync on: the only records in the spool are the ones awaited here.
     monkeypatch.setattr(segment_module.os, "fsync", held_fsync)
-    future = asyncio.ensure_future(spool.append([make_record()]))
+    spool = _spool(tmp_path)
+    future = spool.append([make_record()])
     assert await asyncio.to_thread(entered.wait, 30), "the record never reached an fsync"
     await asyncio.sleep(0.2)  # room for a premature ack to arrive
     assert not future.done(), "acknowledged while its fsync had not returned"
