@@ -133,8 +133,7 @@ def read_check(ex: Exchange, doc: object) -> CheckBody | None:
     The refused body's readable fields still go to the exchange, so its audit record says what
     was asked.
     """
-    for name, value in lenient_fields(doc).items():
-        setattr(ex, name, value)
+    note_asked(ex, doc)
     try:
         body = parse_check(doc)
     except InvalidRequest as exc:
@@ -144,3 +143,10 @@ def read_check(ex: Exchange, doc: object) -> CheckBody | None:
     if body.request_id:
         ex.request_id = body.request_id
     return body
+
+
+def note_asked(ex: Exchange, doc: object) -> None:
+    """Copy the readable fields of a check body (well-formed or not) to the exchange, for its
+    audit record: what was asked, even when the check is refused before it is read."""
+    for name, value in lenient_fields(doc).items():
+        setattr(ex, name, value)

@@ -14,18 +14,19 @@ class RateLimiter:
         self._buckets: dict[str, list[float]] = {}  # key -> [tokens, last refill]
         self._max_keys = max_keys
 
-    def allow(self, key: str, rate: float, now: float) -> bool:
-        """Take one token; False when the bucket is empty."""
+    def allow(self, key: str, rate: float, now: float, cost: int = 1) -> bool:
+        """Take ``cost`` tokens (one per check a request asks); False, taking none, when fewer
+        are left. A cost above the burst is never allowed: a batch may not outrun the rate."""
         if rate <= 0:
             return True
         bucket = self._buckets.get(key)
         if bucket is None:
-            self._add(key, [max(rate, 1.0) - 1.0, now])
-            return True
+            bucket = [max(rate, 1.0), now]
+            self._add(key, bucket)
         tokens = self._refill(bucket, rate, now)
-        if tokens < 1.0:
+        if tokens < cost:
             return False
-        bucket[0] = tokens - 1.0
+        bucket[0] = tokens - cost
         return True
 
     def exhausted(self, key: str, rate: float, now: float) -> bool:

@@ -137,9 +137,12 @@ class Gate:
         ex.caller_id = identity.caller.caller_id
         return identity.caller
 
-    def throttle(self, ex: Exchange, caller: Caller) -> None:
-        if not self.caller_limits.allow(caller.caller_id, caller.rate_limit_rps, time.monotonic()):
-            ex.refuse(Reason.RATE_LIMITED, f"caller {caller.caller_id!r} is over {caller.rate_limit_rps} requests/s")
+    def throttle(self, ex: Exchange, caller: Caller, checks: int = 1) -> None:
+        """Take one token of the caller's limit per check the request asks (SPEC §3: each check
+        of a batch counts), all or none."""
+        if not self.caller_limits.allow(caller.caller_id, caller.rate_limit_rps, time.monotonic(), checks):
+            ex.refuse(Reason.RATE_LIMITED, f"caller {caller.caller_id!r} is over {caller.rate_limit_rps} requests/s"
+                      + (f" (a batch of {checks} checks counts {checks} times)" if checks > 1 else ""))
             raise Refused
 
     def require_admin(self, ex: Exchange, caller: Caller) -> None:

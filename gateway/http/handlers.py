@@ -71,13 +71,19 @@ async def check_batch(request: web.Request) -> web.Response:
             head.refuse(Reason.INVALID_REQUEST, str(exc))
             raise Refused from None
         caller = gate.authenticate(request, head, raw)
-        gate.throttle(head, caller)
     except Refused:
         return await gate.finish([head])
     except Exception:
         _internal_error(head)
         return await gate.finish([head])
     exchanges = [head] + [gate.sibling(head) for _ in items[1:]]
+    try:
+        gate.throttle(head, caller, len(items))
+    except Refused:  # the whole batch, one answer; each check refused has its own record
+        for ex, item in zip(exchanges, items):
+            note_asked(ex, item)
+            ex.refuse(Reason.RATE_LIMITED, head.error)
+        return await gate.finish(exchanges)
     for ex, item in zip(exchanges, items):
         with deciding(ex):
             body = read_check(ex, item)

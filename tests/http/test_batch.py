@@ -1,7 +1,16 @@
 """POST /v1/check/batch: results in request order, one decision id and one audit record each."""
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
+from gateway.audit import MemorySink
+from gateway.callers import Caller, add_caller
 from gateway.checks import MAX_BATCH
+from gateway.http.app import create_app
+from tests.conftest import Credentials
+from tests.http.conftest import Gateway
 
 
 async def test_batch_answers_in_order_with_one_record_each(gateway):
@@ -50,3 +59,33 @@ async def test_full_batch_of_metered_checks_never_over_grants(gateway):
     _, body = await gateway.post("/v1/check/batch", {"checks": checks})
     granted = [r for r in body["results"] if r["decision"] != "deny"]
     assert len(granted) == 11 and len(gateway.records) == MAX_BATCH
+
+
+@pytest.fixture
+async def slow(aiohttp_client, data_dir) -> tuple[Gateway, Credentials]:
+    """A gateway with a caller limited to 3 checks a second (its bucket holds 3)."""
+    key_id, secret = add_caller(data_dir.settings.callers_path, data_dir.settings.keys_dir,
+                                Caller("slow", rate_limit_rps=3))
+    sink = MemorySink()
+    client = await aiohttp_client(create_app(data_dir.settings, sink_factory=lambda settings, instance: sink))
+    return Gateway(client, data_dir, sink), Credentials(key_id, secret)
+
+
+async def test_each_check_of_a_batch_counts_against_the_rate_limit(slow):
+    gateway, creds = slow
+    guesses = [{"license_key": f"LK-GUESS-{i}", "feature": f"f{i}", "request_id": f"r{i}"} for i in range(3)]
+    status, body = await gateway.post("/v1/check/batch", {"checks": guesses}, creds=creds)
+    assert status == 200 and [r["reason"] for r in body["results"]] == ["KEY_NOT_FOUND"] * 3
+    status, body = await gateway.post("/v1/check/batch", {"checks": guesses}, creds=creds)
+    assert (status, body["decision"], body["reason"]) == (429, "deny", "RATE_LIMITED")
+    refused = gateway.records[3:]
+    assert [(r.http_status, r.reason, r.endpoint, r.caller_id) for r in refused] == \
+        [(429, "RATE_LIMITED", "batch", "slow")] * 3
+    assert [(r.feature, r.request_id) for r in refused] == [("f0", "r0"), ("f1", "r1"), ("f2", "r2")]
+    assert len({r.decision_id for r in refused}) == 3 and all(r.key_fp is None for r in refused)
+    await asyncio.sleep(1.1)  # at 3 tokens a second the bucket is full again (it never holds more)
+    status, _ = await gateway.post("/v1/check/batch", {"checks": guesses + guesses[:1]}, creds=creds)
+    assert status == 429  # 4 checks are more than the caller may ask at once: none is answered
+    status, body = await gateway.post("/v1/check/batch", {"checks": guesses}, creds=creds)
+    assert status == 200 and len(body["results"]) == 3  # the refused batch took no tokens
+    assert len(gateway.records) == 3 + 3 + 4 + 3
