@@ -27,6 +27,7 @@ from gateway.config import Settings, load_settings
 from gateway.policy import load_policy
 from gateway.registry.sqlite import SqliteStore
 from gateway.types import License
+from tests.proofs import pytest_collection_modifyitems, pytest_runtest_logreport  # noqa: F401 (hooks)
 
 TEST_POLICY = Path(__file__).parent / "engine" / "policy.toml"
 

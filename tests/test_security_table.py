@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.proofs import outcomes_of
+
 ROOT = Path(__file__).parent.parent
 SECURITY = ROOT / "SECURITY.md"
 REFERENCE = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
@@ -55,3 +57,13 @@ def test_every_named_test_exists(path, name):
     test = getattr(module, name, None)
     assert callable(test), f"{path} has no test {name}"
     assert name.startswith("test_")
+
+
+@pytest.mark.parametrize("path,name", references(), ids=[f"{p}::{n}" for p, n in references()])
+def test_every_named_test_passed_in_this_session(path, name):
+    """Runs after every other test (tests/proofs.py): a cited proof that failed or was skipped
+    proves nothing. Run alone, without the cited tests, there is nothing to check."""
+    outcomes = outcomes_of(path, name)
+    if outcomes is None:
+        pytest.skip(f"{path}::{name} is not part of this run")
+    assert set(outcomes.values()) == {"passed"}, outcomes
