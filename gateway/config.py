@@ -39,6 +39,7 @@ class Settings:
     audit_rotate_s: float = 5.0  # a decision is queryable within seconds (docs/audit.md: rotation)
     audit_rotate_bytes: int = 64 * 1024 * 1024
     audit_commit_interval_ms: float = 0.0
+    audit_compact_s: float = 600.0  # worker 0 merges closed hours this often; 0: never (cron instead)
     log_level: str = "info"
     access_log: bool = False
     shutdown_timeout_s: float = 30.0
