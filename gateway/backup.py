@@ -103,8 +103,6 @@ class _Writer:
 
 
 def _copy_registry(db_path: Path, dst: Path) -> dict[str, int]:
-    if not db_path.is_file():
-        raise BackupError(f"no registry at {db_path}: is this a data directory? (pass --data)")
     os.close(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # private before SQLite opens it
     source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10.0)
     target = sqlite3.connect(dst, isolation_level=None)
@@ -192,36 +190,44 @@ def take(settings: Settings, target: Path, *, with_audit: bool = False, progress
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BackupError(f"{target} is not an empty directory: each backup goes into a new one "
                           f"(e.g. named by date); nothing was written")
-    if not settings.policy_path.is_file():
-        raise BackupError(f"no policy.toml in {settings.data_dir}: is this a data directory? (pass --data)")
+    missing = [p.name for p in (settings.policy_path, settings.db_path, settings.keys_dir) if not p.exists()]
+    if missing:
+        raise BackupError(f"no {' or '.join(missing)} in {settings.data_dir}: is this a data directory? (pass --data)")
+    created = not target.exists()
     private_dir(target)
-    out = _Writer(target)
     try:
-        started = _now()
-        progress("registry: copying portcullis.db (online backup)")
-        registry = _copy_registry(settings.db_path, target / settings.db_path.name)
-        out.adopt(settings.db_path.name)
-        if not settings.keys_dir.is_dir():
-            raise BackupError(f"no keys/ in {settings.data_dir}")
-        for rel in _listing(settings.keys_dir):
-            if not rel.name.endswith(".tmp"):  # a key being written: the renamed one is what counts
-                out.copy(settings.keys_dir / rel, f"keys/{rel.as_posix()}")
-        progress(f"keys: {sum(rel.startswith('keys/') for rel in out.files)} files")
-        for name in CONFIG_FILES:
-            if (settings.data_dir / name).is_file():
-                out.copy(settings.data_dir / name, name)
-        head = _copy_audit(settings.audit_dir, out, progress) if with_audit else _manifest_prefix(settings.audit_dir)[2]
-        manifest = {
-            "format": FORMAT, "started_at": started, "finished_at": _now(), "source": str(settings.data_dir),
-            "policy_version": policy_version((target / "policy.toml").read_bytes()),
-            "audit_head": asdict(head) if head else None, "with_audit": with_audit,
-            "registry": registry, "files": out.files,
-        }
+        manifest = _copy_all(settings, _Writer(target), with_audit, progress)
         manifest["sha256"] = _write_json(target / MANIFEST, manifest)
     except BaseException:
         clear(target)  # it was empty: whatever is in it now is this unfinished backup
+        if created:
+            target.rmdir()
         raise
     return manifest
+
+
+def _copy_all(settings: Settings, out: _Writer, with_audit: bool, progress: Progress) -> dict:
+    started = _now()
+    progress("registry: copying portcullis.db (online backup, one step)")
+    registry = _copy_registry(settings.db_path, out.root / settings.db_path.name)
+    out.adopt(settings.db_path.name)
+    progress(f"registry: {out.files[settings.db_path.name]['size']:,} bytes, {registry['licenses']} licenses")
+    # callers.toml before keys/: callers are saved secrets first, so every key id in the
+    # callers.toml read has its secret in the hmac_secrets.json read after it.
+    for name in CONFIG_FILES:
+        if (settings.data_dir / name).is_file():
+            out.copy(settings.data_dir / name, name)
+    for rel in _listing(settings.keys_dir):
+        if not rel.name.endswith(".tmp"):  # a key being written: the renamed one is what counts
+            out.copy(settings.keys_dir / rel, f"keys/{rel.as_posix()}")
+    progress(f"keys: {sum(rel.startswith('keys/') for rel in out.files)} files")
+    head = _copy_audit(settings.audit_dir, out, progress) if with_audit else _manifest_prefix(settings.audit_dir)[2]
+    return {
+        "format": FORMAT, "started_at": started, "finished_at": _now(), "source": str(settings.data_dir),
+        "policy_version": policy_version((out.root / "policy.toml").read_bytes()),
+        "audit_head": asdict(head) if head else None, "with_audit": with_audit,
+        "registry": registry, "files": out.files,
+    }
 
 
 def clear(directory: Path) -> None:

@@ -29,6 +29,7 @@ from tests.audit.conftest import add_file
 from tests.test_workers import CHECK, fresh_connections, post, start
 
 pytestmark = pytest.mark.slow
+PROGRESS = ("registry: ", "keys: ", "audit: ", "verified and staged ")  # how progress lines on stderr begin
 
 
 def portcullis(*args: str) -> subprocess.CompletedProcess:
@@ -44,10 +45,10 @@ async def portcullis_async(*args: str) -> tuple[int, str, str]:
 
 def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
     assert result.returncode == 1, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith(PROGRESS)]
+    assert len(errors) == 1 and errors[0].startswith("Error: ") and "Traceback" not in result.stderr, result.stderr
     for needle in needles:
-        assert needle in lines[0], lines[0]
+        assert needle in errors[0], errors[0]
 
 
 def mode(path: Path) -> int:
@@ -266,3 +267,12 @@ def test_a_backup_rewritten_to_match_is_caught_by_the_recorded_sha256(data_dir, 
     one_line_error(portcullis("restore", str(target), "--data", str(restored), "--expect-sha256", recorded),
                    "does not have the SHA-256 recorded")
     assert not restored.exists()
+
+
+@pytest.mark.parametrize("remove,needle", [("policy.toml", "is this a data directory"),
+                                           ("portcullis.db", "no portcullis.db in")])
+def test_backup_of_an_incomplete_data_directory_is_one_line_and_leaves_nothing(data_dir, tmp_path, remove, needle):
+    (data_dir.path / remove).unlink()
+    target = tmp_path / "backup"
+    one_line_error(portcullis("backup", str(target), "--data", str(data_dir.path)), needle)
+    assert not target.exists()
