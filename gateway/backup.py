@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gateway.audit.manifest import MANIFEST_NAME, Entry, Head, apply, line_hash
+from gateway.audit.manifest import MANIFEST_NAME, Entry, Head, apply, line_hash, sha256_file
 from gateway.audit.segment import fsync_dir
 from gateway.config import Settings
 from gateway.policy import policy_version
@@ -94,8 +94,7 @@ class _Writer:
     def adopt(self, rel: str) -> None:
         """Record a file already written into the backup (the registry copy)."""
         path = self.root / rel
-        with open(path, "rb") as f:
-            self.files[rel] = {"sha256": hashlib.file_digest(f, "sha256").hexdigest(), "size": path.stat().st_size}
+        self.files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
 
     def drop(self, rel: str) -> None:
         (self.root / rel).unlink()

@@ -124,6 +124,21 @@ def verify(backup_dir: Path, expect: str | None = None) -> dict:
     return manifest
 
 
+def _swap_in(staging: Path, data_dir: Path, aside: Path, names: list[str]) -> list[str]:
+    """Move what the restore replaces to ``aside``, then each staged name into place; returns what moved."""
+    moved = []
+    for name in dict.fromkeys([*_ALWAYS_REPLACED, *names]):
+        if (data_dir / name).exists():
+            private_dir(aside)
+            os.replace(data_dir / name, aside / name)
+            moved.append(name)
+    for name in names:
+        os.replace(staging / name, data_dir / name)
+    staging.rmdir()
+    fsync_dir(data_dir)
+    return moved
+
+
 def restore(backup_dir: Path, data_dir: Path, *, overwrite: bool = False, expect: str | None = None,
             progress: Progress = lambda _: None) -> dict:
     """Restore ``backup_dir`` into ``data_dir``; returns what was restored."""
@@ -148,18 +163,8 @@ def restore(backup_dir: Path, data_dir: Path, *, overwrite: bool = False, expect
         if created:
             data_dir.rmdir()
         raise
-    names = sorted({PurePosixPath(rel).parts[0] for rel in manifest["files"]})
     aside = data_dir / f"pre-restore-{stamp}"
-    moved = []
-    for name in dict.fromkeys([*_ALWAYS_REPLACED, *names]):
-        if (data_dir / name).exists():
-            private_dir(aside)
-            os.replace(data_dir / name, aside / name)
-            moved.append(name)
-    for name in names:
-        os.replace(staging / name, data_dir / name)
-    staging.rmdir()
-    fsync_dir(data_dir)
+    moved = _swap_in(staging, data_dir, aside, sorted({PurePosixPath(rel).parts[0] for rel in manifest["files"]}))
     settings = load_settings(data_dir)
     store = SqliteStore(settings.db_path)
     try:
