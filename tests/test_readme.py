@@ -1,9 +1,11 @@
-"""The README's "Try the port by hand" block, run as a newcomer pastes it: with bash, in an empty
-directory, against a real ``portcullis serve``. It must get an ``allow``, show that decision in
-``portcullis sql`` within 10 s, stop its gateway, and leave the repository as it was.
+"""The README's examples run as a newcomer pastes them: with bash, at the root of a fresh clone,
+against a real ``portcullis serve``. "Try the port by hand" must get an ``allow`` and show that decision in
+``portcullis sql`` within 10 s; the mTLS walkthrough must get an ``allow`` for its client
+certificate. Each stops its gateway and leaves the repository as it was.
 
 Only the environment differs from a newcomer's shell: ``PORTCULLIS_PORT`` and ``PORTCULLIS_URL``
-point the block's gateway and client at a free port instead of 8080.
+point the gateway and ``portcullis call`` at a free port instead of 8080 (curl's URL in the mTLS
+block names the port itself, so there the port, and only it, is replaced).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-QUERYABLE_WITHIN_S = 10.0  # issue: a decision must be queryable this soon after it was made
+QUERYABLE_WITHIN_S = 10.0  # a decision must be queryable this soon after it was made
+TRACKED_DEFAULTS = ("data", "gateway/defaults")
 
 
 def readme_block(heading: str) -> str:
@@ -32,11 +35,17 @@ def readme_block(heading: str) -> str:
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
 
 
-def dirty_paths() -> set[str]:
-    """The repository's paths that differ from the last commit, untracked ones included."""
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    return {line[3:] for line in status.splitlines()}
+def checkout(tmp_path: Path) -> Path:
+    """A fresh clone of the repository's last commit, as a newcomer has it (objects shared, so
+    it takes a second): other work going on in this checkout cannot show up in its status."""
+    clone = tmp_path / "portcullis"
+    subprocess.run(["git", "clone", "-q", "--shared", str(ROOT), str(clone)], check=True, capture_output=True)
+    return clone
+
+
+def git_status(repo: Path, *paths: str) -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *paths], cwd=repo,
+                          check=True, capture_output=True, text=True).stdout
 
 
 def newcomer_env(port: int) -> dict[str, str]:
@@ -86,11 +95,31 @@ def allowed_in_sql(cwd: Path, env: dict[str, str]) -> bool:
     return out.stdout.split()[-1] != "0"
 
 
-def test_try_the_port_by_hand_runs_as_written(tmp_path):
-    block = readme_block("## Try the port by hand")
-    env, before = newcomer_env(free_port()), dirty_paths()
-    proc = subprocess.Popen(["bash", "-e", "-c", block], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+def start(block: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``block`` run by bash in a session of its own (so that whatever it leaves can be found)."""
+    return subprocess.Popen(["bash", "-e", "-c", block], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def leftovers(proc: subprocess.Popen) -> str:
+    """What the block left running (its session's processes), killed now; '' when nothing."""
+    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+    if proc.poll() is None or left:
+        os.killpg(proc.pid, signal.SIGKILL)
+    return left
+
+
+def assert_left_clean(repo: Path, data: str, defaults_before: str) -> None:
+    """The block wrote only into its data directory ``data``, which git ignores, and changed no
+    file of the repository (nor the tracked defaults of the installed one)."""
+    assert (repo / data / "callers.toml").exists()
+    assert git_status(repo) == ""
+    assert git_status(ROOT, *TRACKED_DEFAULTS) == defaults_before
+
+
+def test_try_the_port_by_hand_runs_as_written(tmp_path):
+    repo, env, before = checkout(tmp_path), newcomer_env(free_port()), git_status(ROOT, *TRACKED_DEFAULTS)
+    proc = start(readme_block("## Try the port by hand"), repo, env)
     try:
         lines = Lines(proc)
         decided = lines.first(r'"decision": "allow"', proc, timeout=120)
@@ -98,17 +127,25 @@ def test_try_the_port_by_hand_runs_as_written(tmp_path):
         while not polls or not polls[-1][1]:  # every poll that starts in time counts
             started = time.monotonic()
             assert started - decided <= QUERYABLE_WITHIN_S, f"not in `portcullis sql` after {polls}:\n{lines.text}"
-            polls.append((round(started - decided, 1), allowed_in_sql(tmp_path, env)))
+            polls.append((round(started - decided, 1), allowed_in_sql(repo, env)))
         assert proc.wait(timeout=120) == 0, lines.text
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        left = leftovers(proc)
+    assert not left, f"the block left processes running: {left}"
     # The block's own query, six seconds after the call, shows the decision too.
     assert re.search(r"billing\s+export\s+allow\s+VALID", lines.text), lines.text
-    # It stopped its gateway: nothing of its session is left running.
-    leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout
-    assert not leftover, f"processes left behind: {leftover}"
-    # It wrote only into its own data directory, which the repository ignores.
-    assert [p.name for p in tmp_path.iterdir()] == ["my-port"]
-    assert subprocess.run(["git", "check-ignore", "-q", "my-port/callers.toml"], cwd=ROOT).returncode == 0
-    assert not dirty_paths() - before, f"the block changed {dirty_paths() - before}"
+    assert_left_clean(repo, "my-port", before)
+
+
+def test_the_mtls_walkthrough_runs_as_written(tmp_path):
+    repo, port, before = checkout(tmp_path), free_port(), git_status(ROOT, *TRACKED_DEFAULTS)
+    block = readme_block("## mTLS walkthrough").replace("https://localhost:8080/", f"https://localhost:{port}/")
+    proc = start(block, repo, newcomer_env(port))
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        left = leftovers(proc)
+    assert not left, f"the block left processes running: {left}"
+    assert proc.returncode == 0, out
+    assert '"decision":"allow"' in out, out
+    assert_left_clean(repo, "my-port-mtls", before)
