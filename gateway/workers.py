@@ -62,7 +62,8 @@ def serve(settings: Settings, announce: Callable[[str], None] = print) -> int:
     reserved = reserve(settings.host, settings.port)
     port = reserved.getsockname()[1]
     scheme = "https" if settings.tls_cert else "http"
-    announce(f"portcullis listening on {scheme}://{settings.host}:{port} ({settings.workers} workers)")
+    workers = f"{settings.workers} worker{'s' if settings.workers != 1 else ''}"
+    announce(f"portcullis listening on {scheme}://{settings.host}:{port} ({workers})")
     return Master(settings.with_(port=port), reserved).run()
 
 
