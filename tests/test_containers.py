@@ -41,13 +41,22 @@ def test_image_is_slim_non_root_and_installed_like_the_readme():
     assert "PORTCULLIS_HOST=0.0.0.0" in env and "PORTCULLIS_DASHBOARD_HOST=0.0.0.0" in env
 
 
-def test_gateway_and_dashboard_share_one_data_volume():
+def test_the_dashboard_mounts_only_the_folders_it_reads_of_the_gateways_volume(tmp_path):
+    """The gateway has the whole data volume; the dashboard only its audit trail and snapshots
+    (read-only) and the rollups it builds: never keys/ or the registry database. `init` creates
+    the three folders, so the mounts exist from the first start."""
     services = COMPOSE["services"]
-    assert {"gateway", "dashboard"} <= set(services)
-    mounts = {name: {v for v in service.get("volumes", []) if v.endswith(":/data")} for name, service in services.items()}
-    assert mounts["gateway"] == mounts["dashboard"] and len(mounts["gateway"]) == 1
-    volume = next(iter(mounts["gateway"])).split(":")[0]
-    assert volume in COMPOSE["volumes"]
+    (whole,) = services["gateway"]["volumes"]
+    volume, target = whole.split(":")
+    assert target == "/data" and volume in COMPOSE["volumes"]
+    mounts = {m["volume"]["subpath"]: m for m in services["dashboard"]["volumes"]}
+    assert set(mounts) == {"audit", "snapshots", "rollups"}
+    for subpath, mount in mounts.items():
+        assert (mount["type"], mount["source"], mount["target"]) == ("volume", volume, f"/data/{subpath}")
+        assert mount.get("read_only", False) == (subpath != "rollups"), subpath
+    result = CliRunner().invoke(main, ["init", "--data", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    assert all((tmp_path / "data" / subpath).is_dir() for subpath in mounts)
 
 
 @pytest.mark.parametrize("service, url", [("gateway", "https://127.0.0.1:8080/healthz"),

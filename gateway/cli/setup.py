@@ -6,6 +6,7 @@ from importlib import resources
 
 import click
 
+from analytics.db import VIEW_DIRS
 from gateway import admin, bundle, keyfiles
 from gateway.certs import write_pki
 from gateway.cli.common import data_option, emit, json_option, settings_for
@@ -26,6 +27,8 @@ def initialise(settings: Settings, server_name: str | None = None) -> dict:
         if not target.exists():
             target.write_bytes(resources.files("gateway.defaults").joinpath(name).read_bytes())
             created.append(str(target))
+    for folder in VIEW_DIRS:  # a dashboard may mount just these (compose.yaml), so they exist from the start
+        (settings.data_dir / folder).mkdir(exist_ok=True)
     keyfiles.fingerprint_secret(settings.keys_dir)
     tls = settings.data_dir / "tls"
     if server_name and not tls.exists():

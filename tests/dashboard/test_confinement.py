@@ -26,7 +26,7 @@ def root(history, tmp_path_factory) -> Path:
     for args in (["init"], ["caller", "add", "billing"]):
         result = CliRunner().invoke(main, [*args, "--data", str(root)])
         assert result.exit_code == 0, result.output
-    shutil.copytree(history / "audit", root / "audit")
+    shutil.copytree(history / "audit", root / "audit", dirs_exist_ok=True)
     (root / "audit" / "keys").symlink_to(root / "keys", target_is_directory=True)
     (root / "audit" / "secrets.json").symlink_to(root / "keys" / "hmac_secrets.json")
     shutil.copytree(root / "keys", root / "audit-old")
