@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import stat
 import sqlite3
 import subprocess
@@ -59,10 +58,8 @@ async def _load(url: str, creds, keys: tuple[str, str], stop: asyncio.Event, ans
     """Seat- and quota-consuming checks on the background licenses until ``stop``."""
     seats_key, quota_key = keys
     async with fresh_connections() as session:
-        i = 0
         while not stop.is_set():
-            i += 1
-            for doc in ({"license_key": seats_key, "feature": "view", "user_id": f"bg-{os.getpid()}-{i}-{time.time_ns()}"},
+            for doc in ({"license_key": seats_key, "feature": "view", "user_id": f"bg-{time.time_ns()}"},
                         {"license_key": quota_key, "feature": "export", "user_id": "bg", "quantity": 1}):
                 status, _ = await post(session, url, creds, CHECK, doc)
                 assert status == 200
