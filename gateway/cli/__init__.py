@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from gateway.cli.help import Group
+
 # command name -> "module:attribute"
 _COMMANDS = {
     "init": "gateway.cli.setup:init",
@@ -30,7 +32,7 @@ _COMMANDS = {
 }
 
 
-class _LazyGroup(click.Group):
+class _LazyGroup(Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 

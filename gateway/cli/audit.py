@@ -12,6 +12,7 @@ from gateway.audit.manifest import Manifest, Report
 from gateway.audit.manifest import verify as verify_trail
 from gateway.bundle import parse_public_key
 from gateway.cli.common import closed_after, data_option, emit, grace_option, json_option, settings_for
+from gateway.cli.help import Group
 from gateway.config import Settings
 from gateway.keyfiles import audit_key, audit_key_path
 
@@ -32,7 +33,7 @@ def _public_key(settings: Settings, text: str | None) -> Ed25519PublicKey:
     return audit_key(settings.keys_dir).public_key()
 
 
-@click.group()
+@click.group(cls=Group)
 def audit() -> None:
     """The audit trail under data/audit: verify it, compact it, print its head."""
 

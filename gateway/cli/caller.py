@@ -6,6 +6,7 @@ import click
 from gateway.callers import Caller, add_caller, drop_key, load_directory, remove_caller, \
     rotate_caller
 from gateway.cli.common import data_option, emit, json_option, publish, settings_for, table
+from gateway.cli.help import Group
 
 
 def _secret_text(r: dict) -> str:
@@ -13,7 +14,7 @@ def _secret_text(r: dict) -> str:
             f"secret (shown once, store it now): {r['secret']}")
 
 
-@click.group()
+@click.group(cls=Group)
 def caller() -> None:
     """Manage callers: who may ask the port, with which keys, about what."""
 

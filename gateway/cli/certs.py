@@ -8,9 +8,10 @@ import click
 
 from gateway.certs import write_pki
 from gateway.cli.common import emit, json_option
+from gateway.cli.help import Group
 
 
-@click.group()
+@click.group(cls=Group)
 def certs() -> None:
     """Certificates for trying mTLS locally; production brings its own CA."""
 

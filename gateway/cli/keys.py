@@ -5,10 +5,11 @@ import click
 
 from gateway import admin
 from gateway.cli.common import data_option, emit, json_option, settings_for
+from gateway.cli.help import Group
 from gateway.cli.setup import public_keys
 
 
-@click.group()
+@click.group(cls=Group)
 def keys() -> None:
     """This gateway's public keys (recipient, issuer, audit) and trusted issuers."""
 

@@ -7,6 +7,7 @@ import click
 
 from gateway import admin
 from gateway.cli.common import data_option, emit, json_option, registry, settings_for, table
+from gateway.cli.help import Group
 from gateway.licenses import license_to_dict, parse_time
 from gateway.policy import load_policy
 from gateway.types import Status
@@ -25,7 +26,7 @@ def _time(value: str | None, name: str):
         raise click.BadParameter(str(exc), param_hint=f"--{name}") from None
 
 
-@click.group("license")
+@click.group("license", cls=Group)
 def license_() -> None:
     """Manage licenses in this gateway's registry."""
 
