@@ -3,12 +3,16 @@ policy reloads that reach every worker, and JSON logs that carry no secret."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
+from datetime import datetime
 
 import aiohttp
 import duckdb
@@ -16,6 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import signed_headers
+from gateway.workers import STARTUP_GRACE_S
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 CHECK = "/v1/check"
@@ -37,11 +43,20 @@ def fresh_connections() -> aiohttp.ClientSession:
 def start(spawn, data_dir, *args: str, workers: int = 2, **kwargs):
     """A gateway whose every worker is up (readiness alone means: at least one is)."""
     server = spawn(data_dir.path, "--workers", str(workers), *args, **kwargs)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while server.log.read_text().count('"event": "ready"') < workers:
         assert time.monotonic() < deadline, server.log.read_text()
         time.sleep(0.05)
     return server
+
+
+async def _until(probe, done, timeout: float = 60.0):
+    """Poll ``await probe()`` until ``done`` holds of what it returns; what it last returned."""
+    deadline = time.monotonic() + timeout
+    while not done(seen := await probe()):
+        assert time.monotonic() < deadline, f"still {seen!r} after {timeout} s"
+        await asyncio.sleep(0.1)
+    return seen
 
 
 def _total(exposition: str, name: str) -> float:
@@ -68,13 +83,18 @@ async def test_seats_and_quotas_are_never_over_granted_across_workers(data_dir, 
     unit_grants = [body for _, body in units if body["decision"] != "deny"]
     assert len(seat_grants) == 6 and {b["reason"] for _, b in seats} >= {"SEAT_LIMIT_EXCEEDED"}
     assert len(unit_grants) == 11 and {b["reason"] for _, b in units} >= {"QUOTA_EXCEEDED"}
-    await asyncio.sleep(1.5)  # each worker folds its counts into the shared metric files every second
     async with fresh_connections() as session:
-        for _ in range(6):  # whichever worker answers the scrape reports every worker's decisions
+        async def totals() -> tuple[float, float]:
             async with session.get(server.url + "/metrics") as response:
                 exposition = await response.text()
-            assert _total(exposition, "portcullis_decisions_total") == 100
-            assert _total(exposition, "portcullis_audit_records_total") == 100
+            return (_total(exposition, "portcullis_decisions_total"),
+                    _total(exposition, "portcullis_audit_records_total"))
+
+        # Each worker folds its counts into the shared metric files every second: wait for that,
+        # then whichever worker answers a scrape reports every worker's decisions.
+        await _until(totals, lambda seen: seen == (100, 100))
+        for _ in range(6):
+            assert await totals() == (100, 100)
     assert server.stop() == 0
     with sqlite3.connect(data_dir.settings.db_path) as db:
         held = db.execute("SELECT COUNT(*) FROM seats WHERE license_id=?", (seated.license.license_id,)).fetchone()[0]
@@ -124,7 +144,7 @@ def _version_of(policy) -> str:
     return hashlib.sha256(policy.read_bytes()).hexdigest()[:12]
 
 
-async def _until_every_worker_has(version: str, server, creds, key: str, timeout: float = 20.0) -> None:
+async def _until_every_worker_has(version: str, server, creds, key: str, timeout: float = 60.0) -> None:
     """Each worker reports its policy in ``portcullis_policy_info`` (how many workers run each
     version), whichever worker answers the scrape; then decisions must carry that version."""
     deadline = time.monotonic() + timeout
@@ -166,8 +186,11 @@ async def test_policy_reloads_reach_every_worker_and_broken_ones_are_refused(dat
         status, body = await post(session, server.url, data_dir.admin, "/v1/admin/policy/reload", {})
     assert (status, body["reason"]) == (400, "INVALID_REQUEST") and by_signal in body["detail"]
     os.kill(server.proc.pid, signal.SIGHUP)
-    await asyncio.sleep(2.5)
-    await _until_every_worker_has(by_signal, server, data_dir.service, issued.key, timeout=0)
+    # The refusal by the API's worker, then one by each worker following the signal: only then is
+    # it certain that every worker has tried the broken policy, and kept the one in force.
+    await _until(lambda: asyncio.to_thread(server.log.read_text),
+                 lambda log: log.count('"event": "policy_reload_failed"') == 3)
+    await _until_every_worker_has(by_signal, server, data_dir.service, issued.key)
     assert server.stop() == 0
 
     reloads = trail(data_dir, "endpoint IN ('policy.reload', 'admin.policy_reload')")
@@ -234,3 +257,86 @@ async def test_a_replayed_request_is_refused_by_every_worker(data_dir, spawn):
     errors = duckdb.sql(f"SELECT DISTINCT auth_error FROM read_parquet('{data_dir.settings.audit_dir}"
                         "/date=*/hour=*/*.parquet') WHERE http_status = 401").fetchall()
     assert errors == [("replayed_nonce",)]
+
+
+def events(log: str, name: str) -> list[dict]:
+    """The JSON log lines of one event, in order."""
+    lines = (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+    return [line for line in lines if line["event"] == name]
+
+
+def worker_pids(server) -> dict[int, int]:
+    """The pid of each worker index, the latest started."""
+    return {e["worker"]: e["pid"] for e in events(server.log.read_text(), "worker_started")}
+
+
+async def test_a_worker_killed_by_sigkill_is_replaced_and_the_replacement_serves(data_dir, spawn):
+    issued = data_dir.issue(tier="unlimited")
+    server = start(spawn, data_dir, env={"PORTCULLIS_INSTANCE": "gw", "PORTCULLIS_AUDIT_ROTATE_S": "0.2"})
+    killed = worker_pids(server)[1]
+    await asyncio.sleep(STARTUP_GRACE_S + 1)  # dying sooner is a failure at start, which stops the server
+    os.kill(killed, signal.SIGKILL)
+    killed_at = time.time()
+
+    def replaced(log: str) -> bool:
+        return (any(e["worker"] == 1 for e in events(log, "worker_died"))
+                and log.count('"event": "ready"') == 3)
+    log = await _until(lambda: asyncio.to_thread(server.log.read_text), replaced)
+    (died,) = events(log, "worker_died")
+    assert died["code"] == -signal.SIGKILL
+    replacement = worker_pids(server)[1]
+    assert replacement != killed and os.path.exists(f"/proc/{replacement}")
+
+    # Decisions by instance gw-w1 made after the kill can only come from the replacement.
+    after_kill = f"instance = 'gw-w1' AND endpoint = 'check' AND ts > to_timestamp({killed_at})"
+
+    async def answered_by_replacement() -> int:
+        await _versions_seen(server.url, data_dir.service, issued.key, n=10)
+        if not list(data_dir.settings.audit_dir.glob("date=*/hour=*/*.parquet")):
+            return 0
+        return len(await asyncio.to_thread(trail, data_dir, after_kill))
+    await _until(answered_by_replacement, lambda n: n > 0)
+    assert server.stop() == 0
+    assert len(events(server.log.read_text(), "worker_started")) == 3
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_status_1(data_dir):
+    """Worker 1's audit spool is held by another process (an instance id used twice): rather than
+    restart it in a loop, the master stops the whole server with exit status 1."""
+    spool = data_dir.settings.spool_dir / "gw-w1"
+    spool.mkdir(parents=True)
+    log = data_dir.path.parent / "serve.log"
+    with open(spool / ".lock", "w") as lock, log.open("wb") as out:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--data", str(data_dir.path),
+                                 "--port", str(free_port()), "--workers", "2"],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PORTCULLIS_INSTANCE": "gw"})
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            code = "still running after 60 s"
+        finally:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 1, text[-4000:]
+    (failed,) = events(text, "worker_start_failed")
+    assert (failed["worker"], failed["code"]) == (1, 1)
+    assert "audit spool" in text and "is used by another process" in text
+    assert [e["worker"] for e in events(text, "worker_started")] == [0, 1]  # never restarted
+
+
+async def test_a_worker_that_does_not_stop_within_twice_the_shutdown_timeout_is_killed(data_dir, spawn):
+    server = start(spawn, data_dir, env={"PORTCULLIS_SHUTDOWN_TIMEOUT_S": "1"})
+    pids = worker_pids(server)
+    os.kill(pids[1], signal.SIGSTOP)  # a blocked worker: it cannot act on SIGTERM
+    assert await asyncio.to_thread(server.stop, None, 60) == 1
+    log = server.log.read_text()
+    (killed,) = events(log, "worker_killed")
+    assert killed["pid"] == pids[1]
+    stopped = {e["worker"]: e["code"] for e in events(log, "worker_stopped")}
+    assert stopped == {0: 0, 1: -signal.SIGKILL}  # the one that could stop did, gracefully
+    (stopping,) = events(log, "stopping")
+    waited = datetime.fromisoformat(killed["time"]) - datetime.fromisoformat(stopping["time"])
+    assert waited.total_seconds() >= 2 * 1, "killed before its time was up"
+    assert not os.path.exists(f"/proc/{pids[1]}")
