@@ -39,6 +39,7 @@ from gateway.policy import policy_version
 MANIFEST = "backup.json"
 FORMAT = 1
 CONFIG_FILES = ("policy.toml", "callers.toml", "portcullis.toml")
+SECRET_DIRS = ("keys", "tls")  # copied whole, kept private
 _ATTEMPTS = 5  # re-reads of the audit manifest when compaction keeps replacing files under the copy
 _BLOCK = 1 << 20
 
@@ -216,10 +217,11 @@ def _copy_all(settings: Settings, out: _Writer, with_audit: bool, progress: Prog
     for name in CONFIG_FILES:
         if (settings.data_dir / name).is_file():
             out.copy(settings.data_dir / name, name)
-    for rel in _listing(settings.keys_dir):
-        if not rel.name.endswith(".tmp"):  # a key being written: the renamed one is what counts
-            out.copy(settings.keys_dir / rel, f"keys/{rel.as_posix()}")
-    progress(f"keys: {sum(rel.startswith('keys/') for rel in out.files)} files")
+    for folder in SECRET_DIRS:  # keys/, and tls/ where `init --server-cert` made the listener's
+        for rel in _listing(settings.data_dir / folder):
+            if not rel.name.endswith(".tmp"):  # a key being written: the renamed one is what counts
+                out.copy(settings.data_dir / folder / rel, f"{folder}/{rel.as_posix()}")
+    progress(f"keys: {sum(rel.startswith(tuple(f'{d}/' for d in SECRET_DIRS)) for rel in out.files)} files")
     head = _copy_audit(settings.audit_dir, out, progress) if with_audit else _manifest_prefix(settings.audit_dir)[2]
     return {
         "format": FORMAT, "started_at": started, "finished_at": _now(), "source": str(settings.data_dir),

@@ -23,12 +23,22 @@ from pathlib import Path, PurePosixPath
 from gateway import admin
 from gateway.audit.manifest import sha256_file
 from gateway.audit.segment import fsync_dir
-from gateway.backup import CONFIG_FILES, FORMAT, MANIFEST, BackupError, Progress, clear, copy_private, private_dir
+from gateway.backup import (
+    CONFIG_FILES,
+    FORMAT,
+    MANIFEST,
+    SECRET_DIRS,
+    BackupError,
+    Progress,
+    clear,
+    copy_private,
+    private_dir,
+)
 from gateway.config import load_settings
 from gateway.registry.sqlite import SqliteStore
 
 _DB = "portcullis.db"
-_TOP = {_DB, "keys", "audit", *CONFIG_FILES}  # what a backup may hold
+_TOP = {_DB, *SECRET_DIRS, "audit", *CONFIG_FILES}  # what a backup may hold
 # Replaced by every restore, whether the backup holds them or not: the registry's journal files
 # would otherwise be replayed onto the restored database; the snapshots are rebuilt from it.
 _ALWAYS_REPLACED = (_DB, f"{_DB}-wal", f"{_DB}-shm", "keys", "snapshots", *CONFIG_FILES)

@@ -172,6 +172,18 @@ def test_backup_and_restored_keys_are_private(backup, tmp_path):
     assert mode(backup / "backup.json") == 0o600 and mode(restored / "portcullis.db") == 0o600
 
 
+def test_the_listeners_tls_material_is_backed_up_and_restored(data_dir, tmp_path):
+    data = data_dir.settings.data_dir
+    assert portcullis("init", "--server-cert", "gateway", "--data", str(data)).returncode == 0
+    backup, restored = tmp_path / "backup", tmp_path / "restored"
+    assert portcullis("backup", str(backup), "--data", str(data)).returncode == 0
+    assert portcullis("restore", str(backup), "--data", str(restored)).returncode == 0
+    names = sorted(p.name for p in (data / "tls").iterdir() if p.is_file())
+    assert names == sorted(p.name for p in (restored / "tls").iterdir() if p.is_file()) and "server.key" in names
+    assert all((restored / "tls" / n).read_bytes() == (data / "tls" / n).read_bytes() for n in names)
+    assert mode(restored / "tls" / "server.key") == 0o600 and mode(restored / "tls") == 0o700
+
+
 @pytest.mark.parametrize("damage,needle", [
     (lambda b: (b / "keys" / "fingerprint.secret").write_text("0" * 64), "keys/fingerprint.secret: SHA-256"),
     (lambda b: (b / "policy.toml").write_bytes((b / "policy.toml").read_bytes()[:-1]), "policy.toml has"),
