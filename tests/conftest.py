@@ -1,6 +1,8 @@
 """Shared fixtures: a real data directory (keys, policy, callers, registry) and a signing helper."""
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import shutil
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from gateway import admin
@@ -143,6 +146,54 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig or signal.SIGTERM)
         return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB filesystem (tmpfs), to be filled up for real: needs root (here and in CI)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                            capture_output=True, check=False)
+    if result.returncode:
+        pytest.skip(f"a small tmpfs cannot be mounted here: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def wait_until(condition, timeout: float = 30.0, what: str = "the condition") -> None:
+    """Poll ``condition`` (a function, or a coroutine function) until it is true. The deadline is
+    generous: it only bounds a failure, a passing test does not wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def trail_ids(audit_dir: Path) -> list[str]:
+    """The decision ids in the Parquet audit trail under ``audit_dir``, as DuckDB reads them."""
+    if not list(audit_dir.glob("date=*/hour=*/*.parquet")):
+        return []
+    return [row[0] for row in duckdb.sql(
+        f"SELECT decision_id FROM read_parquet('{audit_dir}/date=*/hour=*/*.parquet', hive_partitioning=true)"
+    ).fetchall()]
+
+
+def fill(directory: Path) -> Path:
+    """Write a ballast file in ``directory`` until its filesystem is full (ENOSPC); returns it."""
+    ballast = directory / "ballast"
+    with open(ballast, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return ballast
 
 
 @pytest.fixture

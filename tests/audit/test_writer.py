@@ -21,23 +21,9 @@ from gateway.audit.records import InvalidRecord
 from gateway.audit.writer import DurableSink, SinkConfig
 from gateway.config import Settings
 from tests.audit.conftest import make_record, make_segment
+from tests.conftest import fill, trail_ids, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _parquet_ids(audit: Path) -> list[str]:
-    if not list(audit.glob("date=*/hour=*/*.parquet")):
-        return []
-    return [row[0] for row in duckdb.sql(
-        f"SELECT decision_id FROM read_parquet('{audit}/date=*/hour=*/*.parquet', hive_partitioning=true)"
-    ).fetchall()]
-
-
-async def _wait_for(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 def test_config_from_settings(tmp_path: Path) -> None:
@@ -53,7 +39,7 @@ async def test_durable_submits_end_up_in_parquet_once(make_sink, config, key) ->
         await asyncio.gather(*(sink.submit([r]) for r in records[:400]))
         await sink.submit(records[400:])
         assert sink.records_written == 500 and sink.syncs < 100 and sink.healthy()
-    assert sorted(_parquet_ids(config.audit_dir)) == sorted(r.decision_id for r in records)
+    assert sorted(trail_ids(config.audit_dir)) == sorted(r.decision_id for r in records)
     assert verify(config.audit_dir, key.public_key()).ok
     assert not list(config.spool_dir.glob("*.seg")), "close converts everything"
     assert not sink.healthy()
@@ -72,14 +58,14 @@ async def test_buffered_acks_before_the_fsync_and_close_flushes(make_sink, confi
         started = time.monotonic()
         await sink.submit([make_record(2)])
         assert time.monotonic() - started >= 0.3
-    assert len(_parquet_ids(config.audit_dir)) == 2
+    assert len(trail_ids(config.audit_dir)) == 2
 
 
 async def test_segments_rotate_and_convert_while_running(make_sink, config) -> None:
     async with make_sink(rotate_bytes=30_000, rotate_s=0.3) as sink:
         for i in range(6):
             await sink.submit([make_record(i * 100 + j) for j in range(50)])
-        await _wait_for(lambda: len(_parquet_ids(config.audit_dir)) == 300)
+        await wait_until(lambda: len(trail_ids(config.audit_dir)) == 300)
     files = list(config.audit_dir.glob("date=*/hour=*/*.parquet"))
     assert len(files) == sink.files_written >= 3
     assert all(f.name.startswith("test-w0-") for f in files)
@@ -93,7 +79,7 @@ async def test_start_converts_the_segments_an_earlier_run_left(make_sink, config
         f.write(b"\x10\x00\x00\x00torn")  # a frame header whose payload never made it to disk
     async with make_sink():
         pass
-    assert sorted(_parquet_ids(config.audit_dir)) == sorted(r.decision_id for r in records)
+    assert sorted(trail_ids(config.audit_dir)) == sorted(r.decision_id for r in records)
     assert not segment.exists() and verify(config.audit_dir, key.public_key()).ok
 
 
@@ -110,8 +96,8 @@ async def test_an_invalid_record_is_refused_not_stored(make_sink, config) -> Non
         await sink.submit([make_record()])
     async with make_sink(ack="buffered") as sink:
         await sink.submit([make_record(quantity=None)])
-        await _wait_for(lambda: sink.lost_records == 1)
-    assert len(_parquet_ids(config.audit_dir)) == 1
+        await wait_until(lambda: sink.lost_records == 1)
+    assert len(trail_ids(config.audit_dir)) == 1
 
 
 async def test_duckdb_reads_while_the_writer_writes(make_sink, config) -> None:
@@ -140,37 +126,14 @@ async def test_duckdb_reads_while_the_writer_writes(make_sink, config) -> None:
                 await sink.submit([make_record(i * 100 + j) for j in range(50)])
                 await asyncio.sleep(0.02)
                 if i == 19:  # half-way: some files are in place while more are still coming
-                    await _wait_for(lambda: sink.files_written >= 2 and counts and counts[-1] > 0)
+                    await wait_until(lambda: sink.files_written >= 2 and counts and counts[-1] > 0)
     finally:
         stop.set()
         thread.join()
     assert not errors, errors[:3]
     assert counts == sorted(counts), "files only ever appear whole"
     assert any(0 < n < 2000 for n in counts), "the reader ran while the writer wrote"
-    assert len(_parquet_ids(config.audit_dir)) == 2000
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                            capture_output=True, check=False)
-    if result.returncode:
-        pytest.skip(f"a small tmpfs cannot be mounted here: {result.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    ballast = directory / "ballast"
-    with open(ballast, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return ballast
+    assert len(trail_ids(config.audit_dir)) == 2000
 
 
 async def test_a_full_disk_fails_closed_then_recovers(small_disk: Path, make_sink, config, key) -> None:
@@ -180,7 +143,7 @@ async def test_a_full_disk_fails_closed_then_recovers(small_disk: Path, make_sin
         first = [make_record(i) for i in range(10)]
         await sink.submit(first)
         acked += first
-        ballast = _fill(small_disk)
+        ballast = fill(small_disk)
         with pytest.raises(AuditUnavailable, match="No space left"):
             for i in range(100):  # the segment's last free page may take a few more records
                 batch = [make_record(1000 + i * 10 + j) for j in range(10)]
@@ -192,31 +155,31 @@ async def test_a_full_disk_fails_closed_then_recovers(small_disk: Path, make_sin
         await sink.submit(retry)
         acked += retry
         assert sink.healthy()
-    assert sorted(_parquet_ids(config.audit_dir)) == sorted(r.decision_id for r in acked)
+    assert sorted(trail_ids(config.audit_dir)) == sorted(r.decision_id for r in acked)
     assert verify(config.audit_dir, key.public_key()).ok
 
 
 async def test_a_full_disk_recovers_without_traffic(small_disk: Path, make_sink) -> None:
     async with make_sink(spool_dir=small_disk / "test-w0") as sink:
-        ballast = _fill(small_disk)
+        ballast = fill(small_disk)
         with pytest.raises(AuditUnavailable):
             await sink.submit([make_record()])
         ballast.unlink()
-        await _wait_for(sink.healthy, timeout=3 * spool_module.RETRY_S)
+        await wait_until(sink.healthy, what="the spool to be writable again")
 
 
 async def test_on_failure_allow_counts_what_it_loses(small_disk: Path, make_sink) -> None:
     async with make_sink(spool_dir=small_disk / "test-w0", on_failure="allow") as sink:
-        _fill(small_disk)
+        fill(small_disk)
         await sink.submit([make_record(i) for i in range(3)])
         assert sink.lost_records == 3 and not sink.healthy()
 
 
 async def test_buffered_records_lost_to_a_full_disk_are_counted(small_disk: Path, make_sink) -> None:
     async with make_sink(spool_dir=small_disk / "test-w0", ack="buffered") as sink:
-        _fill(small_disk)
+        fill(small_disk)
         await sink.submit([make_record(i) for i in range(4)])  # acknowledged before the write fails
-        await _wait_for(lambda: sink.lost_records == 4)
+        await wait_until(lambda: sink.lost_records == 4)
         with pytest.raises(AuditUnavailable):  # once known unhealthy, buffered submits wait and fail
             await sink.submit([make_record()])
 
@@ -252,7 +215,7 @@ async def test_spool_faults_fail_closed_and_lose_nothing_acked(make_sink, config
         after = [make_record(200 + i) for i in range(5)]
         await sink.submit(after)
         assert sink.healthy()
-    stored = _parquet_ids(config.audit_dir)
+    stored = trail_ids(config.audit_dir)
     assert sorted(stored) == sorted(r.decision_id for r in before + after), "acked once, refused never"
     assert verify(config.audit_dir, key.public_key()).ok
 
@@ -306,7 +269,7 @@ async def test_every_acked_record_survives_sigkill_exactly_once(tmp_path: Path, 
     acked += _run_and_kill(tmp_path, key_hex, 1500)  # restarts on the leftovers, then dies again
     async with DurableSink(SinkConfig(tmp_path / "spool" / "w0", tmp_path / "audit", "w0"), key):
         pass  # recovery only
-    stored = _parquet_ids(tmp_path / "audit")
+    stored = trail_ids(tmp_path / "audit")
     assert len(stored) == len(set(stored)), "a record was stored twice"
     missing = set(acked) - set(stored)
     assert not missing, f"{len(missing)} acknowledged records lost"
@@ -321,4 +284,4 @@ async def test_an_unreadable_segment_is_set_aside_not_retried(make_sink, config,
         await sink.submit([make_record()])
     assert not foreign.exists() and foreign.with_suffix(".unreadable").exists()
     assert sink.conversion_failures == 1 and f"set aside as {foreign.with_suffix('.unreadable')}" in caplog.text
-    assert len(_parquet_ids(config.audit_dir)) == 1
+    assert len(trail_ids(config.audit_dir)) == 1

@@ -1,55 +1,95 @@
 """Faults fail closed: no trail means no decision (503), and a bug is an audited 500 deny on
-every audited endpoint, never an unrecorded answer."""
+every audited endpoint, never an unrecorded answer. The trail is the production one, on a real
+filesystem that really fills up, reached over real HTTP."""
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditRecord, AuditUnavailable, MemorySink
-from gateway.http.app import create_app
+from tests.conftest import fill, trail_ids, wait_until
 from tests.http.conftest import Gateway
 
 
-class BrokenTrail(MemorySink):
-    """A trail that cannot make anything durable (a full disk, a read-only spool)."""
-
-    async def submit(self, records: Sequence[AuditRecord]) -> None:
-        raise AuditUnavailable("spool: No space left on device")
-
-    def healthy(self) -> bool:
-        return False
-
-
 @pytest.fixture
-def broken_gateway(aiohttp_client, data_dir):
-    async def make(**overrides) -> Gateway:
-        settings = data_dir.settings.with_(**overrides)
-        sink = BrokenTrail()
-        client = await aiohttp_client(create_app(settings, sink_factory=lambda s, i: sink))
-        return Gateway(client, data_dir, sink)
-    return make
+def trail_on_small_disk(data_dir, small_disk: Path) -> Path:
+    """The gateway's audit trail (spool and Parquet) on a real 1 MiB filesystem, to be filled up
+    for real. Both: with only the spool there, converting a segment would free the space."""
+    settings = data_dir.settings
+    settings.audit_dir.rmdir()
+    for directory in (settings.spool_dir, settings.audit_dir):
+        (small_disk / directory.name).mkdir()
+        directory.symlink_to(small_disk / directory.name, target_is_directory=True)
+    return small_disk
 
 
-async def test_audit_unavailable_is_a_503_deny_and_not_ready(broken_gateway):
-    gateway = await broken_gateway()
+async def ready(gateway: Gateway) -> tuple[int, dict]:
+    response = await gateway.client.get("/readyz")
+    return response.status, await response.json()
+
+
+async def is_ready(gateway: Gateway) -> bool:
+    return (await ready(gateway))[0] == 200
+
+
+async def lost_and_written(gateway: Gateway, condition) -> bool:
+    """``condition(lost, written)`` over the audit records /metrics reports lost and written."""
+    m = await gateway.metrics()
+    return condition(m[("portcullis_audit_lost_records_total", ())], m[("portcullis_audit_records_total", ())])
+
+
+async def test_a_full_disk_is_a_503_deny_and_not_ready_until_freed(durable_gateway, trail_on_small_disk):
+    gateway = await durable_gateway()
     issued = gateway.issue(tier="unlimited")
-    status, body = await gateway.check(license_key=issued.key, feature="anything")
+    answered = [(await gateway.check(license_key=issued.key, feature="before"))[1]["decision_id"]]
+    ballast = fill(trail_on_small_disk)
+    for _ in range(100):  # the segment's last free page may take a few more records
+        status, body = await gateway.check(license_key=issued.key, feature="anything")
+        if status != 200:
+            break
+        answered.append(body["decision_id"])
     assert (status, body["decision"], body["reason"]) == (503, "deny", "AUDIT_UNAVAILABLE")
     assert "No space" not in body["detail"]
+    refused = [body["decision_id"]]
     status, body = await gateway.post("/v1/check/batch", {"checks": [{"license_key": issued.key, "feature": "x"}] * 3})
     assert (status, body["reason"]) == (503, "AUDIT_UNAVAILABLE")
-    response = await gateway.client.get("/readyz")
-    assert response.status == 503 and (await response.json())["checks"]["audit"] is False
+    status, body = await ready(gateway)
+    assert (status, body["checks"]["audit"]) == (503, False)
+    assert gateway.sink.failures >= 1
 
-
-async def test_on_failure_allow_answers_and_counts_what_it_lost(broken_gateway):
-    gateway = await broken_gateway(audit_on_failure="allow")
-    issued = gateway.issue(tier="unlimited")
-    status, body = await gateway.check(license_key=issued.key, feature="anything")
+    ballast.unlink()
+    await wait_until(lambda: is_ready(gateway), what="/readyz to recover once the disk has room")
+    status, body = await gateway.check(license_key=issued.key, feature="after")
     assert (status, body["reason"]) == (200, "VALID")
-    from gateway.http.keys import GATE
-    assert gateway.client.server.app[GATE].lost_records == 1
+    answered.append(body["decision_id"])
+    await gateway.client.close()  # the sink writes out and converts everything it took
+    trail = trail_ids(gateway.data.settings.audit_dir)
+    assert sorted(trail) == sorted(answered) and not set(refused) & set(trail)
+
+
+async def test_on_failure_allow_answers_on_a_full_disk_and_counts_what_it_lost(durable_gateway, trail_on_small_disk):
+    gateway = await durable_gateway(audit_on_failure="allow")
+    issued = gateway.issue(tier="unlimited")
+    assert (await gateway.check(license_key=issued.key, feature="before"))[1]["reason"] == "VALID"
+    ballast = fill(trail_on_small_disk)
+    answers = [await gateway.check(license_key=issued.key, feature="anything") for _ in range(20)]
+    assert {(status, body["reason"]) for status, body in answers} == {(200, "VALID")}
+    # Each answer's record was written or counted lost, and (the disk being full) some were lost.
+    await wait_until(lambda: lost_and_written(gateway, lambda lost, written: lost >= 1 and lost + written == 21),
+                     what="every answer to be counted in /metrics, written or lost")
+    assert not gateway.sink.healthy()
+    status, body = await ready(gateway)
+    assert (status, body["checks"]["audit"]) == (503, False)  # answering, and saying the trail is down
+
+    ballast.unlink()
+    await wait_until(lambda: is_ready(gateway), what="/readyz to recover once the disk has room")
+    lost = gateway.sink.lost_records
+    status, body = await gateway.check(license_key=issued.key, feature="after")
+    assert (status, body["reason"]) == (200, "VALID")
+    await wait_until(lambda: lost_and_written(gateway, lambda now_lost, written: (now_lost, now_lost + written)
+                                              == (lost, 22)), what="the answer after recovery to be written")
+    await gateway.client.close()
+    assert body["decision_id"] in trail_ids(gateway.data.settings.audit_dir)
 
 
 @pytest.mark.parametrize("endpoint", ["license.get", "admin.revoke", "admin.policy_reload"])
