@@ -211,6 +211,15 @@ def drop_key(callers_path: Path, keys_dir: Path, name: str, key_id: str) -> None
     _save(callers_path, keys_dir, callers, store)
 
 
+def limit_caller(callers_path: Path, keys_dir: Path, name: str, rate_limit_rps: float) -> None:
+    """Set a caller's rate limit, in requests per second (0: unlimited)."""
+    callers, store = _read_callers(callers_path), _read_secrets(keys_dir)
+    if name not in callers:
+        raise CallersError(f"no caller named {name!r}")
+    callers[name] = replace(callers[name], rate_limit_rps=rate_limit_rps)
+    _save(callers_path, keys_dir, callers, store)
+
+
 def remove_caller(callers_path: Path, keys_dir: Path, name: str) -> None:
     callers, store = _read_callers(callers_path), _read_secrets(keys_dir)
     if name not in callers:

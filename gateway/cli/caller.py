@@ -3,10 +3,16 @@ from __future__ import annotations
 
 import click
 
-from gateway.callers import Caller, add_caller, drop_key, load_directory, remove_caller, \
+from gateway.callers import Caller, add_caller, drop_key, limit_caller, load_directory, remove_caller, \
     rotate_caller
 from gateway.cli.common import data_option, emit, json_option, publish, settings_for, table
 from gateway.cli.help import Group
+
+# What `caller add` gives a caller unless told otherwise. A service using PortClient asks once per
+# license, feature and user per cache_ttl_s (30 s), so 100/s per worker is ~3,000 distinct
+# questions per half minute, and one full batch (100 checks, each a token) per second; a caller
+# stuck in a retry loop then takes a few percent of a worker instead of all of it.
+DEFAULT_RATE_LIMIT_RPS = 100.0
 
 
 def _secret_text(r: dict) -> str:
@@ -26,7 +32,9 @@ def caller() -> None:
 @click.option("--environments", multiple=True, default=("*",), show_default=True, help="Environment globs.")
 @click.option("--mtls-identity", "identities", multiple=True, help="Certificate URI SAN or CN that maps to it.")
 @click.option("--admin", "is_admin", is_flag=True, help="May use the admin endpoints.")
-@click.option("--rate-limit", "rate_limit", type=float, default=0.0, help="Requests per second (0: unlimited).")
+@click.option("--rate-limit-rps", "--rate-limit", "rate_limit", type=click.FloatRange(min=0), metavar="N",
+              default=DEFAULT_RATE_LIMIT_RPS, show_default=True,
+              help="Requests per second per worker, each check of a batch counting (0: unlimited).")
 @click.option("--no-key", is_flag=True, help="mTLS only: create no HMAC key.")
 @data_option
 @json_option
@@ -77,6 +85,18 @@ def drop(name, key_id, data_dir):
     drop_key(settings.callers_path, settings.keys_dir, name, key_id)
     publish(settings)
     click.echo(f"key {key_id} of caller {name} removed")
+
+
+@caller.command("limit")
+@click.argument("name")
+@click.argument("rate_limit", metavar="N", type=click.FloatRange(min=0))
+@data_option
+def limit(name, rate_limit, data_dir):
+    """Set NAME's rate limit to N requests per second per worker (0: unlimited)."""
+    settings = settings_for(data_dir)
+    limit_caller(settings.callers_path, settings.keys_dir, name, rate_limit)
+    publish(settings)
+    click.echo(f"caller {name}: " + (f"{rate_limit:g} requests/s per worker" if rate_limit else "no rate limit"))
 
 
 @caller.command("remove")
