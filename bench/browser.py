@@ -50,11 +50,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def dashboard_server(data: Path, log: Path, timeout: float = 60, port: int | None = None) -> Iterator[str]:
+def dashboard_server(data: Path, log: Path, timeout: float = 60, port: int | None = None,
+                     settings: dict[str, str] | None = None) -> Iterator[str]:
     """``portcullis dashboard --data <data>`` on ``port`` (default: a free one) until the block
-    ends; yields its URL. Everything it prints goes to ``log``."""
+    ends; yields its URL. Everything it prints goes to ``log``. ``settings`` are ``PORTCULLIS_*``
+    variables for it (``{"PORTCULLIS_DASHBOARD_AUTH": "oidc", ...}``)."""
     port = port or free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PORTCULLIS_DATA"}
+    env = {k: v for k, v in os.environ.items() if k != "PORTCULLIS_DATA"} | (settings or {})
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "dashboard", "--port", str(port), "--data", str(data)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -86,8 +88,8 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextmanager
-def chromium(profile: Path):
-    """A headless Chromium WebDriver with a fresh profile in ``profile``."""
+def chromium(profile: Path, *args: str):
+    """A headless Chromium WebDriver with a fresh profile in ``profile`` and any more ``args``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -95,7 +97,7 @@ def chromium(profile: Path):
         raise RuntimeError("needs Debian chromium and chromium-driver (scripts/setup)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in (*CHROMIUM_ARGS, f"--user-data-dir={profile}"):
+    for arg in (*CHROMIUM_ARGS, f"--user-data-dir={profile}", *args):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
