@@ -63,6 +63,7 @@ class Settings:
     dashboard_sql_timeout_s: float = 30.0
     dashboard_sql_memory_mb: int = 512
     dashboard_sql_temp_mb: int = 1024
+    data_group_read: bool = False  # 0750/0640 instead of 0700/0600 (gateway.filemodes)
     webhooks_url: str = ""
     webhooks_secret_file: str = "keys/webhook.secret"
     webhooks_attempts: int = 6

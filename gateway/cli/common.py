@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from gateway import admin
+from gateway import admin, filemodes
 from gateway.config import Settings, SettingsError, load_settings
 from gateway.registry.sqlite import SqliteStore
 
@@ -32,11 +32,15 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 
 def settings_for(data_dir: str | None, **overrides: Any) -> Settings:
-    """Load settings, turning a bad setting into a one-line CLI error."""
+    """Load settings, turning a bad setting into a one-line CLI error, and apply their file modes
+    to this process (``gateway.filemodes``): every command that touches the data directory
+    starts here, so whatever it writes is private."""
     try:
-        return load_settings(data_dir, **overrides)
+        settings = load_settings(data_dir, **overrides)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    filemodes.apply(settings)
+    return settings
 
 
 def emit(obj: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:

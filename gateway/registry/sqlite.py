@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 
+from gateway import filemodes
 from gateway.licenses import from_us, license_to_dict, stored_license, to_us
 from gateway.registry import admit_bundle
 from gateway.types import Decision, License, Metering, Outcome, Status, Usage
@@ -58,6 +59,7 @@ def _now_us() -> int:
 class SqliteStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        filemodes.private_file(self.path)  # key hashes: 0600 even with data_group_read
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
