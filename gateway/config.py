@@ -40,6 +40,8 @@ class Settings:
     audit_rotate_bytes: int = 64 * 1024 * 1024
     audit_commit_interval_ms: float = 0.0
     audit_compact_s: float = 600.0  # worker 0 merges closed hours this often; 0: never (cron instead)
+    audit_retention_days: int = 0  # whole UTC days older than this are pruned (docs/audit.md); 0: keep all
+    audit_directory: str = "audit"  # relative to the data directory, or absolute (shared by several hosts)
     log_level: str = "info"
     access_log: bool = False
     shutdown_timeout_s: float = 30.0
@@ -90,7 +92,7 @@ class Settings:
 
     @property
     def audit_dir(self) -> Path:
-        return self.data_dir / "audit"
+        return self.data_dir / self.audit_directory
 
     @property
     def hour_closed_after(self) -> timedelta:
@@ -121,8 +123,14 @@ class Settings:
     def webhooks_secret_path(self) -> Path:
         return self.data_dir / self.webhooks_secret_file
 
+    @property
+    def host_name(self) -> str:
+        """This host's name in a shared audit directory: its manifest chain's name, and the
+        prefix of every worker's instance id."""
+        return self.instance or socket.gethostname()
+
     def instance_id(self, worker: int = 0) -> str:
-        return f"{self.instance or socket.gethostname()}-w{worker}"
+        return f"{self.host_name}-w{worker}"
 
     def with_(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
