@@ -60,6 +60,7 @@ class Settings:
     dashboard_oidc_client_id: str = ""
     dashboard_oidc_client_secret_file: str = "keys/dashboard-oidc.secret"
     dashboard_oidc_redirect_uri: str = ""
+    dashboard_cookie_secret_file: str = "keys/dashboard-cookie.secret"
     dashboard_proxy_user_header: str = "X-Forwarded-User"
     dashboard_proxy_addresses: str = "127.0.0.1,::1"
     dashboard_sql_timeout_s: float = 30.0
@@ -117,7 +118,7 @@ class Settings:
     @property
     def dashboard_cookie_secret_path(self) -> Path:
         """Signs the dashboard's sign-in cookies; created (0600) on first use."""
-        return self.keys_dir / "dashboard-cookie.secret"
+        return self.data_dir / self.dashboard_cookie_secret_file
 
     @property
     def webhooks_secret_path(self) -> Path:

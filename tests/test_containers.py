@@ -80,6 +80,13 @@ def test_configuration_is_portcullis_variables_binding_every_interface():
     assert services["gateway"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
 
 
+def test_the_dashboard_without_sign_in_shares_no_network_with_another_container():
+    services = COMPOSE["services"]
+    assert services["dashboard"]["environment"].get("PORTCULLIS_DASHBOARD_AUTH", "none") == "none"
+    (network,) = services["dashboard"]["networks"]
+    assert [name for name, s in services.items() if network in s.get("networks", ())] == ["dashboard"]
+
+
 def _commands() -> list[list[str]]:
     commands = [exec_form("CMD")]
     for service in COMPOSE["services"].values():
