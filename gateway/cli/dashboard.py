@@ -4,7 +4,8 @@ Streamlit serves it as an ``st.App`` with ``dashboard.gate`` in front of every r
 allow-list, and in proxy mode the proxy-only rule). Without sign-in it binds loopback only unless
 the operator opts out. With OIDC the ``[auth]`` secrets Streamlit's ``st.login`` reads are written
 to a private file (directory 0700, file 0600, removed at exit) that only this server is pointed
-at (``secrets.files``); the client secret and the cookie secret live in ``keys/``.
+at (``secrets.files``); the client secret and the cookie secret live in their own files
+(``keys/`` by default).
 """
 from __future__ import annotations
 
