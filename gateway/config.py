@@ -107,6 +107,11 @@ class Settings:
         return self.data_dir / "spool"
 
     @property
+    def nonce_journal_dir(self) -> Path:
+        """A single worker's nonces, kept across restarts (:mod:`gateway.nonce_journal`)."""
+        return self.data_dir / "nonces"
+
+    @property
     def run_dir(self) -> Path:
         """Per-run scratch state shared by the workers of one ``serve`` (emptied at start)."""
         return self.data_dir / "run"

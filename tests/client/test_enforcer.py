@@ -15,6 +15,7 @@ from gateway.licenses import key_hash, new_license_id, new_license_key
 from gateway.registry.sqlite import SqliteStore
 from gateway.types import Check, Decision, License, Outcome, Reason, Status, Usage
 from tests.client.conftest import memory_sinks
+from tests.conftest import wait_until
 from tests.engine.test_engine import CASES, NOW, POLICY, _time, build_license
 
 
@@ -69,7 +70,7 @@ def test_a_malformed_check_is_refused_and_audited(embedded):
     assert sink.records[-1].reason == "INVALID_REQUEST" and sink.records[-1].http_status == 400
 
 
-def test_registry_changes_made_elsewhere_are_seen(data_dir, embedded):
+async def test_registry_changes_made_elsewhere_are_seen(data_dir, embedded):
     enforcer, _ = embedded
     issued = data_dir.issue(tier="basic", expires_at=days(200))
     enforcer.refresh()
@@ -79,8 +80,11 @@ def test_registry_changes_made_elsewhere_are_seen(data_dir, embedded):
         store.set_status(issued.license.license_id, Status.REVOKED)
     finally:
         store.close()
-    enforcer.refresh()
-    assert enforcer.check(license_key=issued.key, feature="view", user_id="u1").reason == "LICENSE_REVOKED"
+
+    async def revoked() -> bool:  # the Enforcer's own periodic refresh must find it
+        decision = await enforcer.acheck(license_key=issued.key, feature="view", user_id="u1")
+        return decision.reason == "LICENSE_REVOKED"
+    await wait_until(revoked, what="the revocation to reach the Enforcer")
 
 
 async def test_async_callers_await_without_blocking(data_dir):

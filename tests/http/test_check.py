@@ -8,6 +8,7 @@ import pytest
 
 from gateway.audit import AuditRecord
 from gateway.types import Status
+from tests.conftest import wait_until
 
 NOW = datetime.now(timezone.utc)
 
@@ -131,6 +132,7 @@ async def test_registry_changes_from_elsewhere_reach_the_gateway(gateway):
     store = SqliteStore(gateway.data.settings.db_path)  # another process would do the same (CLI)
     store.set_status(issued.license.license_id, Status.REVOKED)
     store.close()
-    gateway.port.refresh()
-    _, body = await gateway.check(license_key=issued.key, feature="x")
-    assert body["reason"] == "LICENSE_REVOKED"
+
+    async def revoked() -> bool:  # the running gateway's own periodic refresh must find it
+        return (await gateway.check(license_key=issued.key, feature="x"))[1]["reason"] == "LICENSE_REVOKED"
+    await wait_until(revoked, what="the revocation to reach the gateway")
