@@ -39,6 +39,12 @@ def _rows_auth(r: dict, results: dict) -> list:
     return rows
 
 
+def _rows_nonces(r: dict, _: dict) -> list:
+    return [(f"nonce kept, µs: in memory / + journal (one worker) / registry (--workers N); "
+             f"empty (holding {r['prefill']:,})",
+             " / ".join(f"{r['empty'][k]} ({r['filled'][k]})" for k in ("memory", "journal", "registry")), "—", None)]
+
+
 def _spread(values: list[float]) -> float:
     """(max - min) / median: how much repeated runs of the same measurement differ."""
     ordered = sorted(values)
@@ -94,6 +100,7 @@ def _rows_startup(r: dict, _: dict) -> list:
 BENCHES: dict[str, tuple[str, dict, Callable[[dict, dict], list]]] = {
     "engine": ("bench.engine", {}, _rows_engine),
     "auth": ("bench.auth", {}, _rows_auth),
+    "nonces": ("bench.nonces", {"prefill": 100_000}, _rows_nonces),
     "http": ("bench.http", {"seconds": 3, "rounds": 1}, _rows_http),
     "audit": ("bench.audit_writer", {"records": 100_000}, _rows_audit),
     "reports": ("bench.reports", {"rows": 1_000_000}, _rows_reports),

@@ -4,7 +4,8 @@ limiting add on top of the HMAC itself?
 (a) ``hmac``: the irreducible work, SHA-256 of the body plus HMAC-SHA256 of the canonical string
     (``gateway.auth.sign``);
 (b) ``authenticate``: ``HmacAuthenticator.authenticate`` (header checks, key lookup, the same
-    HMAC, constant-time compare, nonce recorded in the replay cache);
+    HMAC, constant-time compare, nonce recorded where one worker keeps them: in memory and in its
+    journal; ``bench.nonces`` compares the places nonces can be kept);
 (c) ``authenticate_ratelimit``: (b) plus what the gate adds around it, the per-address
     failed-auth check before and the caller's token bucket after.
 
@@ -17,10 +18,13 @@ from __future__ import annotations
 import json
 import secrets
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 from gateway.auth import HmacAuthenticator, sign
 from gateway.callers import Caller, CallerDirectory
+from gateway.nonce_journal import JournaledNonces
 from gateway.ratelimit import RateLimiter
 
 KEY_ID, SECRET = "pk_0123456789abcdef", "ps_" + secrets.token_urlsafe(32)
@@ -49,30 +53,32 @@ def _per_call_ns(loop, n: int) -> float:
 def run(rounds: int = 40, per_round: int = 2000) -> dict:
     directory = CallerDirectory({CALLER.caller_id: CALLER}, {KEY_ID: SECRET.encode()})
     timings: dict[str, list[float]] = {"hmac": [], "authenticate": [], "authenticate_ratelimit": []}
-    for _ in range(rounds):
-        now = time.time()
-        batch_b, batch_c = _requests(per_round, now), _requests(per_round, now)
-        auth = HmacAuthenticator(directory, 300)
-        addresses, callers = RateLimiter(), RateLimiter()
+    with tempfile.TemporaryDirectory(prefix="bench-auth-") as tmp:
+        for round_ in range(rounds):
+            now = time.time()
+            batch_b, batch_c = _requests(per_round, now), _requests(per_round, now)
+            auth = HmacAuthenticator(directory, 300, JournaledNonces(Path(tmp) / str(round_), 300, now))
+            addresses, callers = RateLimiter(), RateLimiter()
 
-        def bare() -> None:
-            for h in batch_b:
-                sign(SECRET, "POST", PATH, h["X-Port-Timestamp"], h["X-Port-Nonce"], BODY)
+            def bare() -> None:
+                for h in batch_b:
+                    sign(SECRET, "POST", PATH, h["X-Port-Timestamp"], h["X-Port-Nonce"], BODY)
 
-        def authenticate() -> None:
-            for h in batch_b:
-                assert auth.authenticate("POST", PATH, h, BODY, now).caller is not None
+            def authenticate() -> None:
+                for h in batch_b:
+                    assert auth.authenticate("POST", PATH, h, BODY, now).caller is not None
 
-        def authenticate_ratelimit() -> None:
-            for h in batch_c:
-                if addresses.exhausted("10.0.0.7", 20.0, now):
-                    raise AssertionError("address throttled")
-                caller = auth.authenticate("POST", PATH, h, BODY, now).caller
-                assert caller is not None and callers.allow(caller.caller_id, caller.rate_limit_rps, now)
+            def authenticate_ratelimit() -> None:
+                for h in batch_c:
+                    if addresses.exhausted("10.0.0.7", 20.0, now):
+                        raise AssertionError("address throttled")
+                    caller = auth.authenticate("POST", PATH, h, BODY, now).caller
+                    assert caller is not None and callers.allow(caller.caller_id, caller.rate_limit_rps, now)
 
-        timings["hmac"].append(_per_call_ns(bare, per_round))
-        timings["authenticate"].append(_per_call_ns(authenticate, per_round))
-        timings["authenticate_ratelimit"].append(_per_call_ns(authenticate_ratelimit, per_round))
+            timings["hmac"].append(_per_call_ns(bare, per_round))
+            timings["authenticate"].append(_per_call_ns(authenticate, per_round))
+            timings["authenticate_ratelimit"].append(_per_call_ns(authenticate_ratelimit, per_round))
+            auth.nonces.close()
 
     med = {name: statistics.median(values) / 1000 for name, values in timings.items()}
     spread = {name: (sorted(v)[len(v) // 10] / 1000, sorted(v)[len(v) * 9 // 10] / 1000) for name, v in timings.items()}

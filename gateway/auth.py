@@ -72,14 +72,22 @@ class NonceCache:
         digest = hash(nonce)
         if digest in seen:
             return False
-        seen.add(digest)
         # Kept until the latest moment a request carrying it could still pass the timestamp check.
-        second = int(now) + 2 * self._window + 1
+        self._keep(digest, int(now) + 2 * self._window + 1)
+        return True
+
+    def restore(self, nonce: str, expires: int) -> None:
+        """Remember a nonce an earlier run accepted, until the second ``expires`` (restore them
+        oldest first: one that expires sooner than one restored before it is kept as long)."""
+        self._keep(hash(nonce), expires)
+
+    def _keep(self, digest: int, second: int) -> None:
+        self._seen.add(digest)
+        expiring = self._expiring
         if expiring and expiring[-1][0] == second:
             expiring[-1][1].append(digest)
         else:
             expiring.append((second, [digest]))
-        return True
 
     def __len__(self) -> int:
         return len(self._seen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import AsyncIterator, Callable
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from gateway.http.middlewares import decision_shaped_errors
 from gateway.http.routes import setup_routes
 from gateway.http.upkeep import CallerReloads, PolicyReloads, upkeep_forever
 from gateway.metrics import Metrics
+from gateway.nonce_journal import JournaledNonces, read_journal
 from gateway.port import Port
 from gateway.registry.nonces import SqliteNonces
 from gateway.registry.signals import SqliteSignals
@@ -78,6 +80,23 @@ async def _tls_reloader(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+def _nonces(settings: Settings) -> SqliteNonces | JournaledNonces:
+    """Where this worker remembers nonces, across restarts either way: several workers share them
+    in the registry (or a replay picks another worker), one keeps them in memory with a journal
+    (:mod:`gateway.nonce_journal`: a write transaction per request would cost ten times more).
+    Each takes in the other's unexpired nonces, so changing ``--workers`` opens no replay window."""
+    now, window = time.time(), settings.clock_skew_s
+    shared = SqliteNonces(settings.db_path, window)
+    if settings.workers > 1:
+        shared.absorb(read_journal(settings.nonce_journal_dir, window, now))
+        return shared
+    try:
+        earlier = list(shared.unexpired(now))
+    finally:
+        shared.close()
+    return JournaledNonces(settings.nonce_journal_dir, window, now, earlier)
+
+
 def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, worker: int):
     async def context(app: web.Application) -> AsyncIterator[None]:
         instance = settings.instance_id(worker)
@@ -87,8 +106,7 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
         if start is not None:
             await start()
         signals = SqliteSignals(settings.db_path)
-        # One worker remembers nonces in memory; several share them, or a replay picks another worker.
-        nonces = SqliteNonces(settings.db_path, settings.clock_skew_s) if settings.workers > 1 else None
+        nonces = _nonces(settings)
         metrics = Metrics(port)
         notifier = Notifier(settings, port, signals, sink, instance, metrics) if settings.webhooks_url else None
         gate = Gate(port, sink, instance, clock,
