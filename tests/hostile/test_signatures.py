@@ -94,18 +94,28 @@ def test_non_ascii_digits_in_the_timestamp_are_stale_not_a_crash():
         assert auth.authenticate("POST", "/v1/check", headers, b"", time.time()).error == "stale_timestamp"
 
 
-def test_signatures_are_compared_in_constant_time(monkeypatch):
-    """The timing-oracle guard: every signature check goes through ``hmac.compare_digest``."""
+def test_known_key_ids_compare_signatures_in_constant_time(monkeypatch):
+    """The timing-oracle guard as SECURITY.md states it: under a known key id every well-formed
+    signature costs one HMAC and one ``hmac.compare_digest`` of the whole expected value, however
+    much of it the guess got right. (An unknown key id costs no HMAC at all, on purpose: see
+    ``tests/hostile/test_auth_flood.py::test_unknown_key_ids_cost_no_hmac_at_all``.)"""
     import gateway.auth as auth_module
 
-    compared = []
-    real = auth_module.hmac.compare_digest
-    monkeypatch.setattr(auth_module.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    work = []
+    real_sign, real_compare = auth_module.sign, auth_module.hmac.compare_digest
+    monkeypatch.setattr(auth_module, "sign", lambda *args: work.append("hmac") or real_sign(*args))
+    monkeypatch.setattr(auth_module.hmac, "compare_digest",
+                        lambda a, b: work.append(("compare", len(a), len(b))) or real_compare(a, b))
     now = time.time()
     timestamp = str(int(now))
     good = sign(SECRET, "POST", "/v1/check", timestamp, "n" * 16, b"{}")
-    for signature in (good, "0" * 64, good[:-1] + ("0" if good[-1] != "0" else "1")):
+    flip = {c: "0" if c != "0" else "1" for c in good}
+    guesses = {"right": good, "zeros": "0" * 64, "last wrong": good[:-1] + flip[good[-1]],
+               "first wrong": flip[good[0]] + good[1:], "not hex": "z" * 64}
+    for name, signature in guesses.items():
         headers = {"X-Port-Key-Id": KEY_ID, "X-Port-Timestamp": timestamp, "X-Port-Nonce": "n" * 16,
                    "X-Port-Signature": signature}
-        authenticator().authenticate("POST", "/v1/check", headers, b"{}", now)
-    assert len(compared) == 3
+        work.clear()
+        identity = authenticator().authenticate("POST", "/v1/check", headers, b"{}", now)
+        assert identity.error == (None if name == "right" else "bad_signature"), name
+        assert work == ["hmac", ("compare", 64, 64)], name
