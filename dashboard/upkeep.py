@@ -8,19 +8,26 @@ opened before them only reads more of the raw trail). The first build waits
 after a restart, which are the ones someone is waiting for. The connection reads the rollups' coverage
 when it opens, so whenever they change on disk (this thread's build, `portcullis rollup`, a
 report's), it is renewed within a round.
+
+``rollups/`` is the one thing the dashboard writes. Where the data directory is mounted read-only,
+the builds are skipped (said once in the log) and rollups built elsewhere are still picked up.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from analytics import rollups
+from analytics.db import ROLLUPS_DIR
 from dashboard import data
 
 log = logging.getLogger("portcullis.dashboard")
 INTERVAL_S = 60.0
 FIRST_BUILD_AFTER_S = 10.0
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}  # what a read-only mount or folder answers
 
 
 def run(root: str, grace: timedelta, stop: threading.Event) -> None:
@@ -33,17 +40,38 @@ def run(root: str, grace: timedelta, stop: threading.Event) -> None:
         log.exception("could not open the DuckDB connection")
     if stop.wait(FIRST_BUILD_AFTER_S):
         return
+    read_only = False
     while True:
-        try:
-            _build(root, grace)
+        read_only = _build_round(root, grace, read_only)
+        try:  # rollups built elsewhere count too: `portcullis rollup` from cron, for a read-only dashboard
             now = rollups.signature(root)
             if now != seen:
                 data.renew(root)
                 seen = now
-        except Exception:  # a failed round (full disk, read-only volume) must not end the next ones
-            log.exception("rollup upkeep failed; the Overview reads the raw trail meanwhile")
+        except Exception:
+            log.exception("could not renew the DuckDB connection after the rollups changed")
         if stop.wait(INTERVAL_S):
             return
+
+
+def _build_round(root: str, grace: timedelta, read_only: bool) -> bool:
+    """One build; whether ``rollups/`` could not be written. A read-only data directory is how an
+    operator may well mount it, so it is said once (and when it changes), not every round; any
+    other failure (a full disk) is logged each round, and never ends the next ones."""
+    try:
+        _build(root, grace)
+    except Exception as exc:
+        if not (isinstance(exc, OSError) and exc.errno in _READ_ONLY):
+            log.exception("rollup upkeep failed; the Overview reads the raw trail meanwhile")
+            return read_only
+        if not read_only:
+            log.warning("cannot write %s (%s): this dashboard builds no rollups; the Overview reads the "
+                        "raw trail, and any built by `portcullis rollup` elsewhere",
+                        Path(root) / ROLLUPS_DIR, exc.strerror, extra={"event": "rollups_read_only"})
+        return True
+    if read_only:
+        log.info("%s is writable again: this dashboard builds the rollups", Path(root) / ROLLUPS_DIR)
+    return False
 
 
 def _build(root: str, grace: timedelta) -> None:

@@ -15,6 +15,8 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -82,6 +84,24 @@ def private_secrets_file(secrets: dict) -> Path:
     return path
 
 
+def with_upkeep(root: str, grace: timedelta):
+    """An ``st.App`` lifespan running the dashboard's upkeep (``dashboard.upkeep``) while the server
+    runs. It starts there, once Streamlit's runtime exists: ``dashboard.data`` imported any sooner
+    has each of its ``st.cache_data`` functions check itself against a throwaway in-memory store,
+    with a "No runtime found" warning in the log."""
+    @asynccontextmanager
+    async def lifespan(app):
+        from dashboard import upkeep
+
+        _, stop = upkeep.start(root, grace)
+        try:
+            yield None
+        finally:
+            stop.set()
+
+    return lifespan
+
+
 @click.command()
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1). Off loopback, sign-in is required "
               "unless --allow-unauthenticated.")
@@ -119,13 +139,12 @@ def dashboard(host, port, allow_unauthenticated, data_dir):
     import streamlit as st
     from starlette.middleware import Middleware
 
-    from dashboard import upkeep
     from dashboard.gate import Gate
 
-    upkeep.start(os.environ["PORTCULLIS_DATA"], settings.hour_closed_after)
     click.echo(f"portcullis dashboard on http://{settings.dashboard_host}:{settings.dashboard_port} "
                f"(sign-in: {settings.dashboard_auth}; answers to Host {', '.join(sorted(hosts))})")
     script = find_spec("dashboard.app").origin
-    app = st.App(script, middleware=[Middleware(Gate, hosts=hosts, proxies=proxies)])
+    app = st.App(script, lifespan=with_upkeep(os.environ["PORTCULLIS_DATA"], settings.hour_closed_after),
+                 middleware=[Middleware(Gate, hosts=hosts, proxies=proxies)])
     sys.argv = [script]  # App.run serves the script as `streamlit run <script>` would
     app.run(config=config)

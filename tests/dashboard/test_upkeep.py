@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -95,3 +96,37 @@ def test_the_first_build_waits_for_the_first_page_views(root: Path, monkeypatch)
         stop.set()
         thread.join(timeout=60)
     assert time.monotonic() - began >= 1.0
+
+
+@pytest.fixture
+def read_only(root: Path, tmp_path: Path):
+    """``root`` mounted read-only (a bind mount), as a dashboard given a read-only volume sees it."""
+    view = tmp_path / "read-only"
+    view.mkdir()
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(root), str(view)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount read-only here: {mounted.stderr.strip()}")
+    yield view
+    subprocess.run(["umount", str(view)], check=True)
+
+
+def test_a_read_only_data_directory_is_said_once_and_rollups_built_elsewhere_are_read(
+        root: Path, read_only: Path, monkeypatch, caplog):
+    from analytics import rollups
+
+    monkeypatch.setattr(upkeep, "INTERVAL_S", 0.05)
+    stop = threading.Event()
+    with caplog.at_level(logging.INFO, logger="portcullis.dashboard"):
+        thread = threading.Thread(target=upkeep.run, args=(str(read_only), timedelta(0), stop), daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: any("cannot write" in r.getMessage() for r in caplog.records))
+            assert rollups_until(read_only) is None
+            rollups.build(root, now=datetime.now(timezone.utc), grace=timedelta(0))  # `portcullis rollup`, elsewhere
+            wait_for(lambda: rollups_until(read_only) is not None)
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+    said = [r for r in caplog.records if r.name == "portcullis.dashboard"]
+    assert [r.levelname for r in said] == ["WARNING"], [r.getMessage() for r in said]
+    assert "Read-only file system" in said[0].getMessage() and "portcullis rollup" in said[0].getMessage()
