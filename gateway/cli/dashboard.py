@@ -13,6 +13,7 @@ import atexit
 import importlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from contextlib import asynccontextmanager
@@ -102,6 +103,13 @@ def with_upkeep(root: str, grace: timedelta):
     return lifespan
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    """uvicorn re-raises the SIGTERM it stopped on once it has shut down. Raised as an exit (as
+    Ctrl-C's is) rather than taking the default action, it ends the process through ``atexit``,
+    which removes the private secrets file."""
+    raise SystemExit(128 + signum)
+
+
 @click.command()
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1). Off loopback, sign-in is required "
               "unless --allow-unauthenticated.")
@@ -147,4 +155,5 @@ def dashboard(host, port, allow_unauthenticated, data_dir):
     app = st.App(script, lifespan=with_upkeep(os.environ["PORTCULLIS_DATA"], settings.hour_closed_after),
                  middleware=[Middleware(Gate, hosts=hosts, proxies=proxies)])
     sys.argv = [script]  # App.run serves the script as `streamlit run <script>` would
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app.run(config=config)

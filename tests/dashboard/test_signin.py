@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+import tomllib
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,10 +46,11 @@ def customers(root: Path) -> list[str]:
     return [row[0] for row in duckdb.sql(f"SELECT DISTINCT customer FROM read_parquet('{path}')").fetchall()]
 
 
-def served(data: Path, log: Path, port: int | None = None, **settings: str):
-    """``portcullis dashboard`` over ``data`` with these settings (``dashboard_auth="proxy"``)."""
+def served(data: Path, log: Path, port: int | None = None, tmpdir: Path | None = None, **settings: str):
+    """``portcullis dashboard`` over ``data`` with these settings (``dashboard_auth="proxy"``),
+    its temporary files in ``tmpdir``."""
     env = {f"PORTCULLIS_{name.upper()}": value for name, value in settings.items()}
-    return dashboard_server(data, log, port=port, settings=env)
+    return dashboard_server(data, log, port=port, settings=env | ({"TMPDIR": str(tmpdir)} if tmpdir else {}))
 
 
 def raw_get(url: str, path: str = "/", hosts: tuple[str, ...] | None = None, source: str = "127.0.0.1") -> tuple[int, str]:
@@ -114,19 +116,28 @@ def register(provider: str, redirect_uri: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def oidc(data, provider, tmp_path_factory):
-    """The dashboard with OIDC sign-in against ``provider``; its log must carry no secret."""
+def oidc_tmp(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("oidc")
+    (tmp / "run").mkdir()
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def oidc(data, provider, oidc_tmp):
+    """The dashboard with OIDC sign-in against ``provider``, its temporary files in ``<tmp>/run``.
+    Once it has stopped, its private secrets file is gone and its log carries no secret."""
+    tmp = oidc_tmp
     port = free_port()
     client = register(provider, f"http://127.0.0.1:{port}/oauth2callback")
     secret = tmp / "client.secret"
     secret.write_text(client["client_secret"])
     secret.chmod(0o600)
     log = tmp / "dashboard.log"
-    with served(data, log, port, dashboard_auth="oidc", dashboard_oidc_client_id=client["client_id"],
+    with served(data, log, port, tmp / "run", dashboard_auth="oidc", dashboard_oidc_client_id=client["client_id"],
                 dashboard_oidc_metadata_url=f"{provider}/.well-known/openid-configuration",
                 dashboard_oidc_client_secret_file=str(secret)) as url:
         yield url
+    assert not list((tmp / "run").glob("portcullis-dashboard-*"))
     text = log.read_text(errors="replace")
     assert "Traceback" not in text, text
     assert client["client_secret"] not in text
@@ -169,6 +180,15 @@ def test_signed_out_visitors_get_a_sign_in_button_and_no_data_until_they_sign_in
 
     wait_rendered(browser, "Overview", 2)
     assert "Signed in as alice@example.com" in browser.find_element(By.CSS_SELECTOR, SIDEBAR).text
+
+
+def test_oidc_secrets_reach_streamlit_only_through_a_private_file(oidc, oidc_tmp, data):
+    (secrets,) = (oidc_tmp / "run").glob("portcullis-dashboard-*/secrets.toml")
+    assert (secrets.parent.stat().st_mode & 0o777, secrets.stat().st_mode & 0o777) == (0o700, 0o600)
+    auth = tomllib.loads(secrets.read_text())["auth"]
+    assert auth["client_secret"] == (oidc_tmp / "client.secret").read_text()
+    assert auth["cookie_secret"] == (data / "keys" / "dashboard-cookie.secret").read_text().strip()
+    assert (data / "keys" / "dashboard-cookie.secret").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_foreign_host_gets_nothing_page_or_websocket(browser, open_loopback, data):
