@@ -9,15 +9,16 @@ import sys
 import time
 
 import aiohttp
-import duckdb
 
 from gateway.auth import signed_headers
+from tests.conftest import trail_ids, wait_until
 
 
-async def _hammer(url: str, creds, key: str, received: list[str], stop: asyncio.Event) -> None:
+async def _hammer(url: str, creds, key: str, received: list[str]) -> None:
+    """Check until the server dies, keeping the decision id of every answer received."""
     async with aiohttp.ClientSession() as session:
         i = 0
-        while not stop.is_set():
+        while True:
             i += 1
             body = json.dumps({"license_key": key, "feature": "x", "user_id": f"u{i}"}).encode()
             headers = {"Content-Type": "application/json",
@@ -30,30 +31,22 @@ async def _hammer(url: str, creds, key: str, received: list[str], stop: asyncio.
                 return  # the server died under us: whatever we did not receive was never acknowledged
 
 
-def _trail(audit_dir) -> list[str]:
-    rows = duckdb.sql(f"SELECT decision_id FROM read_parquet('{audit_dir}/date=*/hour=*/*.parquet', "
-                      "hive_partitioning=true)").fetchall()
-    return [r[0] for r in rows]
-
-
 async def test_sigkill_under_load_loses_and_duplicates_nothing(data_dir, spawn):
     issued = data_dir.issue(tier="unlimited")
     server = spawn(data_dir.path)
     received: list[str] = []
-    stop = asyncio.Event()
-    clients = [asyncio.create_task(_hammer(server.url, data_dir.service, issued.key, received, stop))
+    clients = [asyncio.create_task(_hammer(server.url, data_dir.service, issued.key, received))
                for _ in range(16)]
-    while len(received) < 400:
-        await asyncio.sleep(0.05)
-    server.proc.send_signal(signal.SIGKILL)
-    server.proc.wait()
-    await asyncio.gather(*clients)
-    acknowledged = len(received)
-    assert acknowledged >= 400
+    try:
+        await wait_until(lambda: len(received) >= 400, timeout=120, what="400 answers under load")
+    finally:  # killed mid-load, or (the wait failed) so that the clients end
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
+        await asyncio.gather(*clients)
 
     restarted = spawn(data_dir.path)  # recovery converts the dead instance's spool
     assert restarted.stop() == 0  # graceful stop flushes its own records too
-    trail = _trail(data_dir.settings.audit_dir)
+    trail = trail_ids(data_dir.settings.audit_dir)
     assert len(trail) == len(set(trail)), "duplicated records"
     missing = set(received) - set(trail)
     assert not missing, f"{len(missing)} acknowledged records lost"
