@@ -6,9 +6,9 @@ session, so an auto-refreshing wall screen and ten ops engineers cost one query 
 TTL.
 
 The reports' connection is one per process (``st.cache_resource``), and queries on it are
-serialised by a lock. DuckDB connections are not thread-safe and Streamlit runs every session in its own
-thread; the usual answer, a cursor per thread, does not work here because the ``audit`` view reads
-a session variable and relative paths that a cursor (a fresh DuckDB session) does not inherit.
+serialised by a lock. DuckDB connections are not thread-safe and Streamlit runs every session in
+its own thread; the usual answer, a cursor per thread, does not work here because the views read
+session variables that a cursor (a fresh DuckDB session) does not inherit.
 DuckDB parallelises each query across cores itself, so serialising loses little. The SQL box
 has a connection of its own, bounded in time, memory and temp space (``dashboard.sqlbox``), so a
 visitor's query never holds up the charts. Both are confined to the folders the views read
