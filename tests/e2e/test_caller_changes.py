@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from datetime import datetime
 
 import aiohttp
 import duckdb
@@ -57,6 +58,21 @@ async def until_every_request_gets(status: int, url: str, creds: Credentials, ke
         await asyncio.sleep(0.05)
 
 
+def worker_switch_s(server, changed, workers: int) -> float:
+    """Seconds from the write of ``changed`` until the last worker logged its reload (the
+    propagation itself, without the polling client's own latency)."""
+    written = changed.stat().st_mtime
+    first: dict[str, float] = {}
+    for line in server.log.read_text().splitlines():
+        if '"callers_reload"' in line:
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["time"]).timestamp()
+            if at >= written - 0.001:  # the log keeps milliseconds
+                first.setdefault(entry["instance"], at)
+    assert len(first) == workers, first
+    return max(first.values()) - written
+
+
 def refusals_by_instance(data_dir) -> dict[str, set[str]]:
     """auth_error of the 401 records per instance."""
     rows = duckdb.sql(f"SELECT instance, auth_error FROM read_parquet('{data_dir.settings.audit_dir}"
@@ -72,28 +88,33 @@ async def test_caller_changes_reach_every_worker_without_restart(data_dir, spawn
     issued = data_dir.issue(tier="unlimited")
     server = start(spawn, data_dir, workers=workers, env=ENV)
     times: dict[str, float] = {}
+    switched: dict[str, float] = {}
     callers = data_dir.settings.callers_path
 
     added = caller_cli(data_dir, "add", "billing", "--json")
     first = Credentials(added["key_id"], added["secret"])
     times["add"] = await until_every_request_gets(200, server.url, first, issued.key, callers)
+    switched["add"] = worker_switch_s(server, callers, workers)
 
     rotated = caller_cli(data_dir, "rotate", "billing", "--json")
     second = Credentials(rotated["key_id"], rotated["secret"])
     times["rotate"] = await until_every_request_gets(200, server.url, second, issued.key, callers)
+    switched["rotate"] = worker_switch_s(server, callers, workers)
     assert set(await statuses(server.url, first, issued.key)) == {200}, "rotation keeps the old key"
 
     caller_cli(data_dir, "drop-key", "billing", first.key_id)
     times["drop-key"] = await until_every_request_gets(401, server.url, first, issued.key, callers)
+    switched["drop-key"] = worker_switch_s(server, callers, workers)
     assert set(await statuses(server.url, second, issued.key)) == {200}, "only the dropped key is refused"
 
     caller_cli(data_dir, "remove", "billing")
     times["remove"] = await until_every_request_gets(401, server.url, second, issued.key, callers)
+    switched["remove"] = worker_switch_s(server, callers, workers)
     assert set(await statuses(server.url, data_dir.service, issued.key)) == {200}, "other callers unaffected"
     await asyncio.sleep(0.5)  # the last refusals reach a Parquet file
     assert server.stop() == 0
-    print(f"\ncaller change -> every request answered accordingly, {workers} worker(s): "
-          + ", ".join(f"{change} {seconds:.2f} s" for change, seconds in times.items()))
+    print(f"\ncaller change -> every worker reloaded (every request answered accordingly), {workers} worker(s): "
+          + ", ".join(f"{change} {switched[change]:.2f} s ({seconds:.2f} s)" for change, seconds in times.items()))
 
     instances = {data_dir.settings.instance_id(w) for w in range(workers)}
     refused = refusals_by_instance(data_dir)
