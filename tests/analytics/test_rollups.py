@@ -374,6 +374,27 @@ def test_rollup_command(data: Path):
     assert missing.exit_code == 1 and "no audit trail" in missing.output
 
 
+def test_rollup_command_by_default_leaves_an_hour_closed_less_than_hour_closed_after_ago(tmp_path: Path):
+    """Without --grace-s an hour counts as closed ``Settings.hour_closed_after`` after its end:
+    with a rotation of 5,400 s that is 3 h 5 min, so the hour before last (ended 1 to 2 hours
+    ago, whatever the minute now) is not summarised yet, and the one five hours back is."""
+    data = tmp_path / "data"
+    this_hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    open_, closed = this_hour - 2 * HOUR, this_hour - 5 * HOUR
+    write_audit(data, [record(open_ + timedelta(minutes=10)), record(closed + timedelta(minutes=10))])
+
+    def summarised() -> set[datetime]:
+        return {hour for (hour,) in duckdb.sql(
+            f"SELECT DISTINCT hour FROM read_parquet('{data}/rollups/date=*/hours.parquet') WHERE calls > 0"
+        ).fetchall()}
+    runner = CliRunner(env={"PORTCULLIS_AUDIT_ROTATE_S": "5400"})
+    result = runner.invoke(cli, ["rollup", "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["hours_built"] == 1 and summarised() == {closed}
+    result = runner.invoke(cli, ["rollup", "--data", str(data), "--json", "--grace-s", "0"])
+    assert json.loads(result.stdout)["hours_built"] == 1 and summarised() == {closed, open_}
+
+
 def test_the_reports_that_read_rollups_bring_them_up_to_date_first(data: Path):
     runner = CliRunner()
     quick = runner.invoke(cli, ["report", "features", "--data", str(data), "--now", AT.isoformat()])

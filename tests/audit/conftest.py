@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,8 +44,10 @@ def read_back(table: pa.Table) -> list[AuditRecord]:
 
 
 def add_file(audit: Path, manifest: Manifest, hour: int, name: str, rows: int = 3) -> str:
-    """One real Parquet file in hour ``12 + hour`` of 2026-01-01, listed in the manifest."""
-    path = f"date=2026-01-01/hour={12 + hour:02d}/{name}.parquet"
+    """One real Parquet file in the hour ``hour`` hours after 2026-01-01 12:00 (any hour, earlier
+    or later, that the caller counts from there), listed in the manifest."""
+    at = datetime.fromtimestamp((T0 + hour * HOUR) / 1_000_000, timezone.utc)
+    path = f"date={at:%Y-%m-%d}/hour={at:%H}/{name}.parquet"
     make_dirs((audit / path).parent)
     table = pa.Table.from_batches([ENCODER.arrow([make_record(i, ts=T0 + hour * HOUR + i) for i in range(rows)])])
     facts = write_parquet([table], AUDIT_SCHEMA, audit / path)
