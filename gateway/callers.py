@@ -85,10 +85,13 @@ def _read_callers(path: Path) -> dict[str, Caller]:
         return {}
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CallersError(f"{path}: not valid TOML: {exc}") from None
+    tables = doc.get("callers") or {}
+    if not isinstance(tables, dict) or not all(isinstance(table, dict) for table in tables.values()):
+        raise CallersError(f"{path}: [callers.NAME] tables expected")
     callers = {}
-    for name, table in (doc.get("callers") or {}).items():
+    for name, table in tables.items():
         unknown = set(table) - _FIELDS
         if unknown:
             raise CallersError(f"{path}: caller {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
