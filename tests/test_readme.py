@@ -1,7 +1,7 @@
 """The README's examples run as a newcomer pastes them: with bash, at the root of a fresh clone,
 against a real ``portcullis serve``. "Try the port by hand" must get an ``allow`` and show that decision in
-``portcullis sql`` within 10 s; the mTLS walkthrough must get an ``allow`` for its client
-certificate. Each stops its gateway and leaves the repository as it was.
+``portcullis sql`` within 10 s, and the report commands of "Ask questions of the history" must
+answer over its data; the mTLS walkthrough must get an ``allow`` for its client certificate. Each stops its gateway and leaves the repository as it was.
 
 Only the environment differs from a newcomer's shell: ``PORTCULLIS_PORT`` and ``PORTCULLIS_URL``
 point the gateway and ``portcullis call`` at a free port instead of 8080 (curl's URL in the mTLS
@@ -134,6 +134,15 @@ def test_try_the_port_by_hand_runs_as_written(tmp_path):
     assert not left, f"the block left processes running: {left}"
     # The block's own query, six seconds after the call, shows the decision too.
     assert re.search(r"billing\s+export\s+allow\s+VALID", lines.text), lines.text
+    # The next section's questions, in the same shell: all but the dashboard (a server) and the
+    # stock DuckDB CLI (not installed here).
+    asked = [line for line in readme_block("## Ask questions of the history").splitlines()
+             if line.startswith(("portcullis report", "portcullis sql", "portcullis rollup"))]
+    assert len(asked) >= 6
+    for line in asked:
+        answer = subprocess.run(["bash", "-e", "-c", line], cwd=repo, env=env | {"PORTCULLIS_DATA": "./my-port"},
+                                capture_output=True, text=True, timeout=120)
+        assert answer.returncode == 0, f"{line}\n{answer.stdout}{answer.stderr}"
     assert_left_clean(repo, "my-port", before)
 
 
