@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import duckdb
 import pyarrow as pa
 
+from gateway.audit.retention import ROLLUPS_DIR
 from gateway.audit.schema import AUDIT_SCHEMA
 from gateway.snapshot import CALLERS_SCHEMA, LICENSES_SCHEMA, SNAPSHOT_DIR
 
@@ -33,7 +34,6 @@ ROLLUP_SCHEMA = pa.schema([
     pa.field("latency_us", pa.int64()),
     pa.field("calls", pa.int64(), nullable=False),
 ])
-ROLLUPS_DIR = "rollups"
 # The folders the views read: all that a confined connection may read.
 VIEW_DIRS = ("audit", ROLLUPS_DIR, SNAPSHOT_DIR)
 

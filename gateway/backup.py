@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gateway.audit.manifest import MANIFEST_NAME, Entry, Head, apply, line_hash, sha256_file
+from gateway.audit.manifest import Entry, Head, Manifest, apply, chains, line_hash, sha256_file
 from gateway.audit.segment import fsync_dir
 from gateway.config import Settings
 from gateway.policy import policy_version
@@ -122,9 +122,8 @@ def _copy_registry(db_path: Path, dst: Path) -> dict[str, int]:
     return {"licenses": licenses, "revision": revision}
 
 
-def _manifest_prefix(audit_dir: Path) -> tuple[bytes, dict[str, Entry], Head | None]:
-    """The manifest's complete lines at this moment, the files they list, and their head."""
-    path = audit_dir / MANIFEST_NAME
+def _manifest_prefix(path: Path) -> tuple[bytes, dict[str, Entry], Head | None]:
+    """A chain's complete lines at this moment, the files they list, and their head."""
     data = path.read_bytes() if path.exists() else b""
     data = data[:data.rfind(b"\n") + 1]
     live: dict[str, Entry] = {}
@@ -134,14 +133,22 @@ def _manifest_prefix(audit_dir: Path) -> tuple[bytes, dict[str, Entry], Head | N
             entry = Entry.parse(line)
         except ValueError as exc:
             raise BackupError(f"{path}: {exc}; run `portcullis audit verify`") from None
-        apply(entry, live, set())
+        apply(entry, live, {})
         head = Head(entry.seq, line_hash(line), entry.path)
     return data, live, head
 
 
-def _copy_audit(audit_dir: Path, out: _Writer, progress: Progress) -> Head | None:
+def _own_head(audit_dir: Path, host: str) -> Head | None:
+    """This host's chain head (an older trail's single chain until a gateway adopts it)."""
+    own = Manifest(audit_dir, host=host)
+    return _manifest_prefix((own if own.path.exists() else Manifest(audit_dir)).path)[2]
+
+
+def _copy_audit(audit_dir: Path, host: str, out: _Writer, progress: Progress) -> Head | None:
+    """Every host's chain and the files it lists (the whole shared history)."""
     for _ in range(_ATTEMPTS):
-        data, live, head = _manifest_prefix(audit_dir)
+        prefixes = {chain.path: _manifest_prefix(chain.path) for chain in chains(audit_dir)}
+        live = {path: entry for _, listed, _ in prefixes.values() for path, entry in listed.items()}
         todo = [(path, entry) for path, entry in sorted(live.items()) if f"audit/{path}" not in out.files]
         replaced, hour = False, None
         for number, (path, entry) in enumerate(todo, 1):
@@ -160,15 +167,17 @@ def _copy_audit(audit_dir: Path, out: _Writer, progress: Progress) -> Head | Non
         raise BackupError("audit files kept being replaced during the backup (compaction running?); try again")
     for rel in [rel for rel in out.files if rel.startswith("audit/") and rel[6:] not in live]:
         out.drop(rel)  # copied, then replaced by a compaction entry the final prefix includes
-    if not data:
-        return None  # no trail yet
-    manifest = out.root / "audit" / MANIFEST_NAME
-    private_dir(manifest.parent)
-    fd = os.open(manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(fd, "wb") as f:
-        f.write(data)
-    out.adopt(f"audit/{MANIFEST_NAME}")
-    return head
+    for path, (data, _, _) in prefixes.items():
+        if not data:
+            continue
+        rel = f"audit/{path.relative_to(audit_dir).as_posix()}"
+        manifest = out.root / rel
+        private_dir(manifest.parent)
+        fd = os.open(manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as f:
+            f.write(data)
+        out.adopt(rel)
+    return _own_head(out.root / "audit", host)
 
 
 def _write_json(path: Path, obj: dict) -> str:
@@ -222,7 +231,8 @@ def _copy_all(settings: Settings, out: _Writer, with_audit: bool, progress: Prog
             if not rel.name.endswith(".tmp"):  # a key being written: the renamed one is what counts
                 out.copy(settings.data_dir / folder / rel, f"{folder}/{rel.as_posix()}")
     progress(f"keys: {sum(rel.startswith(tuple(f'{d}/' for d in SECRET_DIRS)) for rel in out.files)} files")
-    head = _copy_audit(settings.audit_dir, out, progress) if with_audit else _manifest_prefix(settings.audit_dir)[2]
+    head = (_copy_audit(settings.audit_dir, settings.host_name, out, progress) if with_audit
+            else _own_head(settings.audit_dir, settings.host_name))
     return {
         "format": FORMAT, "started_at": started, "finished_at": _now(), "source": str(settings.data_dir),
         "policy_version": policy_version((out.root / "policy.toml").read_bytes()),

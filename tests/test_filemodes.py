@@ -56,9 +56,10 @@ def deploy(data: Path, spawn, **settings: str) -> dict[str, int]:
     assert server.stop() == 0
     portcullis(data, env, "rollup", "--grace-s", "0")
     seen = {**running, **modes(data)}
-    for expected in ("portcullis.db", "portcullis.db-wal", "portcullis.db-shm", "audit/_manifest.jsonl",
+    for expected in ("portcullis.db", "portcullis.db-wal", "portcullis.db-shm", "audit/_manifest",
                      "snapshots/licenses.parquet", "snapshots/callers.parquet", "rollups", "keys/hmac_secrets.json"):
         assert expected in seen, expected
+    assert any(name.startswith("audit/_manifest/") and name.endswith(".jsonl") for name in seen), "the host's chain"
     assert any(name.endswith(".parquet") and name.startswith("audit/date=") for name in seen)
     return seen
 

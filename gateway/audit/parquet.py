@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gateway.audit.manifest import Manifest, sha256_file
-from gateway.audit.segment import delete_segment, fsync_dir, read_segment
+from gateway.audit.segment import delete_segment, fsync_dir, make_dirs, read_segment
 
 HOUR_US = 3_600_000_000
 ROW_GROUP_ROWS = 1 << 20  # large row groups: long column chunks compress well and scan fast
@@ -53,15 +53,6 @@ def by_hour(table: pa.Table) -> list[tuple[int, pa.Table]]:
     if bounds["min"] == bounds["max"]:
         return [(bounds["min"], table)]
     return [(hour, table.filter(pc.equal(hours, hour))) for hour in sorted(pc.unique(hours).to_pylist())]
-
-
-def make_dirs(directory: Path) -> None:
-    """Create missing directories durably: a renamed file is only safe if its directory is."""
-    if directory.is_dir():
-        return
-    make_dirs(directory.parent)
-    directory.mkdir(exist_ok=True)
-    fsync_dir(directory.parent)
 
 
 def open_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:

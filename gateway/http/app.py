@@ -10,7 +10,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from gateway.audit import AuditSink
-from gateway.audit.housekeeping import compact_forever
+from gateway.audit.housekeeping import keep_forever
 from gateway.config import Settings
 from gateway.http import strays
 from gateway.http.gate import Clock, Gate, utc_now
@@ -117,8 +117,8 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
         background = [asyncio.create_task(upkeep_forever(port, reloads, metrics, gate))]
         if notifier is not None:
             background.append(asyncio.create_task(notifier.run()))
-        if worker == 0 and settings.audit_compact_s > 0:
-            background.append(asyncio.create_task(compact_forever(settings, clock)))
+        if worker == 0:  # compaction and retention of this host's chain
+            background.append(asyncio.create_task(keep_forever(settings, clock)))
         log.info("gateway ready", extra={"event": "ready", "instance": instance, "licenses": len(port.index),
                                          "policy_version": port.policy.version})
         try:
