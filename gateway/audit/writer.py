@@ -146,7 +146,7 @@ class DurableSink:
             raise AuditUnavailable("the audit sink is not running")
         if not records:
             return
-        if (True and self._spool.healthy
+        if (self.config.ack == "buffered" and self._spool.healthy
                 and self._spool.pending < self.config.max_buffered):
             self._spool.append(records, wait=False)
             return
