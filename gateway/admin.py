@@ -117,9 +117,9 @@ def import_bundle(settings: Settings, store: Store, text: str) -> tuple[License,
     """Open, verify and store a sealed bundle; returns the license and whether anything changed.
 
     Raises :class:`AdminError` (one generic message) for anything but a genuine bundle for this
-    gateway, and :class:`gateway.registry.StaleBundle` for a genuine one that would roll its
-    license back (see :func:`gateway.registry.admit_bundle`). A bundle sealed before bundles
-    carried ``sealed_at`` counts as the oldest possible.
+    gateway, and :class:`gateway.registry.LicenseConflict` for a genuine one that would roll its
+    license back or bring a revoked one back (see :func:`gateway.registry.admit_bundle`). A
+    bundle sealed before bundles carried ``sealed_at`` counts as the oldest possible.
     """
     recipient = keyfiles.recipient_key(settings.keys_dir)
     try:

@@ -70,6 +70,17 @@ def metering(lic: License, policy: Policy, check: Check, now: datetime) -> Meter
     return Metering(seat_limit=seat_limit, seats_since=since, quota_key=key, quota=quota, period_start=start, period_end=end)
 
 
+def status_refusal(lic: License, status: Status) -> str | None:
+    """Why ``lic`` may not take ``status`` (by an admin here or from a bundle), else None.
+
+    Revocation is final: a revoked key may have leaked, so no later word, local or the issuer's,
+    makes it valid (or merely suspended) again; the customer gets a new license and key.
+    """
+    if lic.status is Status.REVOKED and status is not Status.REVOKED:
+        return f"license {lic.license_id} is revoked, and revocation is final: issue a new license"
+    return None
+
+
 def _deny(reason: Reason, detail: str, alerts: list[Reason], **extra) -> Decision:
     return Decision(Outcome.DENY, reason, detail, tuple(alerts), **extra)
 

@@ -42,11 +42,11 @@ class _LazyGroup(Group):
         from gateway.callers import CallersError
         from gateway.config import SettingsError
         from gateway.policy import PolicyError
-        from gateway.registry import StaleBundle
+        from gateway.registry import LicenseConflict
         from gateway.tls import TLSConfigError
         try:
             return super().invoke(ctx)
-        except (AdminError, CallersError, PolicyError, SettingsError, StaleBundle, TLSConfigError) as exc:
+        except (AdminError, CallersError, LicenseConflict, PolicyError, SettingsError, TLSConfigError) as exc:
             raise click.ClickException(str(exc)) from None
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:

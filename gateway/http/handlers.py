@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 from aiohttp import web
 
@@ -22,7 +22,7 @@ from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK
 from gateway.licenses import iso
 from gateway.metrics import CONTENT_TYPE
 from gateway.port import note_asked, read_check
-from gateway.registry import StaleBundle
+from gateway.registry import LicenseConflict
 from gateway.registry.sqlite import SqliteStore
 from gateway.tls import transport
 from gateway.types import Decision, License, Outcome, Reason, Status
@@ -133,7 +133,10 @@ async def change_status(request: web.Request) -> web.Response:
         gate.require_admin(ex, caller)
         status = {"revoke": Status.REVOKED, "suspend": Status.SUSPENDED, "resume": Status.ACTIVE}[action]
         port = request.app[PORT]
-        lic = port.store.set_status(request.match_info["license_id"], status)
+        try:
+            lic = port.store.set_status(request.match_info["license_id"], status)
+        except LicenseConflict as exc:  # a revoked license stays revoked
+            _conflict(ex, exc)
         if lic is None:
             ex.refuse(Reason.KEY_NOT_FOUND, "no such license", status=404)
         else:
@@ -143,6 +146,14 @@ async def change_status(request: web.Request) -> web.Response:
             _state_answer(ex, lic, f"license is now {lic.status.value}")
             ex.extra = _license_extra(lic)
     return await gate.finish([ex])
+
+
+def _conflict(ex: Exchange, exc: LicenseConflict) -> NoReturn:
+    """A change the license's state forbids: 409 with its reason (admins may be told), and the
+    record names the license someone tried to change."""
+    ex.license = exc.license
+    ex.refuse(Reason.INVALID_REQUEST, str(exc), status=409)
+    raise Refused from None
 
 
 _BUNDLE_TYPES = ("text/plain", "application/json")
@@ -196,10 +207,8 @@ async def import_license(request: web.Request) -> web.Response:
         except admin.AdminError:
             ex.refuse(Reason.INVALID_REQUEST, "invalid license bundle")
             raise Refused from None
-        except StaleBundle as exc:  # genuine, so the reason may be told: it would roll the license back
-            ex.license = exc.license  # the record names the license someone tried to roll back
-            ex.refuse(Reason.INVALID_REQUEST, str(exc), status=409)
-            raise Refused from None
+        except LicenseConflict as exc:  # genuine, but it would roll the license back or un-revoke it
+            _conflict(ex, exc)
         gate.port.refresh()
         log.info("license imported", extra={"event": "license_import", "license_id": lic.license_id,
                                             "changed": changed, "caller_id": caller.caller_id})

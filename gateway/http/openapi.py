@@ -52,7 +52,7 @@ def _ref(name: str) -> dict:
 
 def _answers(*codes: int, ok: str = "Decision") -> dict:
     described = {200: "a decision", 400: "invalid request", 401: "not authenticated", 403: "caller not authorized",
-                 404: "no such license", 408: "body not received in time", 409: "bundle older than the license here",
+                 404: "no such license", 408: "body not received in time", 409: "the license's state forbids it (an older bundle; a revoked license brought back)",
                  413: "body too large",
                  415: "wrong content type", 429: "rate limited",
                  500: "internal error (a deny)", 503: "audit unavailable (a deny)"}
@@ -102,7 +102,7 @@ DOCUMENT = {
             "responses": _answers(200, 409, *_ERRORS)}},
         **{f"/v1/admin/licenses/{{license_id}}/{action}": {"post": {
             "operationId": f"{action}License", "summary": f"{action.capitalize()} a license (admin)",
-            "parameters": _ADMIN_ID, "responses": _answers(200, 401, 403, 404, 408, 413, 415, 503)}}
+            "parameters": _ADMIN_ID, "responses": _answers(200, 401, 403, 404, 408, 409, 413, 415, 503)}}
            for action in ("revoke", "suspend", "resume")},
         "/v1/admin/policy/reload": {"post": {"operationId": "reloadPolicy", "summary": "Reload policy.toml (admin)",
                                              "responses": _answers(200, 400, 401, 403, 408, 413, 415, 503)}},

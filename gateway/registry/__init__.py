@@ -9,16 +9,32 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable, Iterable, Protocol
 
+from gateway.engine import status_refusal
 from gateway.licenses import from_us, iso, license_to_dict
 from gateway.types import Decision, License, Metering, Status, Usage
 
 
-class StaleBundle(Exception):
-    """A genuine, verified bundle that would take its license back to an older state."""
+class LicenseConflict(Exception):
+    """A change the license's state forbids (HTTP 409); the message is one line, safe to show."""
 
     def __init__(self, message: str, license: License) -> None:
         super().__init__(message)
         self.license = license
+
+
+class StaleBundle(LicenseConflict):
+    """A genuine, verified bundle that would take its license back to an older state."""
+
+
+class FinalRevocation(LicenseConflict):
+    """A status change, or a bundle, that would bring a revoked license back."""
+
+
+def check_status(current: License, status: Status) -> None:
+    """Raise :class:`FinalRevocation` where the engine's rule forbids ``current`` taking ``status``."""
+    why = status_refusal(current, status)
+    if why is not None:
+        raise FinalRevocation(why, current)
 
 
 class Store(Protocol):
@@ -39,7 +55,9 @@ class Store(Protocol):
         after the moment its state dates from if this clock is behind that. Recorded, so the
         bundle cannot undo a later change here either, and seals of a license only move forward."""
 
-    def set_status(self, license_id: str, status: Status) -> License | None: ...
+    def set_status(self, license_id: str, status: Status) -> License | None:
+        """Change a license's status in one transaction with :func:`check_status` (raises
+        :class:`FinalRevocation`); None when there is no such license."""
 
     def get(self, license_id: str) -> License | None: ...
 
@@ -63,7 +81,9 @@ def admit_bundle(current: License | None, dated_us: int | None, incoming: Licens
     from, or the moment of the latest change made here (issue, revoke, suspend, resume), whichever
     is later. A bundle is applied only if it was sealed after that, so neither a superseded
     bundle nor one sealed before a local revocation can bring an older state back; the issuer's
-    newer word wins. Importing what is already stored changes nothing and is never refused.
+    newer word wins, except over a revocation, which is final (:class:`FinalRevocation`): a
+    revoked key may have leaked, so only a new license brings the customer back. Importing what
+    is already stored changes nothing and is never refused.
     """
     if current is None:
         return True
@@ -74,6 +94,7 @@ def admit_bundle(current: License | None, dated_us: int | None, incoming: Licens
         raise StaleBundle(f"this bundle of license {current.license_id} (sealed {sealed}) is not newer than the "
                           f"license here (as of {iso(from_us(dated_us))}): ask the issuer for a fresh bundle",
                           current)
+    check_status(current, incoming.status)
     return True
 
 

@@ -17,7 +17,7 @@ import orjson
 
 from gateway import filemodes
 from gateway.licenses import from_us, license_to_dict, stored_license, to_us
-from gateway.registry import admit_bundle
+from gateway.registry import admit_bundle, check_status
 from gateway.types import Decision, License, Metering, Outcome, Status, Usage
 
 _SCHEMA = """
@@ -157,11 +157,13 @@ class SqliteStore:
         return stored_license(orjson.loads(row[0])) if row else None
 
     def set_status(self, license_id: str, status: Status) -> License | None:
-        lic = self.get(license_id)
-        if lic is None:
-            return None
-        updated = lic._replace(status=status)
-        self.put([updated])
+        with self._txn() as db:
+            current, _ = self._dated(db, license_id)
+            if current is None:
+                return None
+            check_status(current, status)
+            updated = current._replace(status=status)
+            self._put(db, [updated], _now_us())
         return updated
 
     def timestamps(self) -> dict[str, tuple[datetime, datetime]]:

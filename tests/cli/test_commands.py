@@ -75,10 +75,22 @@ def test_license_lifecycle(cli):
     assert key.startswith("LK-") and len(key) == 32
     shown = cli("license", "show", lid, "--json").output
     assert key not in shown and json.loads(shown)["seats"] == 7
+    assert json.loads(cli("license", "suspend", lid, "--json").output)["status"] == "suspended"
+    assert json.loads(cli("license", "resume", lid, "--json").output)["status"] == "active"
     assert json.loads(cli("license", "revoke", lid, "--json").output)["status"] == "revoked"
     assert json.loads(cli("license", "list", "--status", "revoked", "--json").output)["licenses"][0]["license_id"] == lid
-    cli("license", "resume", lid)
     assert key not in (cli.data / "portcullis.db").read_bytes().decode("latin-1")
+
+
+@pytest.mark.parametrize("action", ["resume", "suspend"])
+def test_revocation_is_final(cli, action):
+    lid = json.loads(cli("license", "issue", "--customer", "acme", "--tier", "pro", "--json").output)["license_id"]
+    cli("license", "revoke", lid)
+    refused = cli("license", action, lid, ok=False)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.output == f"Error: license {lid} is revoked, and revocation is final: issue a new license\n"
+    assert json.loads(cli("license", "show", lid, "--json").output)["status"] == "revoked"
+    assert json.loads(cli("license", "revoke", lid, "--json").output)["status"] == "revoked"  # again: no change
 
 
 @pytest.mark.parametrize("args,message", [

@@ -72,9 +72,27 @@ async def test_revoked_and_suspended_via_admin_api(gateway, status_value, reason
     assert (body["decision"], body["reason"]) == ("deny", reason)
     status, body = await gateway.post(f"/v1/admin/licenses/{issued.license.license_id}/resume", {},
                                       creds=gateway.data.admin)
+    assert status == (409 if status_value is Status.REVOKED else 200)  # revocation is final
     status, body = await gateway.check(license_key=issued.key, feature="view", user_id="u1")
-    assert body["reason"] == "VALID"
+    assert body["reason"] == ("LICENSE_REVOKED" if status_value is Status.REVOKED else "VALID")
     assert [r.endpoint for r in gateway.records] == [f"admin.{action}", "check", "admin.resume", "check"]
+
+
+@pytest.mark.parametrize("action", ["resume", "suspend"])
+async def test_a_revoked_license_stays_revoked(gateway, action):
+    issued = gateway.issue()
+    lid = issued.license.license_id
+    assert (await gateway.post(f"/v1/admin/licenses/{lid}/revoke", {}, creds=gateway.data.admin))[0] == 200
+    status, body = await gateway.post(f"/v1/admin/licenses/{lid}/{action}", {}, creds=gateway.data.admin)
+    assert (status, body["decision"], body["reason"]) == (409, "deny", "INVALID_REQUEST")
+    assert body["detail"] == f"license {lid} is revoked, and revocation is final: issue a new license"
+    record = gateway.records[-1]
+    assert (record.endpoint, record.http_status, record.license_id, record.caller_id) == \
+        (f"admin.{action}", 409, lid, "admin")
+    assert record.error == body["detail"]
+    assert gateway.port.store.get(lid).status is Status.REVOKED
+    status, body = await gateway.check(license_key=issued.key, feature="view", user_id="u1")
+    assert body["reason"] == "LICENSE_REVOKED"
 
 
 async def test_seats_over_http(gateway):

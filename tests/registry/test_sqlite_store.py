@@ -8,7 +8,7 @@ import pytest
 
 from gateway.engine import decide, metering
 from gateway.policy import load_policy
-from gateway.registry import StaleBundle
+from gateway.registry import FinalRevocation, StaleBundle
 from gateway.registry.sqlite import SqliteStore
 from gateway.licenses import to_us
 from gateway.types import Check, Status
@@ -106,17 +106,42 @@ def test_bundles_apply_in_the_order_they_were_sealed(store):
 
 
 def test_a_change_made_here_outdates_bundles_sealed_before_it(store):
-    """A revocation here may not be undone by a bundle sealed before it, even one the gateway has
-    never seen; a bundle sealed after it wins."""
+    """A change here may not be undone by a bundle sealed before it, even one the gateway has
+    never seen; a bundle sealed after it wins, but never over a revocation."""
     lic = build_license({"seats": 5})
     assert store.put_sealed(lic, 1_000) is True
-    store.set_status(lic.license_id, Status.REVOKED)  # now, long after 1970 + 2 ms
+    store.set_status(lic.license_id, Status.SUSPENDED)  # now, long after 1970 + 2 ms
     with pytest.raises(StaleBundle):
-        store.put_sealed(lic._replace(seats=10), 2_000)  # genuine, newer than the first, older than the revocation
-    assert store.get(lic.license_id).status is Status.REVOKED
+        store.put_sealed(lic._replace(seats=10), 2_000)  # genuine, newer than the first, older than the change
+    assert store.get(lic.license_id).status is Status.SUSPENDED
     later = to_us(datetime.now(timezone.utc)) + 1_000_000
     assert store.put_sealed(lic._replace(seats=10), later) is True
     assert store.get(lic.license_id).status is Status.ACTIVE
+
+
+def test_no_bundle_brings_a_revoked_license_back(store):
+    lic = build_license({"seats": 5})
+    assert store.put_sealed(lic, 1_000) is True
+    store.set_status(lic.license_id, Status.REVOKED)
+    later = to_us(datetime.now(timezone.utc)) + 1_000_000
+    for status in (Status.ACTIVE, Status.SUSPENDED):
+        with pytest.raises(FinalRevocation, match="revocation is final") as refused:
+            store.put_sealed(lic._replace(seats=10, status=status), later)
+        assert refused.value.license.status is Status.REVOKED
+    assert store.get(lic.license_id) == lic._replace(status=Status.REVOKED)
+    assert store.put_sealed(lic._replace(seats=10, status=Status.REVOKED), later) is True  # still revoked: applies
+    assert store.get(lic.license_id).seats == 10
+
+
+def test_a_revoked_license_takes_no_other_status(store):
+    lic = build_license({})
+    store.put([lic])
+    assert store.set_status(lic.license_id, Status.REVOKED).status is Status.REVOKED
+    for status in (Status.ACTIVE, Status.SUSPENDED):
+        with pytest.raises(FinalRevocation, match=f"license {lic.license_id} is revoked"):
+            store.set_status(lic.license_id, status)
+    assert store.set_status(lic.license_id, Status.REVOKED).status is Status.REVOKED  # again: no change
+    assert store.get(lic.license_id).status is Status.REVOKED
 
 
 def test_a_license_stored_before_seal_times_were_kept_dates_from_its_last_change(store):
