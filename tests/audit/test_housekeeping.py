@@ -28,3 +28,20 @@ async def test_a_running_gateway_merges_closed_hours_by_itself(aiohttp_client, d
     assert report.ok, report.problems
     assert report.rows == 9
 
+
+
+async def test_a_running_gateway_prunes_days_past_its_retention(aiohttp_client, data_dir) -> None:
+    settings = data_dir.settings.with_(audit_retention_days=30, instance="gw1")
+    key = audit_key(settings.keys_dir)
+    manifest = Manifest(settings.audit_dir, key, "gw1")
+    old = add_file(settings.audit_dir, manifest, 0, "gw1-w0-old")  # 2026-01-01: long past 30 days
+    other = add_file(settings.audit_dir, Manifest(settings.audit_dir, key, "gw2"), 0, "gw2-w0-old")
+
+    await aiohttp_client(create_app(settings))
+    deadline = time.monotonic() + 60
+    while (settings.audit_dir / old).exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not (settings.audit_dir / old).exists(), "pruned when the gateway started"
+    assert (settings.audit_dir / other).exists(), "another host's file is that host's to prune"
+    report = verify(settings.audit_dir, key.public_key())
+    assert report.ok and report.files == 1, report.problems
