@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import duckdb
@@ -49,15 +48,27 @@ async def test_durable_submits_end_up_in_parquet_once(make_sink, config, key) ->
 
 async def test_buffered_acks_before_the_fsync_and_close_flushes(make_sink, config, monkeypatch) -> None:
     real_sync = spool_module.SegmentWriter.sync
-    monkeypatch.setattr(spool_module.SegmentWriter, "sync", lambda self: (time.sleep(0.3), real_sync(self)))
+    entered, release = threading.Event(), threading.Event()
+
+    def held_sync(self) -> None:  # the commit thread waits here until the test lets the disk finish
+        entered.set()
+        assert release.wait(30), "never released"
+        real_sync(self)
+
+    monkeypatch.setattr(spool_module.SegmentWriter, "sync", held_sync)
     async with make_sink(ack="buffered") as sink:
-        started = time.monotonic()
-        await sink.submit([make_record(1)])
-        assert time.monotonic() - started < 0.2
+        try:
+            await asyncio.wait_for(sink.submit([make_record(1)]), 30)  # acknowledged, every fsync held
+        finally:
+            release.set()  # close flushes
+    entered.clear(), release.clear()
     async with make_sink(ack="durable") as sink:
-        started = time.monotonic()
-        await sink.submit([make_record(2)])
-        assert time.monotonic() - started >= 0.3
+        submit = asyncio.ensure_future(sink.submit([make_record(2)]))
+        assert await asyncio.to_thread(entered.wait, 30), "the record never reached an fsync"
+        await asyncio.sleep(0.2)  # room for a premature ack to arrive
+        assert not submit.done(), "acknowledged while its fsync had not returned"
+        release.set()
+        await asyncio.wait_for(submit, 30)
     assert len(trail_ids(config.audit_dir)) == 2
 
 
