@@ -81,7 +81,6 @@ class Lines:
 
     @property
     def text(self) -> str:
-        self._thread.join(timeout=0)
         return "".join(line for _, line in self.seen)
 
 
