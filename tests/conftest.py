@@ -103,6 +103,13 @@ def body_of(obj) -> bytes:
     return json.dumps(obj).encode()
 
 
+def portcullis(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real command (``python -m gateway``) as an operator would: what a failure prints
+    on the terminal. (Click's test runner catches exceptions, so a traceback never shows there.)"""
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -21,6 +21,7 @@ from analytics.db import VIEWS_SQL, CorruptFileError, connect, drop_rollups, que
 from analytics.registry import run_report
 from analytics.synth.history import generate
 from gateway.cli import main as cli
+from tests.conftest import portcullis
 
 from .conftest import NOW, record, write_audit
 
@@ -419,9 +420,9 @@ def test_a_report_reads_the_raw_trail_while_another_build_runs(data: Path):
 
 def test_rollup_command_errors_are_one_line(data: Path):
     (data / "rollups").write_text("a file where the directory goes")
-    result = CliRunner().invoke(cli, ["rollup", "--data", str(data)])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1
+    result = portcullis("rollup", "--data", str(data))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1  # no traceback
 
 
 def finishes(work, timeout: float = 120.0):

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
 
 from gateway.bundle import BEGIN, END
 from gateway.cli import main
+from tests.conftest import portcullis
 
 
 class Gateway:
@@ -90,8 +89,9 @@ def test_bundle_from_an_untrusted_issuer_needs_keys_trust(gateways, tmp_path):
 
 def test_keys_trust_refuses_a_malformed_key(gateways):
     a, _ = gateways
-    result = a("keys", "trust", "ed25519:not-a-key", ok=False)
-    assert result.exit_code == 1 and "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    result = portcullis("keys", "trust", "ed25519:not-a-key", "--data", str(a.data))
+    assert result.returncode == 1 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("Error: ")  # no traceback
 
 
 def test_tampered_bundle_is_one_line_exit_1_no_traceback(gateways, tmp_path):
@@ -101,8 +101,7 @@ def test_tampered_bundle_is_one_line_exit_1_no_traceback(gateways, tmp_path):
     a("license", "issue", "--customer", "acme", "--tier", "pro", "--out", str(out))
     bad = tmp_path / "tampered.bundle"
     bad.write_text(flip_a_bit(out.read_text()))
-    result = subprocess.run([sys.executable, "-m", "gateway", "license", "import", str(bad), "--data", str(a.data)],
-                            capture_output=True, text=True, timeout=60)
+    result = portcullis("license", "import", str(bad), "--data", str(a.data))
     assert result.returncode == 1
     assert result.stdout == "" and result.stderr == "Error: invalid license bundle\n"
 
@@ -122,9 +121,9 @@ def test_an_older_bundle_cannot_roll_a_license_back(gateways, tmp_path):
     assert b.json("license", "import", str(suspended))["changed"] is True
     assert b.json("license", "show", lid)["status"] == "suspended"
 
-    refused = b("license", "import", str(first), ok=False)  # the rollback attempt
-    assert refused.exit_code == 1 and "Traceback" not in refused.output
-    assert len(refused.output.strip().splitlines()) == 1 and "not newer" in refused.output
+    refused = portcullis("license", "import", str(first), "--data", str(b.data))  # the rollback attempt
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert len(refused.stderr.splitlines()) == 1 and "not newer" in refused.stderr  # no traceback
     assert b.json("license", "show", lid)["status"] == "suspended"
 
     b("license", "revoke", lid)  # a local decision on the receiving gateway...
