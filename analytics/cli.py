@@ -51,12 +51,14 @@ def _one_line(exc: Exception) -> str:
 @click.option("--bucket", type=click.Choice(["hour", "day"]), help="Time bucket (trends, latency).")
 @click.option("--now", "now_text", metavar="ISO", help="Report as of this time (default: now; naive = UTC).")
 @click.option("-p", "--param", "extra", multiple=True, metavar="NAME=VALUE", help="Any other report parameter.")
+@click.option("--host", "hosts", multiple=True, metavar="HOST",
+              help="Only this gateway host's records (repeatable; default: every host's).")
 @format_option
 @skip_corrupt_option
 @data_option
 def report(name: str | None, days: int | None, hours: int | None, bucket: str | None, now_text: str | None,
-           extra: tuple[str, ...], fmt: str, skip_corrupt: bool, data_dir: str | None) -> None:
-    """Run the report NAME over the audit history; without NAME, list the reports."""
+           extra: tuple[str, ...], hosts: tuple[str, ...], fmt: str, skip_corrupt: bool, data_dir: str | None) -> None:
+    """Run the report NAME over the audit history of every gateway host; without NAME, list the reports."""
     if name is None:
         click.echo(_catalogue(fmt))
         return
@@ -71,7 +73,7 @@ def report(name: str | None, days: int | None, hours: int | None, bucket: str | 
         if spec.reads_rollups:
             _bring_rollups_up_to_date(settings_for(data_dir))
         with _connection(data_dir, skip_corrupt) as con:
-            click.echo(render(run_report(con, name, **bound), fmt, report=name, params=bound))
+            click.echo(render(run_report(con, name, hosts, **bound), fmt, report=name, params=bound))
     except ReportError as exc:
         raise click.UsageError(str(exc)) from None
     except CorruptFileError as exc:

@@ -1,7 +1,9 @@
 """DuckDB connections over a data directory: the views of ``views.sql`` and safe query execution.
 
 ``connect`` runs ``views.sql`` verbatim, with ``data_root`` set to the data directory's absolute
-path, so Python, the dashboard and the stock DuckDB CLI see the same views. ``confine`` limits a
+path and ``audit_root`` to the audit directory's (the ``audit_directory`` setting: it may be
+shared by several hosts, whose records are then one history), so Python, the dashboard and the
+stock DuckDB CLI see the same views. ``confine`` limits a
 connection to the folders those views read, for SQL typed by whoever.
 It copes with what the CLI cannot: a view whose files do not exist yet becomes an empty relation
 with the right columns, and unreadable audit files can be left out. ``query`` runs SQL and turns
@@ -19,6 +21,7 @@ import pyarrow as pa
 
 from gateway.audit.retention import ROLLUPS_DIR
 from gateway.audit.schema import AUDIT_SCHEMA
+from gateway.config import load_settings
 from gateway.snapshot import CALLERS_SCHEMA, LICENSES_SCHEMA, SNAPSHOT_DIR
 
 VIEWS_SQL = Path(__file__).with_name("views.sql")
@@ -33,9 +36,11 @@ ROLLUP_SCHEMA = pa.schema([
     pa.field("http_status", pa.int16()),
     pa.field("latency_us", pa.int64()),
     pa.field("calls", pa.int64(), nullable=False),
+    pa.field("host", pa.string()),  # of decisions and latency rows: views.sql's host_of(instance)
 ])
-# The folders the views read: all that a confined connection may read.
-VIEW_DIRS = ("audit", ROLLUPS_DIR, SNAPSHOT_DIR)
+# The folders of the data directory the views read, besides the audit directory: all that a
+# confined connection may read.
+VIEW_DIRS = (ROLLUPS_DIR, SNAPSHOT_DIR)
 
 # What each view looks like when there is nothing to read yet.
 EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
@@ -48,6 +53,7 @@ EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
 _VIEW_NAME = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)", re.IGNORECASE)
 _AUDIT_FILES_SET = re.compile(r"^\s*SET\s+VARIABLE\s+audit_files\b", re.IGNORECASE | re.MULTILINE)
 _DATA_ROOT_SET = re.compile(r"^\s*SET\s+VARIABLE\s+data_root\b", re.IGNORECASE | re.MULTILINE)
+_AUDIT_ROOT_SET = re.compile(r"^\s*SET\s+VARIABLE\s+audit_root\b", re.IGNORECASE | re.MULTILINE)
 _QUOTED_PARQUET = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
 
 
@@ -58,6 +64,11 @@ class CorruptFileError(RuntimeError):
         super().__init__(f"corrupt or truncated Parquet file {path}: {detail}")
         self.path = path
         self.detail = detail
+
+
+def audit_dir_of(data_dir: str | Path) -> Path:
+    """The absolute audit directory of a data directory (its ``audit_directory`` setting)."""
+    return load_settings(Path(data_dir).resolve()).audit_dir.resolve()
 
 
 def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str] | None = None,
@@ -88,6 +99,8 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str
                 con.execute(statement.query)
                 if _DATA_ROOT_SET.search(statement.query):
                     con.execute("SET VARIABLE data_root = ?", [os.path.join(root, "")])
+                if _AUDIT_ROOT_SET.search(statement.query):
+                    con.execute("SET VARIABLE audit_root = ?", [os.path.join(audit_dir_of(root), "")])
                 if files is not None and _AUDIT_FILES_SET.search(statement.query):
                     con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [files])
                 break
@@ -108,8 +121,8 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str
 
 
 def confine(con: duckdb.DuckDBPyConnection, data_dir: str | Path, **options: Any) -> None:
-    """Let ``con`` read the folders of :data:`VIEW_DIRS` and nothing else: not ``keys/``, not the
-    registry database, no file outside the data directory, no extension. ``options`` (DuckDB
+    """Let ``con`` read the audit directory and the folders of :data:`VIEW_DIRS` and nothing else:
+    not ``keys/``, not the registry database, no other file, no extension. ``options`` (DuckDB
     settings such as ``memory_limit``) are set first; then the configuration is locked, so no SQL
     can lift any of it.
 
@@ -122,7 +135,8 @@ def confine(con: duckdb.DuckDBPyConnection, data_dir: str | Path, **options: Any
     root = Path(data_dir).resolve()
     for name, value in options.items():
         con.execute(f"SET {name} = {_literal(str(value))}")
-    allowed = ", ".join(_literal(os.path.join(root, folder, "")) for folder in VIEW_DIRS)
+    folders = [audit_dir_of(root), *(root / folder for folder in VIEW_DIRS)]
+    allowed = ", ".join(_literal(os.path.join(folder, "")) for folder in folders)
     con.execute(f"SET allowed_directories = [{allowed}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -225,8 +239,8 @@ def _leave_out(con: duckdb.DuckDBPyConnection, culprit: CorruptFileError | None,
 def _days_through_view(con: duckdb.DuckDBPyConnection) -> None:
     """Make ``audit_days`` read the ``audit`` view, once that view is narrowed to a list of
     files: its own day-folder globs would read the files left out again."""
-    con.execute("CREATE OR REPLACE MACRO audit_days(days) AS TABLE "
-                "SELECT date, ts, decision, reason, http_status, latency_us FROM audit WHERE list_contains(days, date)")
+    con.execute("CREATE OR REPLACE MACRO audit_days(days) AS TABLE SELECT date, ts, decision, reason, http_status, "
+                "latency_us, host_of(instance) AS host FROM audit WHERE list_contains(days, date)")
 
 
 def _culprit(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> CorruptFileError | None:

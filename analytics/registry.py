@@ -3,7 +3,9 @@ a title, a description and its parameters' defaults. The CLI, the dashboard and 
 through ``REPORTS`` and ``run_report``, so a report means the same thing everywhere.
 
 Every report takes ``now`` (default: the current time) so that its windows can be pinned, by
-tests and by anyone re-running last Monday's report.
+tests and by anyone re-running last Monday's report. Every report reads all gateway hosts' records
+as one history, or only those of some hosts (``run_report(..., hosts=[...])``: the views'
+``hosts`` filter).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -131,6 +133,10 @@ REPORTS: dict[str, Report] = {
                "Seat-limited licenses: the latest seats used against the limit, calls, seat refusals "
                "and overages; the fullest first.",
                (LAST_30_DAYS, NOW)),
+        Report("hosts", "Gateway hosts",
+               "Decisions per gateway host (an instance without its worker suffix) over the last `days`, "
+               "with the first and last hour it decided in.",
+               (LAST_30_DAYS, NOW), reads_rollups=True),
         # The dashboard's: its KPIs, its quota chart and its audit explorer's pages.
         Report("overview", "Headline numbers",
                "Decisions, denials and deny %, alerts, p99 latency and auth failures (401) over the last "
@@ -162,8 +168,16 @@ def get_report(name: str) -> Report:
         raise ReportError(f"unknown report {name!r}; reports: {', '.join(REPORTS)}") from None
 
 
-def run_report(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> pa.Table:
+def run_report(con: duckdb.DuckDBPyConnection, name: str, hosts: Sequence[str] = (), **params: Any) -> pa.Table:
     """Run a registered report on a connection from ``analytics.db.connect``. Parameters not
-    given (or None) take their defaults."""
+    given (or None) take their defaults. ``hosts``: only those gateway hosts' records (default:
+    every host's); the connection shows every host's again afterwards."""
     report = get_report(name)
-    return query(con, report.sql, report.bind(**params))
+    bound = report.bind(**params)
+    if not hosts:
+        return query(con, report.sql, bound)
+    con.execute("SET VARIABLE hosts = ?::VARCHAR[]", [list(hosts)])
+    try:
+        return query(con, report.sql, bound)
+    finally:
+        con.execute("SET VARIABLE hosts = NULL::VARCHAR[]")

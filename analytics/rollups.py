@@ -2,7 +2,8 @@
 read a few thousand rows a day instead of every record (views.sql: ``rollups``, ``summary``).
 
 One Parquet file per day, ``rollups/date=YYYY-MM-DD/hours.parquet``, for every day from the
-first to the last closed hour with records: the hours' decision counts and latency histograms,
+first to the last closed hour with records: the hours' decision counts and latency histograms
+per gateway host (so that a host filter applies to them),
 a ``covered`` row saying up to which hour the day is summarised, and an ``unsummarised`` row for
 each hour left to the raw trail because one of its audit files could not be read (readers then
 apply their own policy for damaged files, as for any raw hour). The file's metadata records, per
@@ -34,11 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analytics.db import ROLLUP_SCHEMA, ROLLUPS_DIR, connect, query, skipped_files
+from analytics.db import ROLLUP_SCHEMA, ROLLUPS_DIR, audit_dir_of, connect, query, skipped_files
 from gateway.audit.parquet import TMP_SUFFIX, install, make_dirs
 
 DAY_FILE = "hours.parquet"
-VERSION = 2  # of the day files' shape: a day file of another version is summarised again
+VERSION = 3  # of the day files' shape: a day file of another version is summarised again
 _META_KEY = b"portcullis.rollup"
 _LOCK = "_build.lock"
 HOUR = timedelta(hours=1)
@@ -108,7 +109,7 @@ def _hour_floor(t: datetime) -> datetime:
 
 def _build(root: Path, horizon: datetime, progress: Progress) -> Build:
     """Summarise every hour before ``horizon`` (the closed ones)."""
-    files = _closed_hours(root / "audit", horizon)  # listed before reading: see _summarise
+    files = _closed_hours(audit_dir_of(root), horizon)  # listed before reading: see _summarise
     existing = _day_files(root)
     result = Build()
     days = _days(min(files).date(), max(files).date()) if files else []  # later hours have no records
@@ -218,10 +219,10 @@ def _summarise(root: Path, hours: dict[datetime, list[str]]) -> tuple[pa.Table, 
     con = connect(root, skip_corrupt=True, files=listed, rollups=False)
     try:
         table = query(con, """
-            SELECT kind, hour, decision, reason, http_status, latency_us, calls
+            SELECT kind, hour, decision, reason, http_status, latency_us, calls, host
             FROM summary($since, $until, $since)
             WHERE list_contains($hours, hour)
-            ORDER BY hour, kind, latency_us, decision, reason, http_status
+            ORDER BY hour, kind, host, latency_us, decision, reason, http_status
         """, {"since": min(hours), "until": max(hours) + HOUR, "hours": sorted(hours)})
         left_out = set(skipped_files(con)) & set(listed)
     finally:

@@ -15,19 +15,34 @@ SET parquet_metadata_cache = true;   -- footers are read once per session, not o
 -- whatever the working directory.
 SET VARIABLE data_root = '';
 
+-- Where the audit trail is: the data directory's audit/ unless the `audit_directory` setting puts
+-- it elsewhere (a directory several gateway hosts share); analytics.db.connect sets it from that
+-- setting, as an absolute path ending in '/'.
+SET VARIABLE audit_root = getvariable('data_root') || 'audit/';
+
+-- Which gateway hosts' records the views show: NULL for all of them (the default), or a list of
+-- host names, e.g. SET VARIABLE hosts = ['gw1', 'gw2']. A host is an `instance` without its
+-- worker suffix (gw1-w0 and gw1-w1 are workers of host gw1). Every report reads through the views,
+-- so the same filter narrows all of them (`portcullis report --host`, the dashboard's host filter).
+SET VARIABLE hosts = NULL::VARCHAR[];
+CREATE OR REPLACE MACRO host_of(instance) AS regexp_replace(instance, '-w[0-9]+$', '');
+CREATE OR REPLACE MACRO shown_host(host) AS getvariable('hosts') IS NULL OR list_contains(getvariable('hosts'), host);
+
 -- The audit files the `audit` view reads: a glob, or a list of paths. connect(skip_corrupt=True)
 -- narrows it to the readable files; an analyst can do the same with SET VARIABLE.
-SET VARIABLE audit_files = getvariable('data_root') || 'audit/date=*/hour=*/*.parquet';
+SET VARIABLE audit_files = getvariable('audit_root') || 'date=*/hour=*/*.parquet';
 
--- One row per decision, in the exact audit schema plus the partition columns `date` and `hour`.
--- Filter on `date` (and `hour`) as well as `ts` so whole partitions are skipped.
+-- One row per decision of every host (or of the hosts in `hosts`), in the exact audit schema plus
+-- the partition columns `date` and `hour`. Filter on `date` (and `hour`) as well as `ts` so whole
+-- partitions are skipped.
 CREATE OR REPLACE VIEW audit AS
 SELECT * FROM read_parquet(
     getvariable('audit_files'),
     hive_partitioning = true,
     hive_types = {'date': DATE, 'hour': INTEGER},
     union_by_name = true
-);
+)
+WHERE shown_host(host_of(instance));
 
 -- The audit records of [since, until): the ts window plus the matching `date` partitions, so
 -- only the files of those days are opened. Every report's time window goes through it.
@@ -53,15 +68,17 @@ CREATE OR REPLACE MACRO hour_of(t) AS make_timestamptz(epoch_us(t) // 3600000000
 --   latency       the hour's latency histogram: calls per latency_bucket
 --   covered       one per day file: the day's hours before `hour` are all summarised
 --   unsummarised  an hour of the covered ones left to the raw trail (an audit file unreadable)
+-- Decisions and latency rows are per host (`host`), so that the host filter applies to them too.
 -- Until the first day is summarised there are no files: the typed empty rows give the view its
 -- columns then, and the glob picks up files written later.
 CREATE OR REPLACE VIEW rollups AS
-SELECT date, kind, hour, decision, reason, http_status, latency_us, calls FROM (
+SELECT date, kind, hour, decision, reason, http_status, latency_us, calls, host FROM (
     SELECT * FROM read_parquet(getvariable('data_root') || 'rollups/date=*/*.parquet', hive_partitioning = true,
-                               hive_types = {'date': DATE}, allow_empty = true)
+                               hive_types = {'date': DATE}, union_by_name = true, allow_empty = true)
     UNION ALL BY NAME
     SELECT NULL::DATE AS date, NULL::VARCHAR AS kind, NULL::TIMESTAMPTZ AS hour, NULL::VARCHAR AS decision,
-           NULL::VARCHAR AS reason, NULL::SMALLINT AS http_status, NULL::BIGINT AS latency_us, NULL::BIGINT AS calls
+           NULL::VARCHAR AS reason, NULL::SMALLINT AS http_status, NULL::BIGINT AS latency_us, NULL::BIGINT AS calls,
+           NULL::VARCHAR AS host
     WHERE false
 );
 
@@ -81,18 +98,20 @@ SET VARIABLE rollups_unsummarised = (SELECT coalesce(list(hour), []) FROM rollup
 -- days hold no files. Python replaces this macro by one over `audit` when that view is narrowed
 -- to a list of files (analytics.db: a file left out, or `connect(files=...)`); an analyst who
 -- narrows `audit_files` by hand does the same:
---     CREATE OR REPLACE MACRO audit_days(days) AS TABLE SELECT * FROM audit WHERE list_contains(days, date);
+--     CREATE OR REPLACE MACRO audit_days(days) AS TABLE
+--     SELECT *, host_of(instance) AS host FROM audit WHERE list_contains(days, date);
 CREATE OR REPLACE MACRO audit_days(days) AS TABLE
-SELECT date, ts, decision, reason, http_status, latency_us FROM (
-    SELECT * FROM read_parquet([getvariable('data_root') || format('audit/date={}/hour=*/*.parquet', strftime(d, '%Y-%m-%d'))
+SELECT date, ts, decision, reason, http_status, latency_us, host_of(instance) AS host FROM (
+    SELECT * FROM read_parquet([getvariable('audit_root') || format('date={}/hour=*/*.parquet', strftime(d, '%Y-%m-%d'))
                                 FOR d IN days],
                                hive_partitioning = true, hive_types = {'date': DATE, 'hour': INTEGER},
                                union_by_name = true, allow_empty = true)
     UNION ALL BY NAME
     SELECT NULL::DATE AS date, NULL::TIMESTAMPTZ AS ts, NULL::VARCHAR AS decision, NULL::VARCHAR AS reason,
-           NULL::SMALLINT AS http_status, NULL::INTEGER AS latency_us
+           NULL::SMALLINT AS http_status, NULL::INTEGER AS latency_us, NULL::VARCHAR AS instance
     WHERE false
-);
+)
+WHERE shown_host(host_of(instance));
 
 -- Whether summary(since, until, split) takes `hour` from `rollups`: a whole hour of the window,
 -- not cut by `split`, covered by the rollups. Everything else comes from `audit`.
@@ -103,21 +122,21 @@ CREATE OR REPLACE MACRO rolled_up(hour, since, until, split) AS
     AND hour < coalesce(getvariable('rollups_until'), TIMESTAMPTZ '-infinity')
     AND NOT list_contains(coalesce(getvariable('rollups_unsummarised'), []), hour);
 
--- The audit records of [since, until) summarised by hour, as `rollups` rows of kind decisions
--- and latency, each marked `after_split` (ts >= split; pass split = since when there is nothing
+-- The audit records of [since, until) summarised by hour and host, as `rollups` rows of kind
+-- decisions and latency, each marked `after_split` (ts >= split; pass split = since when there is nothing
 -- to split): whole hours the rollups cover from them, the rest from the audit files of the days
 -- that can hold such hours (audit_days). The Overview's reports read this instead of every
 -- record of their windows.
 CREATE OR REPLACE MACRO summary(since, until, split) AS TABLE
-SELECT kind, hour, hour >= split AS after_split, decision, reason, http_status, latency_us, calls
+SELECT kind, hour, host, hour >= split AS after_split, decision, reason, http_status, latency_us, calls
 FROM rollups
 WHERE kind IN ('decisions', 'latency') AND date >= CAST(since AS DATE) AND date <= CAST(until AS DATE)
-  AND rolled_up(hour, since, until, split)
+  AND rolled_up(hour, since, until, split) AND shown_host(host)
 UNION ALL
-SELECT CASE WHEN grouping(bucket) = 1 THEN 'decisions' ELSE 'latency' END AS kind, hour_start AS hour,
+SELECT CASE WHEN grouping(bucket) = 1 THEN 'decisions' ELSE 'latency' END AS kind, hour_start AS hour, host,
        after_split, decision, reason, http_status, bucket AS latency_us, count(*) AS calls
 FROM (
-    SELECT hour_of(ts) AS hour_start, ts >= split AS after_split, decision, reason, http_status,
+    SELECT hour_of(ts) AS hour_start, host, ts >= split AS after_split, decision, reason, http_status,
            latency_bucket(latency_us) AS bucket
     FROM audit_days([d::DATE FOR d IN range(CAST(since AS DATE)::TIMESTAMP, CAST(until AS DATE)::TIMESTAMP
                                                   + INTERVAL 1 DAY, INTERVAL 1 DAY)
@@ -127,7 +146,7 @@ FROM (
                         OR list_contains(coalesce(getvariable('rollups_unsummarised'), [])::DATE[], d::DATE)])
     WHERE ts >= since AND ts < until AND NOT rolled_up(hour_of(ts), since, until, split)
 )
-GROUP BY GROUPING SETS ((hour_start, after_split, decision, reason, http_status), (hour_start, after_split, bucket));
+GROUP BY GROUPING SETS ((hour_start, host, after_split, decision, reason, http_status), (hour_start, host, after_split, bucket));
 
 -- quantile_cont(value, q) over a histogram: one row per distinct value, `upto` counting the values
 -- up to and including it (a running sum in ascending order), `total` all of them; the same
