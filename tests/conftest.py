@@ -27,6 +27,7 @@ from gateway.auth import signed_headers
 from gateway.callers import Caller, add_caller
 from gateway.cli.setup import initialise
 from gateway.config import Settings, load_settings
+from gateway.http import gate as gate_module
 from gateway.policy import load_policy
 from gateway.registry.sqlite import SqliteStore
 from gateway.types import License
@@ -101,6 +102,29 @@ def data_dir(tmp_path) -> DataDir:
 
 def body_of(obj) -> bytes:
     return json.dumps(obj).encode()
+
+
+class _StoppedClock:
+    """The ``time`` module with its clocks stopped (the token buckets run on ``monotonic()``,
+    signed timestamps are checked against ``time()``), so no token drips back in mid-test."""
+
+    def __init__(self) -> None:
+        self.now, self.tick = time.time(), time.monotonic()
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.tick
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def stopped_clock(monkeypatch) -> None:
+    """Stop the clocks the gateway's rate limits read: a test's requests all fall in one instant."""
+    monkeypatch.setattr(gate_module, "time", _StoppedClock())
 
 
 def portcullis(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -11,7 +11,6 @@ import time
 import pytest
 
 import gateway.auth as auth_module
-import gateway.http.gate as gate_module
 
 CHECK = "/v1/check"
 BODY = json.dumps({"license_key": "LK-x", "feature": "f"}).encode()
@@ -45,28 +44,6 @@ async def _forged(gateway) -> int:
     headers = spec_headers(gateway.data.service.key_id, "", signature="0" * 64)
     response = await gateway.client.post(CHECK, data=BODY, headers=headers)
     return response.status
-
-
-class _StoppedClock:
-    """The ``time`` module with its clocks stopped (the token buckets run on ``monotonic()``,
-    signed timestamps are checked against ``time()``), so no token drips back in mid-test."""
-
-    def __init__(self) -> None:
-        self.now, self.tick = time.time(), time.monotonic()
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.tick
-
-    def __getattr__(self, name: str):
-        return getattr(time, name)
-
-
-@pytest.fixture
-def stopped_clock(monkeypatch) -> None:
-    monkeypatch.setattr(gate_module, "time", _StoppedClock())
 
 
 async def test_the_21st_bad_signature_is_refused_before_any_hmac(gateway, hmac_calls, stopped_clock):
