@@ -130,7 +130,6 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
             await gate.settle()
             await sink.close()  # after the tasks and the late records: they still get in
             signals.close()
-            if nonces is not None:
-                nonces.close()
+            nonces.close()
             port.close()
     return context
