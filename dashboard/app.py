@@ -8,6 +8,7 @@ Nothing is drawn before ``signin.visitor`` has let the visitor in.
 """
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import streamlit as st
@@ -34,6 +35,12 @@ with st.sidebar:
     st.query_params["page"] = slug
     ranges = list(data.RANGES)
     window = data.RANGES[st.selectbox("Time range", ranges, index=ranges.index(data.DEFAULT_RANGE), key="range")]
+    hosts = list(data.report(root, "hosts", window)["host"])  # the gateway hosts that decided in the range
+    if len(hosts) > 1 or st.session_state.get("hosts"):
+        chosen = st.multiselect("Hosts", sorted({*hosts, *st.session_state.get("hosts", [])}), key="hosts",
+                                placeholder="All hosts", help="Only these gateway hosts' decisions (an instance "
+                                "without its worker suffix); none chosen: every host's.")
+        window = dataclasses.replace(window, hosts=tuple(chosen))
     refresh = REFRESH[st.selectbox("Auto-refresh", list(REFRESH), index=2, key="refresh")]
     st.caption(f"Data: `{root}`  \nQueries are cached for {data.TTL_S} s.")
 

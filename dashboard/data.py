@@ -51,11 +51,13 @@ MAX_AGE_S = 24 * 3600
 
 @dataclass(frozen=True)
 class TimeRange:
-    """A window ending now, with the bucket its charts are drawn in."""
+    """A window ending now, with the bucket its charts are drawn in, and the gateway hosts whose
+    records count (empty: every host's; see the views' ``hosts`` filter)."""
 
     label: str
     hours: int
     bucket: str  # "hour" | "day"
+    hosts: tuple[str, ...] = ()
 
     @property
     def days(self) -> int:
@@ -126,11 +128,12 @@ def _database(root: str, sql_box: bool = False) -> _Database:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def report(root: str, name: str, window: TimeRange | None = None, **params: Any) -> pd.DataFrame:
     """A registered report as a DataFrame; ``window`` fills the time parameters the report declares
-    (explicit ``params`` win), other parameters take the report's defaults."""
+    (explicit ``params`` win) and narrows it to its hosts, other parameters take the report's
+    defaults."""
     values = {**(window.params_for(name) if window else {}), **params}
     db = _database(root)
     with db.lock:
-        table = run_report(db.con, name, **values)
+        table = run_report(db.con, name, window.hosts if window else (), **values)
     return frame(table)
 
 
