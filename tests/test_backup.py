@@ -25,14 +25,11 @@ from gateway.backup import take
 from gateway.keyfiles import audit_key
 from gateway.types import Period, Quota, Status
 from tests.audit.conftest import add_file
+from tests.conftest import portcullis
 from tests.test_workers import CHECK, fresh_connections, post, start
 
 pytestmark = pytest.mark.slow
 PROGRESS = ("registry: ", "keys: ", "audit: ", "verified and staged ")  # how progress lines on stderr begin
-
-
-def portcullis(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120)
 
 
 async def portcullis_async(*args: str) -> tuple[int, str, str]:

@@ -13,15 +13,10 @@ import pytest
 import yaml
 
 from gateway.tls import transport
-from tests.conftest import free_port
+from tests.conftest import free_port, portcullis
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
-
-
-def portcullis(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 @pytest.mark.parametrize("host, expected", [
@@ -46,8 +41,8 @@ def test_serving_plaintext_off_loopback_is_refused(data_dir, how):
 
 
 def test_the_environment_cannot_sneak_plaintext_in(data_dir):
-    env = {**os.environ, "PORTCULLIS_HOST": "0.0.0.0"}
-    result = portcullis("serve", "--data", str(data_dir.settings.data_dir), "--port", str(free_port()), env=env)
+    result = portcullis("serve", "--data", str(data_dir.settings.data_dir), "--port", str(free_port()),
+                        env={"PORTCULLIS_HOST": "0.0.0.0"})
     assert result.returncode == 2 and "is not loopback" in result.stderr
 
 
