@@ -226,7 +226,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    port, sink = request.app[PORT], request.app[SINK]
+    port, sink, settings = request.app[PORT], request.app[SINK], request.app[SETTINGS]
     checks = {"registry": True, "policy": port.policy is not None, "audit": sink.healthy()}
     ready = all(checks.values())
     return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks,
