@@ -1,12 +1,20 @@
-"""Query results as text: an aligned table for people, CSV and JSON for programs.
+r"""Query results as text: an aligned table for people, CSV and JSON for programs.
 
 Pure functions of an Arrow table, shared by ``portcullis report`` and ``portcullis sql``.
+
+Audit records hold what callers sent, verbatim (a refused body's fields, ``X-Request-Id``), so
+every output is safe for where it lands: table and CSV text show what a terminal would obey
+(escape sequences, bell, backspace, carriage return, bidi overrides) as visible ``\x1b`` and
+``\u202e`` escapes, and CSV text cells a spreadsheet would run as a formula get a leading ``'``
+(OWASP's CSV-injection advice). JSON stays exact: its own escaping suffices, so programs that
+need the values as sent read JSON.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import unicodedata
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,6 +24,9 @@ import pyarrow as pa
 from gateway.cli.common import table as text_table
 
 FORMATS = ("table", "csv", "json")
+# Control (C0, DEL, C1), format (bidi overrides, zero-width), line and paragraph separators, surrogates.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def render(result: pa.Table, fmt: str, **meta: Any) -> str:
@@ -27,13 +38,32 @@ def render(result: pa.Table, fmt: str, **meta: Any) -> str:
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(result.column_names)
+        writer.writerow(map(_csv_text, result.column_names))
         writer.writerows([_csv_cell(row[c]) for c in result.column_names] for row in rows)
         return out.getvalue().rstrip("\n")
     if fmt == "table":
-        cells = [{c: _text_cell(row[c]) for c in result.column_names} for row in rows]
-        return text_table(cells, result.column_names)
+        columns = [terminal_text(c) for c in result.column_names]
+        cells = [{shown: _text_cell(row[c]) for shown, c in zip(columns, result.column_names)} for row in rows]
+        return text_table(cells, columns)
     raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+
+
+def terminal_text(text: str) -> str:
+    r"""``text`` with every character a terminal could act on shown as a visible escape
+    (``\x1b``, ``\r``, ``\u202e``); printable text, any script, is left as it is."""
+    if text.isprintable():
+        return text
+    return "".join(_escaped(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
+
+
+def _escaped(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def spreadsheet_text(text: str) -> str:
+    """A CSV text cell no spreadsheet runs as a formula: one that starts with ``= + - @``, a tab
+    or a carriage return gets a leading ``'``. Only text: numbers are written as numbers."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def _json_value(value: Any) -> Any:
@@ -44,7 +74,15 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+def _csv_text(text: str) -> str:
+    """CSV lands in spreadsheets and, printed, on terminals: both escapes apply (an escaped
+    control character cannot start a formula, nor end a row)."""
+    return spreadsheet_text(terminal_text(text))
+
+
 def _csv_cell(value: Any) -> Any:
+    if isinstance(value, str):
+        return _csv_text(value)
     if isinstance(value, (list, dict)):
         return json.dumps(value, default=_json_value)
     if isinstance(value, (datetime, date)):
@@ -60,5 +98,5 @@ def _text_cell(value: Any) -> str | None:
     if isinstance(value, float):
         return f"{value:.2f}".rstrip("0").rstrip(".")
     if isinstance(value, list):
-        return ", ".join("" if v is None else str(v) for v in value)
-    return str(value)
+        return terminal_text(", ".join("" if v is None else str(v) for v in value))
+    return terminal_text(str(value))

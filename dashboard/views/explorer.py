@@ -5,8 +5,10 @@ import uuid
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import streamlit as st
 
+from analytics import output
 from dashboard import data, sqlbox
 from dashboard.data import TimeRange
 from dashboard.views.layout import table
@@ -60,7 +62,8 @@ def _first_page() -> None:
 
 
 def _csv(rows: pd.DataFrame) -> str:
-    return rows.drop(columns="matching").to_csv(index=False)
+    """The CSV of ``portcullis sql --format csv`` (caller text escaped, formulas neutralised)."""
+    return output.render(pa.Table.from_pandas(rows.drop(columns="matching"), preserve_index=False), "csv")
 
 
 def _sql_box(root: str) -> None:
