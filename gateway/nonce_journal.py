@@ -9,7 +9,7 @@ killed process (SIGKILL, a crash) loses nothing; only a crash of the machine its
 the last moments (no fsync per request; see SECURITY.md).
 
 Why not the registry's SQLite table, as ``--workers N`` must: a write transaction per request
-costs 13 to 42 µs (``bench.nonces``: random keys, a page written per commit), against 2 to 6 µs
+costs 13 to 53 µs (``bench.nonces``: random keys, a page written per commit), against 2 to 6 µs
 here, and it would put the default mode's nonces through the licenses' database file. Why not refuse old timestamps after an unclean start instead: a
 capture made by a client whose clock runs ahead would still pass, and honest clients whose
 clocks run behind would be refused for minutes after every crash.
