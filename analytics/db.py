@@ -51,6 +51,7 @@ EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
 }
 
 _VIEW_NAME = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)", re.IGNORECASE)
+_DAYS_MACRO = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?MACRO\s+audit_days\b", re.IGNORECASE)
 _AUDIT_FILES_SET = re.compile(r"^\s*SET\s+VARIABLE\s+audit_files\b", re.IGNORECASE | re.MULTILINE)
 _DATA_ROOT_SET = re.compile(r"^\s*SET\s+VARIABLE\s+data_root\b", re.IGNORECASE | re.MULTILINE)
 _AUDIT_ROOT_SET = re.compile(r"^\s*SET\s+VARIABLE\s+audit_root\b", re.IGNORECASE | re.MULTILINE)
@@ -105,6 +106,11 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str
                     con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [files])
                 break
             except duckdb.Error as exc:
+                if _DAYS_MACRO.search(statement.query):
+                    # No audit files, or the first one lacks a column it takes (every file's
+                    # footer was read fine by the `audit` view): the view has them all.
+                    _days_through_view(con)
+                    break
                 if (name in EMPTY_SCHEMAS and "No files found" in str(exc)
                         and not (name == "audit" and files is not None)):
                     _create_empty(con, name)  # nothing written yet: empty, not an error
@@ -238,7 +244,7 @@ def _leave_out(con: duckdb.DuckDBPyConnection, culprit: CorruptFileError | None,
 
 def _days_through_view(con: duckdb.DuckDBPyConnection) -> None:
     """Make ``audit_days`` read the ``audit`` view, once that view is narrowed to a list of
-    files: its own day-folder globs would read the files left out again."""
+    files or empty: its own glob would read the files left out again, or find no files."""
     con.execute("CREATE OR REPLACE MACRO audit_days(days) AS TABLE SELECT date, ts, decision, reason, http_status, "
                 "latency_us, host_of(instance) AS host FROM audit WHERE list_contains(days, date)")
 

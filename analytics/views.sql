@@ -69,18 +69,20 @@ CREATE OR REPLACE MACRO hour_of(t) AS make_timestamptz(epoch_us(t) // 3600000000
 --   covered       one per day file: the day's hours before `hour` are all summarised
 --   unsummarised  an hour of the covered ones left to the raw trail (an audit file unreadable)
 -- Decisions and latency rows are per host (`host`), so that the host filter applies to them too.
--- Until the first day is summarised there are no files: the typed empty rows give the view its
--- columns then, and the glob picks up files written later.
+-- Until the first day is summarised there are no files, and a glob that matches none is an error
+-- in the DuckDB 1.5 CLI (2.x's allow_empty is unknown there): so whether there are any is looked
+-- up once, when this file runs, and without them the view is typed empty rows. Files written
+-- later are picked up by the glob only if some existed then; the coverage below is read once per
+-- connection anyway.
+SET VARIABLE rollups_source = CASE WHEN (SELECT count(*) FROM glob(getvariable('data_root') || 'rollups/date=*/*.parquet')) > 0
+    THEN format('SELECT * FROM read_parquet(''{}'', hive_partitioning = true, hive_types = {{''date'': DATE}}, '
+                'union_by_name = true)', replace(getvariable('data_root') || 'rollups/date=*/*.parquet', '''', ''''''))
+    ELSE 'SELECT NULL::DATE AS date, NULL::VARCHAR AS kind, NULL::TIMESTAMPTZ AS hour, NULL::VARCHAR AS decision,
+                 NULL::VARCHAR AS reason, NULL::SMALLINT AS http_status, NULL::BIGINT AS latency_us,
+                 NULL::BIGINT AS calls, NULL::VARCHAR AS host WHERE false'
+END;
 CREATE OR REPLACE VIEW rollups AS
-SELECT date, kind, hour, decision, reason, http_status, latency_us, calls, host FROM (
-    SELECT * FROM read_parquet(getvariable('data_root') || 'rollups/date=*/*.parquet', hive_partitioning = true,
-                               hive_types = {'date': DATE}, union_by_name = true, allow_empty = true)
-    UNION ALL BY NAME
-    SELECT NULL::DATE AS date, NULL::VARCHAR AS kind, NULL::TIMESTAMPTZ AS hour, NULL::VARCHAR AS decision,
-           NULL::VARCHAR AS reason, NULL::SMALLINT AS http_status, NULL::BIGINT AS latency_us, NULL::BIGINT AS calls,
-           NULL::VARCHAR AS host
-    WHERE false
-);
+SELECT date, kind, hour, decision, reason, http_status, latency_us, calls, host FROM query(getvariable('rollups_source'));
 
 -- What the rollups cover: every hour from rollups_from to rollups_until except the unsummarised
 -- ones; the chain of day files ends at the first day missing or not covered to its end. Read
@@ -92,26 +94,20 @@ SET VARIABLE rollups_until = (
     WHERE next_date IS NULL OR next_date <> date + 1 OR hour < date + INTERVAL 1 DAY);
 SET VARIABLE rollups_unsummarised = (SELECT coalesce(list(hour), []) FROM rollups WHERE kind = 'unsummarised');
 
--- The audit records of the given days (a list of DATEs), read through those days' folders only:
--- binding the `audit` view means reading the schema of every file of the trail, which costs
--- more than the few days summary() reads raw. The typed empty rows keep the columns when the
--- days hold no files. Python replaces this macro by one over `audit` when that view is narrowed
--- to a list of files (analytics.db: a file left out, or `connect(files=...)`); an analyst who
--- narrows `audit_files` by hand does the same:
+-- The audit records of the given days (a list of DATEs): the trail's glob, pruned to those days'
+-- folders by the partition filter before any file is opened; a day without files is no error.
+-- Binding the `audit` view means reading the schema of every file of the trail (union_by_name),
+-- which costs more than the few days summary() reads raw; here only the first file's schema is
+-- read, and the columns taken are in every audit file ever written (columns are only appended).
+-- Python replaces this macro by one over `audit` when that view is narrowed to a list of files
+-- (analytics.db: a file left out, or `connect(files=...)`), has no files, or its first file
+-- lacks one of these columns; an analyst who narrows `audit_files` by hand does the same:
 --     CREATE OR REPLACE MACRO audit_days(days) AS TABLE
 --     SELECT *, host_of(instance) AS host FROM audit WHERE list_contains(days, date);
 CREATE OR REPLACE MACRO audit_days(days) AS TABLE
-SELECT date, ts, decision, reason, http_status, latency_us, host_of(instance) AS host FROM (
-    SELECT * FROM read_parquet([getvariable('audit_root') || format('date={}/hour=*/*.parquet', strftime(d, '%Y-%m-%d'))
-                                FOR d IN days],
-                               hive_partitioning = true, hive_types = {'date': DATE, 'hour': INTEGER},
-                               union_by_name = true, allow_empty = true)
-    UNION ALL BY NAME
-    SELECT NULL::DATE AS date, NULL::TIMESTAMPTZ AS ts, NULL::VARCHAR AS decision, NULL::VARCHAR AS reason,
-           NULL::SMALLINT AS http_status, NULL::INTEGER AS latency_us, NULL::VARCHAR AS instance
-    WHERE false
-)
-WHERE shown_host(host_of(instance));
+SELECT date, ts, decision, reason, http_status, latency_us, host_of(instance) AS host
+FROM read_parquet(getvariable('audit_files'), hive_partitioning = true, hive_types = {'date': DATE, 'hour': INTEGER})
+WHERE list_contains(days, date) AND shown_host(host_of(instance));
 
 -- Whether summary(since, until, split) takes `hour` from `rollups`: a whole hour of the window,
 -- not cut by `split`, covered by the rollups. Everything else comes from `audit`.

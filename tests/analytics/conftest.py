@@ -2,6 +2,7 @@
 the reports must find (and must not find) is put on purpose, around a fixed ``NOW``."""
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -10,8 +11,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit.schema import AUDIT_SCHEMA
+from gateway.audit.schema import AUDIT_SCHEMA, AuditRecord
+from gateway.audit.writer import DurableSink, SinkConfig
 from gateway.snapshot import write_callers_snapshot, write_licenses_snapshot
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -139,6 +142,34 @@ def planted_records() -> list[dict[str, Any]]:
 def planted(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     write_audit(data, planted_records())
+    write_licenses_snapshot(data, LICENSES.values())
+    write_callers_snapshot(data, [{"caller_id": c, "key_ids": [f"pk_{c}"], "admin": False}
+                                  for c in ("web", "legacy", "batch", "scanner")])
+    return data
+
+
+def _micros(value: Any) -> Any:
+    return value if not isinstance(value, datetime) else int(value.timestamp()) * 1_000_000 + value.microsecond
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> Path:
+    """The planted records, each moved by a few microseconds, written by the real audit writer
+    (spool, Parquet per UTC hour, manifest) as two workers of one host, with the snapshots."""
+    data = tmp_path / "written"
+    records = [AuditRecord(**{name: _micros(value) for name, value in rec.items()})._replace(ts=_micros(rec["ts"]) + i % 997)
+               for i, rec in enumerate(planted_records())]
+
+    async def write() -> None:
+        key = Ed25519PrivateKey.generate()
+        for worker in (0, 1):
+            instance = f"gw-test-w{worker}"
+            config = SinkConfig(spool_dir=data / "spool" / instance, audit_dir=data / "audit", instance=instance)
+            async with DurableSink(config, key) as sink:
+                for start in range(worker * 64, len(records), 128):
+                    await sink.submit([r._replace(instance=instance) for r in records[start:start + 64]])
+
+    asyncio.run(write())
     write_licenses_snapshot(data, LICENSES.values())
     write_callers_snapshot(data, [{"caller_id": c, "key_ids": [f"pk_{c}"], "admin": False}
                                   for c in ("web", "legacy", "batch", "scanner")])
