@@ -16,7 +16,8 @@ def trail_on_small_disk(data_dir, small_disk: Path) -> Path:
     """The gateway's audit trail (spool and Parquet) on a real 1 MiB filesystem, to be filled up
     for real. Both: with only the spool there, converting a segment would free the space."""
     settings = data_dir.settings
-    settings.audit_dir.rmdir()
+    if settings.audit_dir.is_dir():  # empty yet: the gateway makes it where it is missing
+        settings.audit_dir.rmdir()
     for directory in (settings.spool_dir, settings.audit_dir):
         (small_disk / directory.name).mkdir()
         directory.symlink_to(small_disk / directory.name, target_is_directory=True)
