@@ -85,6 +85,8 @@ def _read_callers(path: Path) -> dict[str, Caller]:
         return {}
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CallersError(f"{path}: cannot be read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CallersError(f"{path}: not valid TOML: {exc}") from None
     tables = doc.get("callers") or {}
@@ -120,6 +122,8 @@ def _read_secrets(keys_dir: Path) -> dict[str, bytes]:
         return {}
     try:
         return {k: v.encode("utf-8") for k, v in json.loads(path.read_text()).items()}
+    except OSError as exc:
+        raise CallersError(f"{path}: cannot be read: {exc.strerror}") from None
     except (ValueError, AttributeError):
         raise CallersError(f"{path}: secret store is corrupt") from None
 
@@ -158,6 +162,8 @@ class CallerFiles:
                 digest.update(hashlib.sha256(path.read_bytes()).digest())
             except FileNotFoundError:
                 digest.update(b"absent")
+            except OSError as exc:  # a version all the same: load() says why, once, not every poll
+                digest.update(f"unreadable {exc.errno}".encode())
         return digest.digest()
 
     def load(self) -> CallerDirectory:

@@ -16,6 +16,15 @@ def test_a_broken_callers_file_is_one_callers_error(tmp_path, text):
         CallerFiles(path, tmp_path / "keys").load()
 
 
+def test_an_unreadable_file_is_one_callers_error_and_one_version(tmp_path):
+    path = tmp_path / "callers.toml"
+    path.mkdir()  # cannot be read as a file (mode 000 would not stop root)
+    files = CallerFiles(path, tmp_path / "keys")
+    assert files.version() == files.version()
+    with pytest.raises(CallersError, match="cannot be read"):
+        files.load()
+
+
 def test_the_version_moves_with_either_file_and_only_then(tmp_path):
     path, keys = tmp_path / "callers.toml", tmp_path / "keys"
     files = CallerFiles(path, keys)

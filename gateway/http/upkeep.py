@@ -10,9 +10,9 @@ old one), so the trail says when every instance switched.
 Callers need no announcement: every worker polls its caller source's version
 (:class:`gateway.callers.CallerSource`) and reloads when it moves, so ``portcullis caller
 remove``, ``rotate``, ``drop-key`` and hand edits reach every worker within a second; a policy
-reload (SIGHUP, admin API) picks up a change at once too. Each such reload is audited as ``callers.reload``
-(how many callers and keys are now in force, or the error that kept the old ones): the trail
-says from when each instance stopped accepting a removed key.
+reload (SIGHUP, admin API) picks up a change at once too. Each such reload is audited as
+``callers.reload`` (how many callers and keys are now in force, or the error that kept the old
+ones): the trail says from when each instance stopped accepting a removed key.
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ async def upkeep_forever(port: Port, reloads: PolicyReloads, metrics: Metrics, g
             log.exception("policy follow failed", extra={"event": "upkeep_failed"})
         try:
             await reloads.callers.follow()
-        except Exception:  # an unreadable file (permissions): logged, the old callers stay
+        except Exception:  # a bug: logged, the old callers stay
             log.exception("callers follow failed", extra={"event": "upkeep_failed"})
 
 
