@@ -14,18 +14,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import unicodedata
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 
-from gateway.cli.common import table as text_table
+from gateway.cli.common import table as text_table, terminal_text
 
 FORMATS = ("table", "csv", "json")
-# Control (C0, DEL, C1), format (bidi overrides, zero-width), line and paragraph separators, surrogates.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -41,23 +38,10 @@ def render(result: pa.Table, fmt: str, **meta: Any) -> str:
         writer.writerow(map(_csv_text, result.column_names))
         writer.writerows([_csv_cell(row[c]) for c in result.column_names] for row in rows)
         return out.getvalue().rstrip("\n")
-    if fmt == "table":
-        columns = [terminal_text(c) for c in result.column_names]
-        cells = [{shown: _text_cell(row[c]) for shown, c in zip(columns, result.column_names)} for row in rows]
-        return text_table(cells, columns)
+    if fmt == "table":  # the table escapes what a terminal would obey
+        cells = [{c: _text_cell(row[c]) for c in result.column_names} for row in rows]
+        return text_table(cells, result.column_names)
     raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
-
-
-def terminal_text(text: str) -> str:
-    r"""``text`` with every character a terminal could act on shown as a visible escape
-    (``\x1b``, ``\r``, ``\u202e``); printable text, any script, is left as it is."""
-    if text.isprintable():
-        return text
-    return "".join(_escaped(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
-
-
-def _escaped(ch: str) -> str:
-    return ch.encode("unicode_escape").decode("ascii")
 
 
 def spreadsheet_text(text: str) -> str:
@@ -98,5 +82,5 @@ def _text_cell(value: Any) -> str | None:
     if isinstance(value, float):
         return f"{value:.2f}".rstrip("0").rstrip(".")
     if isinstance(value, list):
-        return terminal_text(", ".join("" if v is None else str(v) for v in value))
-    return terminal_text(str(value))
+        return ", ".join("" if v is None else str(v) for v in value)
+    return str(value)

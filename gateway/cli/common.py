@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Callable, Iterator
@@ -53,14 +54,32 @@ def emit(obj: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> 
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Plain aligned text table for terminal output."""
+    """Plain aligned text table for terminal output; cells and headers pass :func:`terminal_text`
+    (they may hold what callers or bundles sent)."""
     if not rows:
         return "(none)"
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    cells = [[("" if r.get(c) is None else terminal_text(str(r.get(c)))) for c in columns] for r in rows]
+    headers = [terminal_text(c) for c in columns]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(headers)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(headers, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+# Control (C0, DEL, C1), format (bidi overrides, zero-width), line and paragraph separators, surrogates.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def terminal_text(text: str) -> str:
+    r"""``text`` with every character a terminal could act on shown as a visible escape
+    (``\x1b``, ``\r``, ``\u202e``); printable text, any script, is left as it is."""
+    if text.isprintable():
+        return text
+    return "".join(_escaped(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
+
+
+def _escaped(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii")
 
 
 @contextmanager
