@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+from analytics.db import audit_dir_of
 from dashboard import figures
 from dashboard.data import TimeRange
 
@@ -56,7 +57,7 @@ def table(df: pd.DataFrame, key: str, **column_config) -> None:
 def no_records(root: str, window: TimeRange) -> None:
     """The empty state: say where the dashboard looked and how records get there."""
     st.info(
-        f"No audit records in the {window.label.lower()} under `{root}/audit`. Records appear a minute "
+        f"No audit records in the {window.label.lower()} under `{audit_dir_of(root)}`. Records appear a minute "
         "or so after the gateway (`portcullis serve`) answers requests; to try the dashboard without "
         "one, generate a synthetic history with `python -m analytics.synth --data DIR` and point "
         "`PORTCULLIS_DATA` (or `portcullis dashboard --data`) at it.",

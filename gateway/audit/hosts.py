@@ -18,9 +18,14 @@ _FILE = re.compile(r"(?:compact-(?P<compacted>.+)-[0-9a-f]{16}|(?P<written>.+)-w
 _WORKER = re.compile(r"-w[0-9]+$")
 
 
+def is_host(name: str) -> bool:
+    """Whether ``name`` can name a host's chain file."""
+    return bool(_HOST.fullmatch(name))
+
+
 def check_host(host: str) -> str:
     """``host`` if it can name a chain file; else ValueError naming the rule."""
-    if not _HOST.fullmatch(host):
+    if not is_host(host):
         raise ValueError(f"host name {host!r} cannot name an audit chain: use letters, digits, '.', '_' "
                          f"and '-' (set `instance`)")
     return host

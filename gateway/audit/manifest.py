@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from gateway.audit.hosts import CHAINS_DIR, LEGACY_NAME, check_host, host_of_file
+from gateway.audit.hosts import CHAINS_DIR, LEGACY_NAME, check_host, host_of_file, is_host
 from gateway.audit.segment import fsync_dir, make_dirs
 
 log = logging.getLogger(__name__)
@@ -273,8 +273,10 @@ def legacy_hosts(path: Path) -> set[str]:
 
 
 def chains(audit_dir: Path) -> list[Manifest]:
-    """Every chain in ``audit_dir``: each host's, then an older trail's single chain if present."""
-    found = [Manifest(audit_dir, host=path.stem) for path in sorted((audit_dir / CHAINS_DIR).glob("*.jsonl"))]
+    """Every chain in ``audit_dir``: each host's, then an older trail's single chain if present.
+    A file whose name no host can have is no chain (what it would list shows as unlisted)."""
+    found = [Manifest(audit_dir, host=path.stem) for path in sorted((audit_dir / CHAINS_DIR).glob("*.jsonl"))
+             if is_host(path.stem)]
     legacy = Manifest(audit_dir)
     return found + ([legacy] if legacy.path.exists() else [])
 
