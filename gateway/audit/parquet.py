@@ -114,13 +114,18 @@ def convert_segment(segment: Path, audit_dir: Path, instance: str, manifest: Man
     for hour, part in by_hour(table) if table is not None else ():
         path = f"{partition(hour)}/{instance}-{segment.stem}.parquet"
         final = audit_dir / path
+        tmp = final.with_name(final.name + TMP_SUFFIX)
         if (replay or final.exists()) and manifest.lists(path):
+            tmp.unlink(missing_ok=True)  # left by a conversion cut short (a crash)
             continue  # converted and listed before a crash that left the segment behind
         make_dirs(final.parent)
-        tmp = final.with_name(final.name + TMP_SUFFIX)
-        facts = write_parquet([part], part.schema, tmp)
-        digest = sha256_file(tmp)
-        install(tmp, final)
+        try:
+            facts = write_parquet([part], part.schema, tmp)
+            digest = sha256_file(tmp)
+            install(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk, say: the segment is converted again later
+            raise
         manifest.append(path=path, sha256=digest, rows=facts.rows, min_ts=facts.min_ts, max_ts=facts.max_ts)
         written.append(path)
     delete_segment(segment)

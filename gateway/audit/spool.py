@@ -61,7 +61,8 @@ class Spool:
 
     def __init__(self, directory: Path, schema: pa.Schema, *, rotate_s: float, rotate_bytes: int,
                  commit_interval_s: float, on_rotated: Callable[[Path], None],
-                 on_lost: Callable[[int, Exception], None] = lambda count, error: None) -> None:
+                 on_lost: Callable[[int, Exception], None] = lambda count, error: None,
+                 on_recovered: Callable[[], None] = lambda: None) -> None:
         self.directory = directory
         self._schema = schema
         self._encoder = RecordEncoder(schema)
@@ -70,6 +71,7 @@ class Spool:
         self._commit_interval_s = commit_interval_s
         self._on_rotated = on_rotated
         self._on_lost = on_lost
+        self._on_recovered = on_recovered  # called by the commit thread when a failing spool works again
         # Event-loop side.
         self._pending: deque[_Entry] = deque()
         self._pending_records = 0
@@ -265,7 +267,8 @@ class Spool:
     def _recovered(self) -> None:
         if not self.healthy:
             log.warning("audit spool %s is writable again", self.directory)
-        self.healthy = True
+            self.healthy = True
+            self._on_recovered()
 
     def _probe(self) -> None:
         """While unhealthy and idle: try a fresh segment, so readiness recovers without traffic."""

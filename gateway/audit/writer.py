@@ -28,6 +28,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,12 @@ from gateway.keyfiles import audit_key
 
 log = logging.getLogger(__name__)
 
-CONVERT_RETRY_S = 5.0
+# A segment whose conversion failed (a full disk, say) stays in the spool and is tried again after
+# 1 s, then after twice as long each time up to a minute, at once when the spool recovers from a
+# failure, and once more at close: its records reach Parquet without waiting for a restart.
+CONVERT_RETRY_S = 1.0
+CONVERT_RETRY_MAX_S = 60.0
+_RETRY_NOW = (None, True)  # queued when the spool recovers: retry every failed segment now
 UNREADABLE = ".unreadable"  # a spool file this version cannot read, kept for inspection
 CONVERTER_NICE = 10  # still ~10 % of a saturated core: conversion needs ~1 us per record
 
@@ -78,13 +84,14 @@ class DurableSink:
     def __init__(self, config: SinkConfig, signing_key: Ed25519PrivateKey) -> None:
         self.config = config
         self._manifest = Manifest(config.audit_dir, signing_key, host_of_instance(config.instance))
-        self._segments: queue.Queue[tuple[Path, bool] | None] = queue.Queue()  # (segment, replay)
+        self._segments: queue.Queue[tuple[Path | None, bool] | None] = queue.Queue()  # (segment, replay)
+        self._failed: dict[Path, tuple[float, float]] = {}  # converter thread: segment -> (retry at, back-off)
         self._spool = Spool(config.spool_dir, AUDIT_SCHEMA, rotate_s=config.rotate_s,
                             rotate_bytes=config.rotate_bytes, commit_interval_s=config.commit_interval_ms / 1000,
-                            on_rotated=lambda segment: self._segments.put((segment, False)), on_lost=self._lost)
+                            on_rotated=lambda segment: self._segments.put((segment, False)), on_lost=self._lost,
+                            on_recovered=lambda: self._segments.put(_RETRY_NOW))
         self._converter = threading.Thread(target=self._convert_loop, name=f"audit-convert:{config.instance}",
                                            daemon=True)
-        self._stopping = threading.Event()
         self._lock_fd: int | None = None
         self._running = False
         self.lost_records = 0
@@ -101,7 +108,8 @@ class DurableSink:
     flush_seconds_total = property(lambda self: self._spool.flush_seconds_total)
     syncs = property(lambda self: self._spool.syncs)
     failures = property(lambda self: self._spool.failures, doc="spool writes that failed")
-    backlog = property(lambda self: self._segments.qsize(), doc="segments waiting for conversion")
+    backlog = property(lambda self: self._segments.qsize() + len(self._failed),
+                       doc="segments waiting for conversion, or for another try")
 
     async def start(self) -> None:
         """Lock this instance's spool, queue the segments left by an earlier run, start the threads."""
@@ -126,7 +134,6 @@ class DurableSink:
             return
         self._running = False
         await self._spool.close()
-        self._stopping.set()
         self._segments.put(None)
         await asyncio.to_thread(self._converter.join)
         os.close(self._lock_fd)
@@ -170,17 +177,40 @@ class DurableSink:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONVERTER_NICE)
             except OSError as exc:
                 log.warning("audit: cannot lower the converter thread's priority: %s", exc)
-        while (item := self._segments.get()) is not None:
-            segment, replay = item
+        while True:
+            due = min((at for at, _ in self._failed.values()), default=None)
             try:
-                self.files_written += len(convert_segment(segment, self.config.audit_dir, self.config.instance,
-                                                          self._manifest, replay=replay))
-            except SpoolError as exc:  # retrying cannot help: keep it for inspection, out of the way
-                self.conversion_failures += 1
-                log.error("audit: %s; set aside as %s", exc, segment.with_suffix(UNREADABLE))
-                segment.rename(segment.with_suffix(UNREADABLE))
-            except Exception:  # the segment stays in the spool; nothing acknowledged is lost
-                self.conversion_failures += 1
-                log.exception("audit: converting spool segment %s failed; it stays in the spool", segment)
-                if not self._stopping.wait(CONVERT_RETRY_S):
-                    self._segments.put((segment, True))
+                item = self._segments.get(timeout=None if due is None else max(0.0, due - time.monotonic()))
+            except queue.Empty:
+                item = (None, False)  # a retry is due
+            if item is None:  # closing, everything queued is converted: a last try for what failed
+                for segment in list(self._failed):
+                    if not self._convert(segment, replay=True):
+                        log.error("audit: spool segment %s stays in the spool until the next start", segment)
+                return
+            segment, replay = item
+            if segment is not None and not self._convert(segment, replay):
+                self._failed[segment] = (time.monotonic() + CONVERT_RETRY_S, CONVERT_RETRY_S)
+            for segment, (at, delay) in list(self._failed.items()):
+                if item is _RETRY_NOW or at <= time.monotonic():
+                    if self._convert(segment, replay=True):
+                        del self._failed[segment]
+                    else:
+                        delay = min(2 * delay, CONVERT_RETRY_MAX_S)
+                        self._failed[segment] = (time.monotonic() + delay, delay)
+
+    def _convert(self, segment: Path, replay: bool) -> bool:
+        """Convert one segment; False if it failed and stays in the spool to be tried again."""
+        try:
+            self.files_written += len(convert_segment(segment, self.config.audit_dir, self.config.instance,
+                                                      self._manifest, replay=replay))
+        except SpoolError as exc:  # retrying cannot help: keep it for inspection, out of the way
+            self.conversion_failures += 1
+            log.error("audit: %s; set aside as %s", exc, segment.with_suffix(UNREADABLE))
+            segment.rename(segment.with_suffix(UNREADABLE))
+        except Exception:  # the segment stays in the spool; nothing acknowledged is lost
+            self.conversion_failures += 1
+            log.exception("audit: converting spool segment %s failed; it stays in the spool and is tried again",
+                          segment)
+            return False
+        return True
