@@ -10,9 +10,10 @@ the last moments (no fsync per request; see SECURITY.md).
 
 Why not the registry's SQLite table, as ``--workers N`` must: a write transaction per request
 costs 13 to 53 µs (``bench.nonces``: random keys, a page written per commit), against 2 to 6 µs
-here, and it would put the default mode's nonces through the licenses' database file. Why not refuse old timestamps after an unclean start instead: a
-capture made by a client whose clock runs ahead would still pass, and honest clients whose
-clocks run behind would be refused for minutes after every crash.
+here, and it would put the default mode's nonces through the licenses' database file. Why not
+refuse old timestamps after an unclean start instead: a capture made by a client whose clock
+runs ahead would still pass, and honest clients whose clocks run behind would be refused for
+minutes after every crash.
 
 The journal is a directory of segment files, each named by the second it was opened and kept
 for ``span`` (twice the skew window, plus a second) seconds of writes; a segment is deleted once
@@ -37,7 +38,8 @@ def span_s(window_s: int) -> int:
 def read_journal(directory: Path, window_s: int, now: float) -> Iterator[tuple[str, int]]:
     """(nonce, second it expires) of every journaled nonce not expired at ``now``, oldest first.
 
-    A line cut short (the machine crashed in the middle of a write) is skipped."""
+    A line cut short (the machine crashed in the middle of a write) is skipped, or yields the
+    start of a nonce, which no request carries: harmless either way."""
     span = span_s(window_s)
     for opened, path in _segments(directory):
         if opened + 2 * span <= now:  # everything in it has expired
