@@ -56,7 +56,7 @@ def test_the_journal_keeps_the_window_across_a_restart(tmp_path):
     assert len(JournaledNonces(journal, window_s=300, now=1702.0)) == 1  # `kept`, taken again at 1602
 
 
-def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path):
+def test_a_line_cut_short_by_a_crash_does_no_harm(tmp_path):
     journal = tmp_path / "nonces"
     nonces = JournaledNonces(journal, window_s=300, now=1000.0)
     assert nonces.add("whole-nonce-0000000", 1000.0)
