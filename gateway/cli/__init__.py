@@ -26,6 +26,7 @@ _COMMANDS = {
     "audit": "gateway.cli.audit:audit",
     "backup": "gateway.cli.backup:backup",
     "restore": "gateway.cli.backup:restore",
+    "policy": "gateway.cli.policy:policy",
     "report": "analytics.cli:report",
     "rollup": "analytics.cli:rollup",
     "sql": "analytics.cli:sql",

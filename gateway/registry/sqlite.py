@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS usage (
 """
 # A seat holder's last use is rewritten at most this often: seats live for days, so an hour of
 # imprecision is harmless and saves a write on nearly every check.
-_SEAT_TOUCH_US = 3600 * 1_000_000
+SEAT_TOUCH_US = 3600 * 1_000_000
 _HOLDERS_MAX = 500_000
 
 
@@ -186,7 +186,7 @@ class SqliteStore:
             # the database too, and nothing would be written: no transaction needed. Only the
             # seat count shown may be as old as this process's last transaction on the license.
             seen = self._holders.get((lic.license_id, user_id))
-            if seen is not None and now_us - seen <= _SEAT_TOUCH_US:
+            if seen is not None and now_us - seen <= SEAT_TOUCH_US:
                 return decide(Usage(seats_used=self._seat_counts.get(lic.license_id, 1), holds_seat=True))
         with self._txn() as db:
             seats_used, last_seen = 0, None
@@ -208,7 +208,7 @@ class SqliteStore:
             if decision.outcome is Outcome.DENY:
                 return decision
             if user_id is not None and meter.seat_limit is not None:
-                if last_seen is None or now_us - last_seen > _SEAT_TOUCH_US:
+                if last_seen is None or now_us - last_seen > SEAT_TOUCH_US:
                     db.execute("INSERT INTO seats VALUES (?,?,?) ON CONFLICT DO UPDATE SET "
                                "last_seen_us=excluded.last_seen_us", (lic.license_id, user_id, now_us))
                     last_seen = now_us
