@@ -19,7 +19,7 @@ from gateway.audit import MemorySink
 from gateway.http.app import create_app
 from gateway.registry.signals import SqliteSignals
 
-from tests.conftest import Credentials
+from tests.conftest import Credentials, wait_until
 
 
 class Receiver:
@@ -35,13 +35,6 @@ class Receiver:
 
     def events(self, event: str) -> list[tuple[dict, bytes]]:
         return [(h, b) for h, b in self.got if h["X-Portcullis-Event"] == event]
-
-
-async def _until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def _tallies(db_path, subject: str) -> dict[int, int]:
@@ -74,7 +67,7 @@ async def _two_ticks(client, creds: Credentials, caller_id: str, db_path) -> Non
         before = _tallied(db_path, caller_id)
         headers = {"Content-Type": "application/json", **creds.headers("POST", "/v1/check", body)}
         assert (await (await client.post("/v1/check", data=body, headers=headers)).json())["reason"] == "KEY_NOT_FOUND"
-        await _until(lambda: _tallied(db_path, caller_id) == before + 1)
+        await wait_until(lambda: _tallied(db_path, caller_id) == before + 1, what="the notifier's next flush")
 
 
 @pytest.fixture
@@ -93,7 +86,7 @@ async def test_expiring_license_is_notified_signed_and_retried(data_dir, receive
     sink = MemorySink()
     settings = data_dir.settings.with_(webhooks_url=receiver.url, webhooks_backoff_s=0.05)
     client = await aiohttp_client(create_app(settings, sink_factory=lambda s, w: sink))
-    await _until(lambda: len(receiver.events("license.expiring")) == 2)
+    await wait_until(lambda: len(receiver.events("license.expiring")) == 2, what="two delivery attempts")
 
     secret_file = settings.webhooks_secret_path
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
@@ -136,7 +129,7 @@ async def test_authentication_failures_from_one_address_raise_a_breach_notice(da
                        **Credentials("pk_nobody", "x").headers("POST", "/v1/check", body)}
             assert (await client.post("/v1/check", data=body, headers=headers)).status == 401
     await fail(9)  # counted by the minute of their flush: 9 reach 5 in one minute
-    await _until(lambda: receiver.events("breach.suspected"))
+    await wait_until(lambda: receiver.events("breach.suspected"), what="a breach notice")
     await fail(9)  # more, after the notice: no second one for the same minute
     await _two_ticks(client, data_dir.service, "service", settings.db_path)
     doc, *_ = _one_notice_per_minute_over(5, receiver, settings.db_path, "addr:127.0.0.1")
@@ -177,10 +170,8 @@ async def test_a_receiver_that_always_fails_is_given_up_after_webhooks_attempts(
     sink = MemorySink()
     settings = data_dir.settings.with_(webhooks_url=receiver.url, webhooks_attempts=3, webhooks_backoff_s=0.05)
     client = await aiohttp_client(create_app(settings, sink_factory=lambda s, w: sink))
-    deadline = time.monotonic() + 30
-    while await _deliveries(client, "gave_up") < 1:  # counted after the last attempt, so all are in
-        assert time.monotonic() < deadline, f"not given up; {len(receiver.got)} attempts"
-        await asyncio.sleep(0.05)
+    # Counted after the last attempt, so all are in by then.
+    await wait_until(lambda: _deliveries(client, "gave_up"), 30, "the notice to be given up")
 
     attempts = receiver.events("license.expiring")
     assert len(attempts) == 3 == len(receiver.got)
@@ -213,7 +204,7 @@ async def test_a_caller_probing_for_keys_raises_one_breach_notice(data_dir, rece
     # Counts go by the minute in which they are flushed: 2 × threshold - 1 reach the threshold in
     # one minute even if a minute ends while they are sent.
     await probe(2 * threshold - 1)
-    await _until(lambda: receiver.events("breach.suspected"))
+    await wait_until(lambda: receiver.events("breach.suspected"), what="a breach notice")
     await probe(2 * threshold - 1)  # more, after the notice: no second one for the same minute
     await _two_ticks(client, data_dir.admin, "admin", settings.db_path)  # another caller's
 

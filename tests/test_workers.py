@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import signed_headers
 from gateway.workers import STARTUP_GRACE_S
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 CHECK = "/v1/check"
@@ -48,15 +48,6 @@ def start(spawn, data_dir, *args: str, workers: int = 2, **kwargs):
         assert time.monotonic() < deadline, server.log.read_text()
         time.sleep(0.05)
     return server
-
-
-async def _until(probe, done, timeout: float = 60.0):
-    """Poll ``await probe()`` until ``done`` holds of what it returns; what it last returned."""
-    deadline = time.monotonic() + timeout
-    while not done(seen := await probe()):
-        assert time.monotonic() < deadline, f"still {seen!r} after {timeout} s"
-        await asyncio.sleep(0.1)
-    return seen
 
 
 def _total(exposition: str, name: str) -> float:
@@ -95,7 +86,9 @@ async def test_seats_and_quotas_are_never_over_granted_across_workers(data_dir, 
 
         # Each worker folds its counts into the shared metric files every second: wait for that,
         # then whichever worker answers a scrape reports every worker's decisions.
-        await _until(totals, lambda seen: seen == (100, 100))
+        async def folded() -> bool:
+            return await totals() == (100, 100)
+        await wait_until(folded, 60, "every worker's counts in the metric files")
         for _ in range(6):
             assert await totals() == (100, 100)
     assert server.stop() == 0
@@ -191,8 +184,8 @@ async def test_policy_reloads_reach_every_worker_and_broken_ones_are_refused(dat
     os.kill(server.proc.pid, signal.SIGHUP)
     # The refusal by the API's worker, then one by each worker following the signal: only then is
     # it certain that every worker has tried the broken policy, and kept the one in force.
-    await _until(lambda: asyncio.to_thread(server.log.read_text),
-                 lambda log: log.count('"event": "policy_reload_failed"') == 3)
+    await wait_until(lambda: server.log.read_text().count('"event": "policy_reload_failed"') == 3, 60,
+                     "three refusals of the broken policy")
     await _until_every_worker_has(by_signal, server, data_dir.service, issued.key)
     assert server.stop() == 0
 
@@ -282,11 +275,12 @@ async def test_a_worker_killed_by_sigkill_is_replaced_and_the_replacement_serves
     os.kill(killed, signal.SIGKILL)
     killed_at = time.time()
 
-    def replaced(log: str) -> bool:
-        return (any(e["worker"] == 1 for e in events(log, "worker_died"))
-                and log.count('"event": "ready"') == 3)
-    log = await _until(lambda: asyncio.to_thread(server.log.read_text), replaced)
-    (died,) = events(log, "worker_died")
+    def replaced() -> bool:
+        log = server.log.read_text()
+        return bool(events(log, "worker_died")) and log.count('"event": "ready"') == 3
+    await wait_until(replaced, 60, "worker 1 to die and its replacement to be ready")
+    (died,) = events(server.log.read_text(), "worker_died")
+    assert died["worker"] == 1
     assert died["code"] == -signal.SIGKILL
     replacement = worker_pids(server)[1]
     assert replacement != killed and os.path.exists(f"/proc/{replacement}")
@@ -294,10 +288,10 @@ async def test_a_worker_killed_by_sigkill_is_replaced_and_the_replacement_serves
     # Decisions by instance gw-w1 made after the kill can only come from the replacement.
     after_kill = f"instance = 'gw-w1' AND endpoint = 'check' AND ts > to_timestamp({killed_at})"
 
-    async def answered_by_replacement() -> int:
+    async def answered_by_replacement() -> bool:
         await _versions_seen(server.url, data_dir.service, issued.key, n=10)
-        return len(await asyncio.to_thread(trail, data_dir, after_kill))
-    await _until(answered_by_replacement, lambda n: n > 0)
+        return bool(await asyncio.to_thread(trail, data_dir, after_kill))
+    await wait_until(answered_by_replacement, 60, "a decision of the replacement in the trail")
     assert server.stop() == 0
     assert len(events(server.log.read_text(), "worker_started")) == 3
 
