@@ -136,7 +136,7 @@ class Master:
                 # that arrives during start-up is then a graceful one); SIGHUP is the master's.
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS - _STOP)
-                _die_with(master)
+                die_with(master)
                 self.reserved.close()
                 code = run_worker(self.settings, worker)
             except BaseException as exc:
@@ -187,14 +187,15 @@ class Master:
                 self._spawn(worker)
 
 
-def _die_with(master: int) -> None:
-    """Have the kernel SIGKILL this process when the master dies (Linux); no-op elsewhere."""
+def die_with(parent: int, sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send ``sig`` to this process when ``parent`` dies (Linux; no-op elsewhere).
+    Call it in the child, right after the fork; it holds across ``exec``."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
         return
-    if os.getppid() != master:  # the master died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 

@@ -103,3 +103,24 @@ def test_demo_runs_everything_and_stops_cleanly(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0 and "reusing the demo data" in output, output
+
+
+def test_a_killed_demo_leaves_no_service_behind(tmp_path):
+    """kill -9 of the demo stops its gateway gracefully (no orphan keeps the port for the next demo)."""
+    data, port = tmp_path / "demo", _free_port()
+    proc = _demo(data, port)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline, free = time.monotonic() + 60, False
+    while not free and time.monotonic() < deadline:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the next demo's gateway binds
+            try:
+                probe.bind(("127.0.0.1", port))
+                free = True
+            except OSError:
+                time.sleep(0.2)
+    assert free, "the demo's gateway outlived the demo"

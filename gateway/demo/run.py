@@ -8,6 +8,8 @@ audit trail), then the dashboard. Their logs go to ``<data>/logs/`` to keep the 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from typing import Callable
 from gateway.config import Settings
 from gateway.demo.data import prepare, state_path
 from gateway.demo.traffic import Traffic
+from gateway.workers import die_with
 
 STOP_TIMEOUT_S = 60.0
 
@@ -30,8 +33,11 @@ class Service:
         logs.mkdir(parents=True, exist_ok=True)
         self.name, self.log = name, logs / f"{name}.log"
         with self.log.open("ab") as out:
+            # Own session (Ctrl-C reaches the demo, which stops each service in order), but the
+            # service stops gracefully if the demo is killed: no orphan keeps the ports.
             self.proc = subprocess.Popen([sys.executable, "-m", "gateway", *argv], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=functools.partial(die_with, os.getpid(), signal.SIGTERM))
 
     def wait_healthy(self, url: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
