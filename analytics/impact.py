@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics import db
-from analytics.replay import OUTCOMES, REASONS, History, replay
+from analytics.replay import OUTCOMES, REASONS, History, replay_each
 from gateway.licenses import from_us, stored_license
 from gateway.types import License, Policy, Reason, Status
 
@@ -161,16 +161,16 @@ def warmup(current: Policy, proposed: Policy) -> timedelta:
 
 
 def impact(con: duckdb.DuckDBPyConnection, licenses: Licenses, current: Policy, proposed: Policy, *,
-           days: int, now: datetime | None = None, proposed_source: str = "") -> dict[str, Any]:
-    """The impact report of ``proposed`` over the last ``days`` days (see :func:`report`)."""
+           days: int, now: datetime | None = None, proposed_source: str = "", workers: int = 1) -> dict[str, Any]:
+    """The impact report of ``proposed`` over the last ``days`` days (see :func:`report`);
+    ``workers`` > 1 replays the two policies in forked processes (:func:`analytics.replay.replay_each`)."""
     if days < 1:
         raise ImpactError("--days must be at least 1")
     until = now or datetime.now(timezone.utc)
     since = until - timedelta(days=days)
     recorded = read_history(con, since - warmup(current, proposed), until, licenses)
     h = recorded.history
-    cur_o, cur_r = replay(h, current)
-    new_o, new_r = replay(h, proposed)
+    (cur_o, cur_r), (new_o, new_r) = replay_each(h, [current, proposed], workers)
     window = h.ts_us >= int(since.timestamp() * 1_000_000)
     return report(recorded, window, (cur_o, cur_r), (new_o, new_r), current, proposed) | {
         "since": since.isoformat(), "until": until.isoformat(), "days": days, "licenses_source": licenses.source,

@@ -14,8 +14,10 @@ once per (combination, seats used, holds a seat), since nothing else of the usag
 """
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from multiprocessing import get_context
 
 import numpy as np
 
@@ -27,6 +29,7 @@ OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
 REASONS: tuple[Reason, ...] = tuple(Reason)
 _OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
 _REASON_CODE = {r: i for i, r in enumerate(REASONS)}
+_DENY = _OUTCOME_CODE[Outcome.DENY]
 _DAY_US = 86_400_000_000
 _PHASES = 5  # expiry phases (4) plus perpetual
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -89,13 +92,38 @@ def replay(history: History, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
     free = np.flatnonzero(~metered)
     if len(free):
         keys, first, inverse = np.unique(combo[free], return_index=True, return_inverse=True)
-        codes = np.array([_codes(decide(*_inputs(history, policy, i), Usage(), _moment(history.ts_us[i])))
-                          for i in free[first].tolist()], dtype=np.int8).reshape(-1, 2)
+        codes = np.array([_codes(decide(history.licenses[history.state[i]], policy, _check(history, i), Usage(),
+                                        _moment(history.ts_us[i]))) for i in free[first].tolist()],
+                         dtype=np.int8).reshape(-1, 2)
         outcome[free], reason[free] = codes[inverse, 0], codes[inverse, 1]
     steps = np.flatnonzero(metered)
     if len(steps):
         _step(history, policy, steps, combo, outcome, reason)
     return outcome, reason
+
+
+# Below this many records a second process costs more than it saves.
+PARALLEL_MIN = 200_000
+_FORKED: History | None = None  # the history a forked worker replays (inherited, never pickled)
+
+
+def replay_each(history: History, policies: list[Policy], workers: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`replay` under each policy; with ``workers`` > 1, the policies in parallel, each in a
+    forked process that inherits the history instead of receiving a copy. Only for a process that
+    may fork (a command, not the gateway's event loop)."""
+    if workers <= 1 or len(policies) < 2 or len(history) < PARALLEL_MIN:
+        return [replay(history, policy) for policy in policies]
+    global _FORKED
+    _FORKED = history
+    try:
+        with ProcessPoolExecutor(min(workers, len(policies)), mp_context=get_context("fork")) as pool:
+            return list(pool.map(_replay_forked, policies))
+    finally:
+        _FORKED = None
+
+
+def _replay_forked(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    return replay(_FORKED, policy)
 
 
 def _reads_usage(lic: License, policy: Policy, feature: str) -> bool:
@@ -122,15 +150,44 @@ def _started(history: History) -> np.ndarray:
     return (history.ts_us >= starts).astype(np.int64)
 
 
-def _inputs(history: History, policy: Policy, i: int) -> tuple[License, Policy, Check]:
+def _check(history: History, i: int) -> Check:
     user = history.user[i]
-    return history.licenses[history.state[i]], policy, Check(
-        feature=history.features[history.feature[i]], environment=history.environments[history.environment[i]],
-        user_id=None if user < 0 else history.users[user], quantity=int(history.quantity[i]))
+    return Check(feature=history.features[history.feature[i]], environment=history.environments[history.environment[i]],
+                 user_id=None if user < 0 else history.users[user], quantity=int(history.quantity[i]))
 
 
 def _codes(decision) -> tuple[int, int]:
     return _OUTCOME_CODE[decision.outcome], _REASON_CODE[decision.reason]
+
+
+class _Seats:
+    """The seat holders of one license: user -> last use written (µs), and how many of them hold
+    a seat, counted again only once the earliest of them may have lapsed."""
+
+    __slots__ = ("ttl_us", "holders", "count", "valid_until")
+
+    def __init__(self, ttl_us: int) -> None:
+        self.ttl_us = ttl_us
+        self.holders: dict[int, int] = {}
+        self.count, self.valid_until = 0, -1
+
+    def used(self, ts: int) -> int:
+        if ts >= self.valid_until:
+            since = ts - self.ttl_us
+            live = [t for t in self.holders.values() if t >= since]
+            self.count, self.valid_until = len(live), (min(live) + self.ttl_us if live else 1 << 62)
+        return self.count
+
+    def holds(self, user: int, ts: int) -> int | None:
+        """When ``user``'s use was last written, if it still holds a seat at ``ts``."""
+        last = self.holders.get(user)
+        return last if last is not None and last >= ts - self.ttl_us else None
+
+    def touch(self, user: int, ts: int, held: bool) -> None:
+        self.holders[user] = ts
+        if not held:
+            self.count += 1
+            self.valid_until = min(self.valid_until, ts + self.ttl_us)
 
 
 def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray,
@@ -138,45 +195,57 @@ def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray
     """Decide metered records one by one in time order, keeping usage as the registry store does:
     a seat is held by a user whose last use (written at most once per ``SEAT_TOUCH_US``) lies
     within ``seat_ttl_days``; quota is consumed per (license, quota key, period); a deny changes
-    neither."""
+    neither. The engine is asked only for what the memo has not seen: for checks without a quota,
+    its answer depends on the usage only through (seats used, holds a seat)."""
     ttl_us = policy.seat_ttl_days * _DAY_US
-    seen: dict[str, dict[int, int]] = {}  # license -> user -> last use written, µs
+    seats_of: dict[int, _Seats] = {}  # license's first state -> its seats
     used: dict[tuple[str, str, int], int] = {}  # (license, quota key, period start µs) -> units
-    meters: dict[tuple[int, int], Metering] = {}  # (state * features + feature, day) -> its metering
+    meters: dict[tuple[int, int], Metering] = {}  # (state * features + feature, day or 0) -> its metering
+    quota_pairs: set[int] = set()  # the (state, feature) pairs with a quota, whose metering is per day
     memo: dict[tuple[int, int, bool, bool], tuple[int, int]] = {}
     nf = len(history.features)
-    ts_all, state_all, feature_all, user_all = history.ts_us, history.state, history.feature, history.user
-    for i in steps.tolist():
-        ts, user = int(ts_all[i]), int(user_all[i])
-        lic, _, check = _inputs(history, policy, i)
-        now = _moment(ts)
-        key = (int(state_all[i]) * nf + int(feature_all[i]), ts // _DAY_US)
+    owner = _license_slots(history.licenses)
+    columns = (history.ts_us[steps], history.user[steps], history.state[steps] * nf + history.feature[steps],
+               combo[steps], steps)
+    for ts, user, pair, combo_i, i in zip(*(c.tolist() for c in columns)):
+        lic = history.licenses[pair // nf]
+        key = (pair, ts // _DAY_US if pair in quota_pairs else 0)
         meter = meters.get(key)
         if meter is None:
-            meter = meters[key] = metering(lic, policy, check, now)
-        holders = seen.setdefault(lic.license_id, {}) if meter.seat_limit is not None else None
-        seats, last = 0, None
-        if holders is not None:
-            since = ts - ttl_us
-            seats = sum(1 for t in holders.values() if t >= since)
-            last = holders.get(user)
-            last = last if last is not None and last >= since else None
-        counter = None
+            meter = meters[key] = metering(lic, policy, _check(history, i), _moment(ts))
+            if meter.quota is not None and pair not in quota_pairs:  # its period matters: per day from now on
+                quota_pairs.add(pair)
+                meter = meters[(pair, ts // _DAY_US)] = meters.pop(key)
+        seats = seats_of.get(owner[pair // nf]) if meter.seat_limit is not None else None
+        if seats is None and meter.seat_limit is not None:
+            seats = seats_of[owner[pair // nf]] = _Seats(ttl_us)
+        n_seats, last = 0, None
+        if seats is not None:
+            n_seats, last = seats.used(ts), seats.holds(user, ts)
+        held = last is not None
+        decision = None
         if meter.quota is not None:
             counter = (lic.license_id, meter.quota_key, _us(meter.period_start, 0))
-            decision = decide(lic, policy, check, Usage(seats, last is not None, used.get(counter, 0)), now, meter=meter)
+            decision = decide(lic, policy, _check(history, i), Usage(n_seats, held, used.get(counter, 0)), _moment(ts),
+                              meter=meter)
             codes = _codes(decision)
         else:
-            memo_key = (int(combo[i]), seats, last is not None, user < 0)
+            memo_key = (combo_i, n_seats, held, user < 0)
             codes = memo.get(memo_key)
-            decision = None
             if codes is None:
-                decision = decide(lic, policy, check, Usage(seats, last is not None), now, meter=meter)
-                codes = memo[memo_key] = _codes(decision)
+                codes = memo[memo_key] = _codes(decide(lic, policy, _check(history, i), Usage(n_seats, held),
+                                                       _moment(ts), meter=meter))
         outcome[i], reason[i] = codes
-        if OUTCOMES[codes[0]] is Outcome.DENY:
+        if codes[0] == _DENY:
             continue
-        if holders is not None and user >= 0 and (last is None or ts - last > SEAT_TOUCH_US):
-            holders[user] = ts
+        if seats is not None and user >= 0 and (not held or ts - last > SEAT_TOUCH_US):
+            seats.touch(user, ts, held)
         if decision is not None and decision.consume:
             used[counter] = used.get(counter, 0) + decision.consume
+
+
+def _license_slots(licenses: list[License]) -> list[int]:
+    """For each license state, the index of the first state of the same license: usage belongs
+    to the license, whatever tier or expiry it had at the time."""
+    first: dict[str, int] = {}
+    return [first.setdefault(lic.license_id, i) for i, lic in enumerate(licenses)]

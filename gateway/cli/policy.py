@@ -13,6 +13,7 @@ from gateway.cli.help import Group
 from gateway.policy import load_policy
 
 DEFAULT_DAYS = 30
+REPLAY_WORKERS = 2  # the two policies replay side by side
 
 
 @click.group(cls=Group)
@@ -57,7 +58,7 @@ def impact(path: Path, days: int, now_text: str | None, fmt: str, data_dir: str 
     con = connect(settings.data_dir)
     try:
         result = impact_.impact(con, impact_.registry_licenses(settings.db_path), current, proposed, days=days,
-                                now=now, proposed_source=str(path))
+                                now=now, proposed_source=str(path), workers=REPLAY_WORKERS)
     except impact_.ImpactError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

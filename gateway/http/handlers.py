@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway import admin
 from gateway.checks import InvalidRequest, parse_batch
 from gateway.config import Settings
+from gateway.callers import Caller
 from gateway.exchange import Exchange
 from gateway.http.gate import Refused
 from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK
@@ -192,14 +193,22 @@ def _import_and_publish(settings: Settings, text: str) -> tuple[License, bool]:
         store.close()
 
 
+async def admin_body(request: web.Request, ex: Exchange, content_types: tuple[str, ...]) -> tuple[bytes, Caller]:
+    """The steps every admin request with a body takes first: read it, authenticate the caller,
+    require an admin, take a token of its rate limit."""
+    gate = request.app[GATE]
+    raw = await gate.read(request, ex, content_types)
+    caller = gate.authenticate(request, ex, raw)
+    gate.require_admin(ex, caller)
+    gate.throttle(ex, caller)
+    return raw, caller
+
+
 async def import_license(request: web.Request) -> web.Response:
     gate = request.app[GATE]
     ex = gate.open(request, "admin.import")
     with deciding(ex):
-        raw = await gate.read(request, ex, _BUNDLE_TYPES)
-        caller = gate.authenticate(request, ex, raw)
-        gate.require_admin(ex, caller)
-        gate.throttle(ex, caller)
+        raw, caller = await admin_body(request, ex, _BUNDLE_TYPES)
         text = _bundle_text(ex, raw, request.content_type)
         loop = asyncio.get_running_loop()
         try:

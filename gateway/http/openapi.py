@@ -41,6 +41,8 @@ DECISION = {
         "status": {"type": "integer", "description": "in batch results: the HTTP status the check had alone"},
         "changed": {"type": "boolean", "description": "in an import answer: whether the registry changed"},
         "license_state": {"type": "object"},
+        "impact": {"type": "object", "description": "in a policy impact answer: the report of "
+                                                    "`portcullis policy impact --format json`"},
     },
 }
 _HMAC_HEADERS = ["X-Port-Key-Id", "X-Port-Timestamp", "X-Port-Nonce", "X-Port-Signature"]
@@ -106,6 +108,15 @@ DOCUMENT = {
            for action in ("revoke", "suspend", "resume")},
         "/v1/admin/policy/reload": {"post": {"operationId": "reloadPolicy", "summary": "Reload policy.toml (admin)",
                                              "responses": _answers(200, 400, 401, 403, 408, 413, 415, 503)}},
+        "/v1/admin/policy/impact": {"post": {
+            "operationId": "policyImpact",
+            "summary": "Replay the recorded checks under a proposed policy; report every decision that would "
+                       "change (admin)",
+            "parameters": [{"name": "days", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 30}}],
+            "requestBody": {"required": True, "content": {t: {"schema": {"type": "string"}} for t in (
+                "application/toml", "text/plain", "application/octet-stream")}},
+            "responses": _answers(200, *_ERRORS)}},
         "/healthz": {"get": {"operationId": "healthz", "security": [], "summary": "Process is alive",
                              "responses": {"200": {"description": "alive"}}}},
         "/readyz": {"get": {"operationId": "readyz", "security": [], "summary": "Ready to decide",

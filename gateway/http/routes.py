@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.http import handlers
+from gateway.http import handlers, impact
 from gateway.http.openapi import openapi
 
 ROUTES = [
@@ -13,6 +13,7 @@ ROUTES = [
     web.post("/v1/admin/licenses", handlers.import_license),
     web.post("/v1/admin/licenses/{license_id}/{action:revoke|suspend|resume}", handlers.change_status),
     web.post("/v1/admin/policy/reload", handlers.reload_policy),
+    web.post("/v1/admin/policy/impact", impact.policy_impact),
     web.get("/healthz", handlers.healthz, allow_head=False),
     web.get("/readyz", handlers.readyz, allow_head=False),
     web.get("/metrics", handlers.metrics, allow_head=False),
