@@ -100,6 +100,7 @@ BUCKET = Param("bucket", "hour", "time bucket, UTC", ("hour", "day"))
 LAST_7_DAYS = Param("days", 7, "look back this many days")
 LAST_30_DAYS = Param("days", 30, "look back this many days")
 LAST_24_HOURS = Param("hours", 24, "look back this many hours")
+CUSTOMER = Param("customer", "", "the customer, as the registry names it")
 
 
 REPORTS: dict[str, Report] = {
@@ -137,6 +138,23 @@ REPORTS: dict[str, Report] = {
                "Decisions per gateway host (an instance without its worker suffix) over the last `days`, "
                "with the first and last hour it decided in.",
                (LAST_30_DAYS, NOW), reads_rollups=True),
+        Report("customers", "Customers",
+               "Every customer of the registry with its licenses (all and active) and its decisions and "
+               "denials over the last `days`; the busiest first.",
+               (LAST_7_DAYS, NOW)),
+        Report("customer", "One customer's licenses",
+               "The licenses of `customer`: status, expiry and days left, seats in use against the limit, "
+               "calls, denials and last seen over the last `days`; the soonest expiry first.",
+               (CUSTOMER, LAST_7_DAYS, NOW)),
+        Report("customer-activity", "One customer's activity",
+               "The decisions of `customer` per bucket by license, feature, outcome, reason, caller and "
+               "environment, with the highest seats and quota counted against their limits.",
+               (CUSTOMER, BUCKET, LAST_7_DAYS, NOW)),
+        Report("deny-jumps", "Deny-rate jumps",
+               "Callers and gateway hosts whose deny rate over the last `hours` rose by at least `points` "
+               "percentage points against the `hours` before, with at least `min_calls` decisions now.",
+               (LAST_24_HOURS, Param("points", 10, "rise in percentage points that counts as a jump"),
+                Param("min_calls", 50, "decisions needed in the last `hours` to judge a rate"), NOW)),
         # The dashboard's: its KPIs, its quota chart and its audit explorer's pages.
         Report("overview", "Headline numbers",
                "Decisions, denials and deny %, alerts, p99 latency and auth failures (401) over the last "
