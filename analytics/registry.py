@@ -155,6 +155,28 @@ REPORTS: dict[str, Report] = {
                "percentage points against the `hours` before, with at least `min_calls` decisions now.",
                (LAST_24_HOURS, Param("points", 10, "rise in percentage points that counts as a jump"),
                 Param("min_calls", 50, "decisions needed in the last `hours` to judge a rate"), NOW)),
+        # Answers rather than charts: what runs out, fills up, looks leaked, or is due first.
+        Report("quota-forecast", "Quota forecast",
+               "Metered licenses per feature: units used so far in the current period (daily or monthly, "
+               "read from the counter), the daily burn, the projected exhaustion and whether it comes "
+               "before the period ends (runs_out); the soonest first.",
+               (NOW,)),
+        Report("seat-pressure", "Seat pressure",
+               "Seat-limited licenses: distinct active users per day over the last `days`, their trend, "
+               "and the day the trend reaches the seat limit (at_risk within `horizon` days); the soonest first.",
+               (LAST_30_DAYS, Param("horizon", 90, "at risk when the limit is reached within this many days"), NOW)),
+        Report("key-anomalies", "Key anomalies",
+               "License keys presented in the last `hours` by a caller or from a remote network (IPv4 /24, "
+               "IPv6 /64) not seen with them in the `days` before, or at `factor` times their usual daily "
+               "calls: the signal of a leaked key.",
+               (LAST_24_HOURS, LAST_30_DAYS,
+                Param("factor", 5, "calls per day at least this many times the usual make a volume finding"),
+                Param("min_calls", 50, "and at least this many calls in the last `hours`"), NOW)),
+        Report("renewals", "Renewals due",
+               "Licenses not revoked that expire within `days`, ranked by their use over the last "
+               "`usage_days` (calls, active users, features), so the busiest are renewed first.",
+               (Param("days", 30, "expiring within this many days"),
+                Param("usage_days", 30, "use counted over this many days"), NOW)),
         # The dashboard's: its KPIs, its quota chart and its audit explorer's pages.
         Report("overview", "Headline numbers",
                "Decisions, denials and deny %, alerts, p99 latency and auth failures (401) over the last "

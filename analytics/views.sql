@@ -158,3 +158,114 @@ CREATE OR REPLACE MACRO histogram_quantile(value, upto, total, q) AS
 CREATE OR REPLACE VIEW licenses AS SELECT * FROM read_parquet(getvariable('data_root') || 'snapshots/licenses.parquet');
 
 CREATE OR REPLACE VIEW callers AS SELECT * FROM read_parquet(getvariable('data_root') || 'snapshots/callers.parquet');
+
+-- Per-license, per-day summaries of whole days, written by `analytics.rollups` beside each day's
+-- hours (rollups/date=D/licenses.parquet; docs/analytics.md, "Rollups"), rows of four kinds, each
+-- per gateway host:
+--   license  a license's day: calls by outcome, first/last seen, the day's distinct user ids and
+--            features of allowed/alerted calls (exact lists), its latest seats used and limit
+--   quota    a license's metered feature's day: its quota counter first and last, the limit
+--   source   a key's day per caller and remote network (network_of): calls, first/last seen
+--   covered  one per file: the day is summarised whole (days without a file are read raw)
+-- As for `rollups`, whether there are any files is looked up once, when this file runs.
+SET VARIABLE license_rollups_source = CASE WHEN (SELECT count(*) FROM glob(getvariable('data_root') || 'rollups/date=*/licenses.parquet')) > 0
+    THEN format('SELECT * FROM read_parquet(''{}'', hive_partitioning = true, hive_types = {{''date'': DATE}}, '
+                'union_by_name = true)', replace(getvariable('data_root') || 'rollups/date=*/licenses.parquet', '''', ''''''))
+    ELSE 'SELECT NULL::DATE AS date, NULL::VARCHAR AS kind, NULL::VARCHAR AS host, NULL::VARCHAR AS license_id,
+                 NULL::VARCHAR AS key_fp, NULL::VARCHAR AS feature, NULL::VARCHAR AS caller_id, NULL::VARCHAR AS network,
+                 NULL::BIGINT AS calls, NULL::BIGINT AS allowed, NULL::BIGINT AS alerted,
+                 NULL::TIMESTAMPTZ AS first_seen, NULL::TIMESTAMPTZ AS last_seen, NULL::VARCHAR[] AS users,
+                 NULL::VARCHAR[] AS features, NULL::INTEGER AS seats_used, NULL::INTEGER AS seats_limit,
+                 NULL::TIMESTAMPTZ AS seats_at, NULL::BIGINT AS seat_denials, NULL::BIGINT AS seat_overages,
+                 NULL::BIGINT AS quota_first, NULL::BIGINT AS quota_used, NULL::BIGINT AS quota_limit,
+                 NULL::BIGINT AS quota_alerts, NULL::BIGINT AS quota_denials WHERE false'
+END;
+CREATE OR REPLACE VIEW license_rollups AS
+SELECT date, kind, host, license_id, key_fp, feature, caller_id, network, calls, allowed, alerted, first_seen,
+       last_seen, users, features, seats_used, seats_limit, seats_at, seat_denials, seat_overages, quota_first,
+       quota_used, quota_limit, quota_alerts, quota_denials
+FROM query(getvariable('license_rollups_source'));
+
+-- The days the license rollups cover, read once per connection.
+SET VARIABLE license_days_covered = (SELECT coalesce(list(date), []) FROM license_rollups WHERE kind = 'covered');
+
+-- Whether day d of [since, until) is read from the license rollups: a whole day of the window
+-- that they cover. Every other day of the window is read from `audit`, cut to the window.
+CREATE OR REPLACE MACRO license_rolled_up(d, since, until) AS
+    d::TIMESTAMPTZ >= since AND d::TIMESTAMPTZ + INTERVAL 1 DAY <= until
+    AND list_contains(coalesce(getvariable('license_days_covered'), []::DATE[]), d);
+
+-- The records of [since, until) on the days not read from the license rollups.
+CREATE OR REPLACE MACRO license_raw(since, until) AS TABLE
+SELECT *, host_of(instance) AS host FROM audit
+WHERE date >= CAST(since AS DATE) AND date <= CAST(until AS DATE) AND NOT license_rolled_up(date, since, until)
+  AND ts >= since AND ts < until AND license_id IS NOT NULL;
+
+-- A license's remote network: the /24 of an IPv4 address (also IPv4-mapped IPv6), the /64 of an
+-- IPv6 one (written in full, '::' expanded), else the address itself.
+CREATE OR REPLACE MACRO ipv6_groups(addr) AS
+    CASE WHEN contains(addr, '::')
+         THEN CASE WHEN split_part(addr, '::', 1) = '' THEN []::VARCHAR[] ELSE string_split(split_part(addr, '::', 1), ':') END
+              || list_resize([]::VARCHAR[], 8 - len(string_split(split_part(addr, '::', 1), ':'))
+                                              - len(string_split(split_part(addr, '::', 2), ':')), '0')
+              || CASE WHEN split_part(addr, '::', 2) = '' THEN []::VARCHAR[] ELSE string_split(split_part(addr, '::', 2), ':') END
+         ELSE string_split(addr, ':') END;
+CREATE OR REPLACE MACRO network_of(addr) AS
+    CASE WHEN regexp_matches(addr, '^(::ffff:)?[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$')
+         THEN regexp_extract(addr, '([0-9]+\.[0-9]+\.[0-9]+)\.[0-9]+$', 1) || '.0/24'
+         WHEN contains(addr, ':')
+         THEN array_to_string(ipv6_groups(lower(split_part(addr, '%', 1)))[1:4], ':') || '::/64'
+         ELSE addr END;
+
+-- The license rows of [since, until), one per day, host and license: whole days from the license
+-- rollups, the rest from the raw trail. The license reports read this (and the two below)
+-- instead of every record of their windows.
+CREATE OR REPLACE MACRO license_days(since, until) AS TABLE
+SELECT date, host, license_id, key_fp, calls, allowed, alerted, first_seen, last_seen, users, features,
+       seats_used, seats_limit, seats_at, seat_denials, seat_overages
+FROM license_rollups
+WHERE kind = 'license' AND license_rolled_up(date, since, until) AND shown_host(host)
+UNION ALL
+SELECT date, host, license_id, any_value(key_fp), count(*),
+       count(*) FILTER (WHERE decision = 'allow'), count(*) FILTER (WHERE decision = 'alert'),
+       min(ts), max(ts),
+       coalesce(list(DISTINCT user_id) FILTER (WHERE decision <> 'deny' AND user_id IS NOT NULL), []),
+       coalesce(list(DISTINCT feature) FILTER (WHERE decision <> 'deny' AND feature IS NOT NULL), []),
+       max_by(seats_used, ts) FILTER (WHERE seats_limit > 0), max_by(seats_limit, ts) FILTER (WHERE seats_limit > 0),
+       max(ts) FILTER (WHERE seats_limit > 0),
+       count(*) FILTER (WHERE reason = 'SEAT_LIMIT_EXCEEDED'), count(*) FILTER (WHERE reason = 'SEAT_OVERAGE')
+FROM license_raw(since, until)
+GROUP BY date, host, license_id;
+
+-- The metered rows of [since, until), one per day, host, license and feature: the quota counter
+-- at the day's first and last metered record, the limit then, quota alerts and refusals.
+CREATE OR REPLACE MACRO quota_days(since, until) AS TABLE
+SELECT date, host, license_id, feature, calls, first_seen, last_seen, quota_first, quota_used, quota_limit,
+       quota_alerts, quota_denials
+FROM license_rollups
+WHERE kind = 'quota' AND license_rolled_up(date, since, until) AND shown_host(host)
+UNION ALL
+SELECT date, host, license_id, feature, count(*), min(ts), max(ts), min_by(quota_used, ts), max_by(quota_used, ts),
+       max_by(quota_limit, ts), count(*) FILTER (WHERE reason IN ('QUOTA_NEAR_LIMIT', 'QUOTA_OVERAGE')),
+       count(*) FILTER (WHERE reason = 'QUOTA_EXCEEDED')
+FROM license_raw(since, until)
+WHERE quota_limit > 0
+GROUP BY date, host, license_id, feature;
+
+-- Who presented each license key in [since, until), one row per day, host, key, caller and
+-- remote network, with calls and first/last seen.
+CREATE OR REPLACE MACRO key_sources(since, until) AS TABLE
+SELECT date, host, license_id, key_fp, caller_id, network, calls, first_seen, last_seen
+FROM license_rollups
+WHERE kind = 'source' AND license_rolled_up(date, since, until) AND shown_host(host)
+UNION ALL
+SELECT date, host, license_id, key_fp, caller_id, network_of(remote_addr), count(*), min(ts), max(ts)
+FROM license_raw(since, until)
+WHERE key_fp IS NOT NULL
+GROUP BY ALL;
+
+-- The licenses not revoked that expire within `days` days of `at_time` (`expiring`, `renewals`).
+CREATE OR REPLACE MACRO expiring_licenses(at_time, days) AS TABLE
+SELECT license_id, customer, product, tier, status, expires_at
+FROM licenses
+WHERE status <> 'revoked' AND expires_at >= at_time AND expires_at < at_time + to_days(days);
