@@ -48,3 +48,18 @@ async def test_a_conversion_that_failed_on_a_full_disk_is_retried(small_disk: Pa
     assert sorted(trail_ids(audit)) == sorted(r.decision_id for r in acked)
     assert leftovers(small_disk) == []
     assert verify(audit, key.public_key()).ok
+
+
+async def test_a_segment_still_unconvertible_at_stop_is_kept_for_the_next_start(small_disk: Path, make_sink,
+                                                                               key) -> None:
+    audit, spool = small_disk / "audit", small_disk / "spool" / "test-w0"
+    async with make_sink(spool_dir=spool, audit_dir=audit, rotate_s=3600) as sink:
+        acked, ballast = await refused_after_filling(sink, small_disk)
+        await wait_until(lambda: sink.conversion_failures >= 1, what="the conversion to fail on the full disk")
+    assert list(spool.glob("*.seg")) and not list(small_disk.rglob("*.tmp")), "kept, and no half-written file"
+    ballast.unlink()
+    async with make_sink(spool_dir=spool, audit_dir=audit):
+        pass  # the next start converts what was left
+    assert sorted(trail_ids(audit)) == sorted(r.decision_id for r in acked)
+    assert leftovers(small_disk) == []
+    assert verify(audit, key.public_key()).ok
