@@ -33,6 +33,18 @@ async def is_ready(gateway: Gateway) -> bool:
     return (await ready(gateway))[0] == 200
 
 
+async def fill_until_refused(gateway: Gateway, key: str, disk: Path, answered: list[str]) -> tuple[Path, tuple]:
+    """Fill the disk, then check until the gateway refuses, adding what it answered to ``answered``;
+    returns the ballast file and the refusal (status, body)."""
+    ballast = fill(disk)
+    for _ in range(100):  # the segment's last free page may take a few more records
+        status, body = await gateway.check(license_key=key, feature="anything")
+        if status != 200:
+            break
+        answered.append(body["decision_id"])
+    return ballast, (status, body)
+
+
 async def lost_and_written(gateway: Gateway, condition) -> bool:
     """``condition(lost, written)`` over the audit records /metrics reports lost and written."""
     m = await gateway.metrics()
@@ -43,12 +55,7 @@ async def test_a_full_disk_is_a_503_deny_and_not_ready_until_freed(durable_gatew
     gateway = await durable_gateway()
     issued = gateway.issue(tier="unlimited")
     answered = [(await gateway.check(license_key=issued.key, feature="before"))[1]["decision_id"]]
-    ballast = fill(trail_on_small_disk)
-    for _ in range(100):  # the segment's last free page may take a few more records
-        status, body = await gateway.check(license_key=issued.key, feature="anything")
-        if status != 200:
-            break
-        answered.append(body["decision_id"])
+    ballast, (status, body) = await fill_until_refused(gateway, issued.key, trail_on_small_disk, answered)
     assert (status, body["decision"], body["reason"]) == (503, "deny", "AUDIT_UNAVAILABLE")
     assert "No space" not in body["detail"]
     refused = [body["decision_id"]]

@@ -3,8 +3,8 @@ Parquet failed while the disk was full reaches Parquet once space returns, by a 
 the latest, without a restart, and leaves no temp file behind."""
 from __future__ import annotations
 
-from tests.conftest import fill, trail_ids, wait_until
-from tests.http.test_fail_closed import is_ready, trail_on_small_disk  # noqa: F401 (a fixture)
+from tests.conftest import trail_ids, wait_until
+from tests.http.test_fail_closed import fill_until_refused, is_ready, trail_on_small_disk  # noqa: F401 (a fixture)
 
 
 async def test_answered_decisions_reach_parquet_after_a_full_disk_without_a_restart(durable_gateway,
@@ -15,12 +15,7 @@ async def test_answered_decisions_reach_parquet_after_a_full_disk_without_a_rest
     for i in range(60):  # one open segment: its Parquet file needs more than the disk will have
         status, body = await gateway.check(license_key=issued.key, feature=f"before-{i}")
         answered.append(body["decision_id"])
-    ballast = fill(trail_on_small_disk)
-    for _ in range(100):  # the segment's last free page may take a few more records
-        status, body = await gateway.check(license_key=issued.key, feature="anything")
-        if status != 200:
-            break
-        answered.append(body["decision_id"])
+    ballast, (status, body) = await fill_until_refused(gateway, issued.key, trail_on_small_disk, answered)
     assert (status, body["reason"]) == (503, "AUDIT_UNAVAILABLE")
     await wait_until(lambda: gateway.sink.conversion_failures >= 1, what="the conversion to fail on the full disk")
 
