@@ -76,19 +76,25 @@ def registry_licenses(db_path: Path) -> Licenses:
     return Licenses(licenses, f"registry {db_path} (read-only)")
 
 
-def snapshot_licenses(con: duckdb.DuckDBPyConnection) -> Licenses:
+def snapshot_licenses(con: duckdb.DuckDBPyConnection, current: Policy) -> Licenses:
     """The licenses of the analytics snapshot (``licenses`` view). It has no key hashes and no
-    quota overrides, and its ``seats_limit`` is the limit in force when it was published, so it is
-    taken as the license's own only where the tier did not give it."""
+    quota overrides, and its ``seats_limit`` is the limit in force when it was published (the
+    license's own, else its tier's): it is taken as the license's own where the ``current``
+    policy's tier does not give that limit."""
     rows = db.query(con, "SELECT license_id, customer, product, tier, status, features, seats_limit, "
                          "environments, starts_at, expires_at FROM licenses").to_pylist()
     licenses = {row["license_id"]: License(
         license_id=row["license_id"], key_hash="", customer=row["customer"], product=row["product"] or "",
         tier=row["tier"], status=Status(row["status"]), features=tuple(row["features"] or ()),
-        seats=row["seats_limit"], starts_at=row["starts_at"], expires_at=row["expires_at"],
+        seats=_own_seats(row, current), starts_at=row["starts_at"], expires_at=row["expires_at"],
         environments=tuple(row["environments"] or ("*",))) for row in rows}
     return Licenses(licenses, "analytics snapshot of the registry (license quota overrides not known; "
                               "its seat limits taken as the licenses' own)")
+
+
+def _own_seats(row: Mapping[str, Any], current: Policy) -> int | None:
+    tier = current.tiers.get(row["tier"])
+    return None if tier is not None and tier.seats == row["seats_limit"] else row["seats_limit"]
 
 
 class ImpactError(ValueError):
@@ -162,19 +168,34 @@ def warmup(current: Policy, proposed: Policy) -> timedelta:
 
 def impact(con: duckdb.DuckDBPyConnection, licenses: Licenses, current: Policy, proposed: Policy, *,
            days: int, now: datetime | None = None, proposed_source: str = "", workers: int = 1) -> dict[str, Any]:
-    """The impact report of ``proposed`` over the last ``days`` days (see :func:`report`);
-    ``workers`` > 1 replays the two policies in forked processes (:func:`analytics.replay.replay_each`)."""
+    """The impact report of ``proposed`` over the last ``days`` days: :func:`replayable`, then
+    :func:`compare`."""
+    recorded, since, until = replayable(con, licenses, current, proposed, days=days, now=now)
+    return compare(recorded, since, until, licenses, current, proposed, proposed_source=proposed_source,
+                   workers=workers)
+
+
+def replayable(con: duckdb.DuckDBPyConnection, licenses: Licenses, current: Policy, proposed: Policy, *,
+               days: int, now: datetime | None = None) -> tuple[Recorded, datetime, datetime]:
+    """The records to replay for a window of ``days`` days up to ``now``, warm-up included, and
+    the window. The only part that needs the connection."""
     if days < 1:
         raise ImpactError("--days must be at least 1")
     until = now or datetime.now(timezone.utc)
     since = until - timedelta(days=days)
-    recorded = read_history(con, since - warmup(current, proposed), until, licenses)
+    return read_history(con, since - warmup(current, proposed), until, licenses), since, until
+
+
+def compare(recorded: Recorded, since: datetime, until: datetime, licenses: Licenses, current: Policy,
+            proposed: Policy, *, proposed_source: str = "", workers: int = 1) -> dict[str, Any]:
+    """Replay under both policies and report (see :func:`report`); ``workers`` > 1 replays the
+    two in forked processes (:func:`analytics.replay.replay_each`)."""
     h = recorded.history
     (cur_o, cur_r), (new_o, new_r) = replay_each(h, [current, proposed], workers)
     window = h.ts_us >= int(since.timestamp() * 1_000_000)
     return report(recorded, window, (cur_o, cur_r), (new_o, new_r), current, proposed) | {
-        "since": since.isoformat(), "until": until.isoformat(), "days": days, "licenses_source": licenses.source,
-        "proposed_source": proposed_source}
+        "since": since.isoformat(), "until": until.isoformat(), "days": (until - since).days,
+        "licenses_source": licenses.source, "proposed_source": proposed_source}
 
 
 def report(recorded: Recorded, window: np.ndarray, current_codes, proposed_codes, current: Policy,

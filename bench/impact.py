@@ -45,7 +45,7 @@ def run(rows: int = 10_000_000, days: int = 30) -> dict:
     load_before = os.getloadavg()[0]
     cpu0, t0 = time.process_time(), time.perf_counter()
     con = connect(data)
-    licenses = snapshot_licenses(con)
+    licenses = snapshot_licenses(con, current)
     recorded = read_history(con, since - warmup(current, proposed), until, licenses)
     t1 = time.perf_counter()
     cur, new = replay_each(recorded.history, [current, proposed], workers=2)

@@ -29,9 +29,10 @@ import tempfile
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import duckdb
 import pandas as pd
@@ -186,3 +187,12 @@ def skipped_files(root: str) -> list[str]:
     db = _database(root)
     with db.lock:
         return analytics_db.skipped_files(db.con)
+
+
+@contextmanager
+def reports_connection(root: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The reports' connection for ``root``, held for the caller's own queries (the charts'
+    queries wait meanwhile, so hold it only to read)."""
+    db = _database(root)
+    with db.lock:
+        yield db.con

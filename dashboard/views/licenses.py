@@ -5,6 +5,7 @@ import streamlit as st
 
 from dashboard import data, figures
 from dashboard.data import TimeRange
+from dashboard.views import impact
 from dashboard.views.layout import ChartPlace, chart, table
 
 HORIZONS = (7, 30, 60, 90, 180, 365)
@@ -29,3 +30,4 @@ def render(root: str, window: TimeRange) -> None:
     with right:
         chart(figures.utilisation(quota, "Quota utilisation", ["customer", "license_id", "feature"]), key="licenses-quota")
         table(quota, key="licenses-quota-table", utilisation_pct=_UTILISATION)
+    impact.render(root)

@@ -79,3 +79,22 @@ def test_malformed_proposal_names_file_tier_and_field_and_replays_nothing(plante
         assert "Traceback" not in done.stderr
     ok = portcullis("policy", "check", str(data_dir.settings.policy_path), "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["tiers"] == ["basic", "strict", "unlimited"]
+
+
+def test_snapshot_licenses_give_the_same_changes(planted):
+    """The dashboard may not read the registry: from the analytics snapshot, the same report."""
+    from analytics.db import connect
+    from analytics.impact import impact, snapshot_licenses
+    from gateway.admin import publish_snapshots
+    from gateway.policy import load_policy, parse_policy
+
+    data_dir, proposal, counts = planted
+    with data_dir.store() as store:
+        publish_snapshots(data_dir.settings, store)
+    current = load_policy(data_dir.settings.policy_path)
+    con = connect(data_dir.path)
+    licenses = snapshot_licenses(con, current)
+    report = impact(con, licenses, current, parse_policy(proposal.read_bytes()), days=7, now=NOW)
+    assert changes_by_customer(report) == {c: sorted(pairs) for c, pairs in EXPECTED.items()}
+    assert report["self_check"]["reproduced"] == counts["replayable"]
+    assert "snapshot" in report["licenses_source"]
