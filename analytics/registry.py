@@ -152,9 +152,9 @@ REPORTS: dict[str, Report] = {
                (CUSTOMER, BUCKET, LAST_7_DAYS, NOW)),
         Report("deny-jumps", "Deny-rate jumps",
                "Callers and gateway hosts whose deny rate over the last `hours` rose by at least `points` "
-               "percentage points against the `hours` before, with at least `min_calls` decisions now.",
+               "percentage points against the `hours` before, with at least `min_calls` decisions in each.",
                (LAST_24_HOURS, Param("points", 10, "rise in percentage points that counts as a jump"),
-                Param("min_calls", 50, "decisions needed in the last `hours` to judge a rate"), NOW)),
+                Param("min_calls", 50, "decisions needed in each period to judge a rate"), NOW)),
         # Answers rather than charts: what runs out, fills up, looks leaked, or is due first.
         Report("quota-forecast", "Quota forecast",
                "Metered licenses per feature: units used so far in the current period (daily or monthly, "

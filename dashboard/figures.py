@@ -370,3 +370,127 @@ def _cycle():
     """The categorical palette, round and round: one colour per license or quota."""
     while True:
         yield from PALETTE
+
+
+def _outcome_of(label: str) -> str:
+    """The outcome of a ``decision/REASON`` label (policy impact reports)."""
+    return label.split("/", 1)[0]
+
+
+def impact_over_time(by_day: pd.DataFrame) -> go.Figure:
+    """Changed decisions per day under a proposed policy, stacked by what they would become
+    (``decision/REASON``), coloured by that outcome."""
+    title = "Changed decisions over time"
+    if by_day.empty:
+        return empty(title, "No decision would change")
+    fig = go.Figure(layout=dict(title=title, barmode="stack", yaxis_title="decisions", **_TIME))
+    for label, rows in by_day.groupby("after", sort=True):
+        fig.add_bar(name=f"→ {label}", x=rows["day"], y=rows["records"],
+                    marker_color=OUTCOME_COLOURS.get(_outcome_of(label), PALETTE[0]))
+    return fig
+
+
+def impact_by_customer(by_customer: pd.DataFrame, top: int = 20) -> go.Figure:
+    """Changed decisions per customer (the most affected on top), stacked by what they would
+    become, coloured by that outcome."""
+    title = "Changed decisions by customer"
+    if by_customer.empty:
+        return empty(title, "No decision would change")
+    totals = by_customer.groupby("customer")["records"].sum().nlargest(top)
+    rows = by_customer[by_customer["customer"].isin(totals.index)]
+    fig = go.Figure(layout=dict(title=title, barmode="stack", xaxis_title="decisions", **_LAYOUT))
+    for label, part in rows.groupby("after", sort=True):
+        per = part.groupby("customer")["records"].sum()
+        fig.add_bar(name=f"→ {label}", x=per.values, y=per.index, orientation="h",
+                    marker_color=OUTCOME_COLOURS.get(_outcome_of(label), PALETTE[0]))
+    return fig.update_yaxes(categoryorder="array", categoryarray=totals.index.tolist()[::-1])
+
+
+def seats_over_time(activity: pd.DataFrame, bucket: str = "hour", now: pd.Timestamp | None = None) -> go.Figure:
+    """Seats held per license over time against its limit (``customer-activity`` report): a line
+    per seat-limited license and its limit dotted in the same colour."""
+    title = "Seats used"
+    limited = activity[activity["seats_limit"] > 0] if not activity.empty else activity
+    if limited.empty:
+        return empty(title, "No seat-limited license in use in this time range")
+    per = limited.groupby(["license_id", "bucket"], as_index=False)[["seats_used", "seats_limit"]].max()
+    fig = go.Figure(layout=dict(title=title, yaxis_title="seats", **_TIME))
+    for (license_id, rows), colour in zip(per.groupby("license_id"), _cycle()):
+        fig.add_scatter(name=license_id, x=rows["bucket"], y=rows["seats_used"], mode="lines+markers",
+                        line=dict(color=colour))
+        fig.add_scatter(name=f"{license_id} limit", x=rows["bucket"], y=rows["seats_limit"], mode="lines",
+                        line=dict(color=colour, dash="dot"), showlegend=False)
+    fig.update_yaxes(rangemode="tozero")
+    return _time_axis(fig, per["bucket"], bucket, _partial_from(per["bucket"], bucket, now))
+
+
+def quota_burn(activity: pd.DataFrame, forecast: pd.DataFrame, bucket: str = "hour",
+               now: pd.Timestamp | None = None) -> go.Figure:
+    """Each metered quota's units used over time as a share of its limit (``customer-activity``),
+    and, from ``forecast`` (``quota-forecast`` rows of the same licenses), a dashed projection at
+    the current burn to the end of the period: red when it crosses the limit before then."""
+    title = "Quota burn"
+    metered = activity[activity["quota_limit"] > 0] if not activity.empty else activity
+    if metered.empty:
+        return empty(title, "No metered quota in use in this time range")
+    per = metered.groupby(["license_id", "feature", "bucket"], as_index=False)[["quota_used", "quota_limit"]].max()
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    fig = go.Figure(layout=dict(title=title, yaxis_title="% of limit", **_TIME))
+    ends = [per["bucket"].max()]
+    for ((license_id, feature), rows), colour in zip(per.groupby(["license_id", "feature"]), _cycle()):
+        name = f"{license_id} · {feature}"
+        fig.add_scatter(name=name, x=rows["bucket"], y=100 * rows["quota_used"] / rows["quota_limit"],
+                        mode="lines+markers", line=dict(color=colour))
+        ahead = forecast[(forecast["license_id"] == license_id) & (forecast["feature"] == feature)]
+        for row in ahead.itertuples():
+            end = pd.Timestamp(row.period_end)
+            left = max(0.0, (end - now).total_seconds() / 86400)
+            at_end = row.used_pct + 100 * (row.burn_per_day or 0) * left / row.quota_limit
+            fig.add_scatter(name=f"{name} projected", x=[now, end], y=[row.used_pct, at_end], mode="lines",
+                            line=dict(color=OUTCOME_COLOURS["deny"] if row.runs_out else colour, dash="dash"))
+            ends.append(end)
+    fig.add_hline(y=100, line_dash="dot", line_color=OUTCOME_COLOURS["deny"])
+    fig.update_yaxes(rangemode="tozero")
+    _time_axis(fig, per["bucket"], bucket, _partial_from(per["bucket"], bucket, now))
+    return fig.update_xaxes(range=[pd.to_datetime(per["bucket"]).min() - STEPS[bucket], max(ends) + STEPS[bucket]])
+
+
+def reasons_by_outcome(activity: pd.DataFrame) -> go.Figure:
+    """Decisions by reason, each bar in its outcome's colour, the commonest first
+    (``customer-activity`` or ``trends``)."""
+    title = "Decisions by reason"
+    if activity.empty:
+        return empty(title)
+    per = activity.groupby(["reason", "decision"], as_index=False)["calls"].sum()
+    order = per.groupby("reason")["calls"].sum().sort_values(ascending=False).index
+    fig = go.Figure(layout=dict(title=title, height=_rows_height(len(order)), **_LAYOUT))
+    return _outcome_bars(fig, per, "reason", order)
+
+
+def callers_and_environments(activity: pd.DataFrame, top: int = 15) -> go.Figure:
+    """Who uses it: decisions per caller and environment, stacked by outcome, the busiest on top
+    (``customer-activity``)."""
+    title = "Callers and environments"
+    if activity.empty:
+        return empty(title)
+    source = activity["caller_id"].fillna("unauthenticated") + " · " + activity["environment"].fillna("?")
+    per = activity.assign(source=source).groupby(["source", "decision"], as_index=False)["calls"].sum()
+    order = per.groupby("source")["calls"].sum().nlargest(top).index
+    per = per[per["source"].isin(order)]
+    fig = go.Figure(layout=dict(title=title, height=_rows_height(len(order)), **_LAYOUT))
+    return _outcome_bars(fig, per, "source", order)
+
+
+def _outcome_bars(fig: go.Figure, per: pd.DataFrame, label: str, order: pd.Index) -> go.Figure:
+    """Horizontal bars of ``calls`` per ``label``, stacked by outcome in its colour, ``order`` top down."""
+    fig.update_layout(xaxis_title="decisions", barmode="stack")
+    for outcome in OUTCOMES:
+        rows = per[per["decision"] == outcome]
+        fig.add_bar(name=outcome, x=rows["calls"], y=rows[label], orientation="h", marker_color=OUTCOME_COLOURS[outcome])
+    return fig.update_yaxes(categoryorder="array", categoryarray=order.tolist()[::-1])
+
+
+def _cycle():
+    """The categorical palette, round and round: one colour per license or quota."""
+    while True:
+        yield from PALETTE

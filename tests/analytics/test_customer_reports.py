@@ -85,4 +85,8 @@ def test_deny_jumps_names_the_callers_and_hosts_whose_deny_rate_rose(con):
     assert [(r["kind"], r["source"]) for r in found] == [("caller", "prober"), ("host", "gw-test")]
     prober = found[0]
     assert (prober["calls"], prober["denied"], prober["deny_pct"], prober["previous_deny_pct"]) == (20, 10, 50.0, 0.0)
-    assert [r["source"] for r in rows(con, "deny-jumps", min_calls=21)] == ["gw-test"]  # prober: too few to judge
+    assert rows(con, "deny-jumps", min_calls=21) == []  # 20 decisions before: too few to judge
+    # in the last 2 hours caller batch was refused its only call, but it made none before: no jump
+    recent = rows(con, "deny-jumps", min_calls=1, hours=2)
+    assert [(r["source"], r["previous_deny_pct"], r["deny_pct"]) for r in recent] == [
+        ("gw-test", 0.0, 40.0), ("web", 0.0, 25.0)]
