@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.audit.compact import compact
 from gateway.audit.hosts import host_of_file, host_of_instance
 from gateway.audit.manifest import Keys, Manifest, verify
+from gateway.audit.parquet import convert_segment
 from gateway.bundle import parse_public_key
-from tests.audit.conftest import add_file
+from tests.audit.conftest import add_file, make_record, make_segment
 
 SINGLE_CHAIN_TRAIL = Path(__file__).with_name("single-chain-trail")  # written by the version before per-host chains
 LATER = datetime(2026, 1, 2, tzinfo=timezone.utc)
@@ -134,3 +135,18 @@ def test_a_host_continues_its_older_single_chain(tmp_path, key) -> None:
     assert [(e.seq, e.path) for e in entries] == [(1, older[0]), (2, older[1]), (3, newer)]
     report = verify(audit, key.public_key())
     assert report.ok and [c.host for c in report.chains] == ["gw-a"], report.problems
+
+
+async def test_a_segment_replayed_after_the_upgrade_is_not_listed_twice(tmp_path, key) -> None:
+    """Converted and listed in the older single chain, but the crash left its segment: the
+    upgraded host replays it and finds it listed there."""
+    audit = tmp_path / "audit"
+    segment = await make_segment(tmp_path / "spool", [[make_record(i, instance="gw-a-w0") for i in range(5)]])
+    left_behind = segment.read_bytes()
+    (path,) = convert_segment(segment, audit, "gw-a-w0", Manifest(audit, key))
+    segment.write_bytes(left_behind)
+    assert convert_segment(segment, audit, "gw-a-w0", Manifest(audit, key, "gw-a"), replay=True) == []
+    add_file(audit, Manifest(audit, key, "gw-a"), 1, name("gw-a", 1))  # the host goes on writing
+    assert [e.path for e in Manifest(audit, host="gw-a").entries()].count(path) == 1
+    report = verify(audit, key.public_key())
+    assert report.ok and report.rows == 8, report.problems
