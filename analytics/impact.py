@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import duckdb
 import numpy as np
+import pandas as pd
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,7 +50,6 @@ SELECT epoch_us(ts) AS ts_us, license_id, coalesce(tier, '') AS tier,
 FROM audit_window($since, $until)
 WHERE endpoint IN ('check', 'batch') AND license_id IS NOT NULL AND feature IS NOT NULL
   AND reason NOT IN ({", ".join(f"'{r}'" for r in _BEFORE_ENGINE)})
-ORDER BY ts
 """
 
 
@@ -114,16 +114,19 @@ class Recorded:
 
 
 def read_history(con: duckdb.DuckDBPyConnection, since: datetime, until: datetime, licenses: Licenses) -> Recorded:
-    """The checks that reached the engine in [since, until), oldest first."""
+    """The checks that reached the engine in [since, until), in no particular order (the replay
+    orders what needs ordering)."""
     table = db.query(con, _HISTORY_SQL, {"since": since, "until": until})
     lic_codes, lic_ids = _codes(table["license_id"])
     tier_codes, tiers = _codes(table["tier"])
     status_codes, statuses = _codes(table["status"])
     expires = table["expires_us"].to_numpy()
-    exp_values, exp_codes = np.unique(expires, return_inverse=True)
+    exp_codes, exp_values = pd.factorize(expires)
     key = ((lic_codes * len(tiers) + tier_codes) * max(1, len(statuses)) + status_codes) * max(1, len(exp_values)) \
         + exp_codes
-    keys, first, state = np.unique(key, return_index=True, return_inverse=True)
+    state, keys = pd.factorize(key)
+    first = np.full(len(keys), len(key), dtype=np.int64)
+    np.minimum.at(first, state, np.arange(len(key)))
     customer_codes, customers = _codes(table["customer"])
     product_codes, products = _codes(table["product"])
     states = []
@@ -210,9 +213,9 @@ def report(recorded: Recorded, window: np.ndarray, current_codes, proposed_codes
     rows = pa.table({
         "ts": pa.array(h.ts_us[idx], pa.timestamp("us", tz="UTC")),
         "customer": recorded.customer.take(idx), "tier": recorded.tier.take(idx),
-        "license_id": pa.array([h.licenses[s].license_id for s in h.state[idx].tolist()], pa.string()),
-        "feature": pa.DictionaryArray.from_arrays(h.feature[idx], h.features).cast(pa.string()),
-        "user_id": pa.array([None if u < 0 else h.users[u] for u in h.user[idx].tolist()], pa.string()),
+        "license_id": _decoded(h.state[idx], [lic.license_id for lic in h.licenses]),
+        "feature": _decoded(h.feature[idx], h.features),
+        "user_id": _decoded(h.user[idx], h.users),
         "before": _labels(cur_o[idx], cur_r[idx]), "after": _labels(new_o[idx], new_r[idx]),
     })
     with duckdb.connect(":memory:") as con:
@@ -242,12 +245,17 @@ def report(recorded: Recorded, window: np.ndarray, current_codes, proposed_codes
     return result
 
 
+def _decoded(codes: np.ndarray, values: list[str]) -> pa.Array:
+    """Strings from their codes (-1: null)."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), pa.array(values, pa.string())).cast(
+        pa.string())
+
+
 def _labels(outcome: np.ndarray, reason: np.ndarray) -> pa.Array:
     """``decision/REASON`` per record, built from the few distinct pairs."""
-    pair = outcome.astype(np.int64) * len(REASONS) + reason
-    values, inverse = np.unique(pair, return_inverse=True)
+    inverse, values = pd.factorize(outcome.astype(np.int64) * len(REASONS) + reason)
     names = [f"{OUTCOMES[v // len(REASONS)].value}/{REASONS[v % len(REASONS)].value}" for v in values.tolist()]
-    return pa.DictionaryArray.from_arrays(inverse.astype(np.int32), names).cast(pa.string())
+    return _decoded(inverse, names)
 
 
 def self_check(recorded: Recorded, window: np.ndarray, cur_o: np.ndarray, cur_r: np.ndarray,

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from multiprocessing import get_context
 
 import numpy as np
+import pandas as pd
 
 from gateway.engine import decide, metering
 from gateway.registry.sqlite import SEAT_TOUCH_US
@@ -29,7 +30,7 @@ OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
 REASONS: tuple[Reason, ...] = tuple(Reason)
 _OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
 _REASON_CODE = {r: i for i, r in enumerate(REASONS)}
-_DENY = _OUTCOME_CODE[Outcome.DENY]
+_REASONS_N = len(REASONS)
 _DAY_US = 86_400_000_000
 _PHASES = 5  # expiry phases (4) plus perpetual
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -75,7 +76,8 @@ def _us(moment: datetime | None, default: int) -> int:
 def replay(history: History, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
     """The engine's (outcome code, reason code) for every record of ``history`` under ``policy``.
 
-    Codes index :data:`OUTCOMES` and :data:`REASONS`.
+    Codes index :data:`OUTCOMES` and :data:`REASONS`. The records may come in any order: those
+    whose answer depends on usage are stepped through in time order.
     """
     n = len(history)
     outcome = np.zeros(n, dtype=np.int8)
@@ -84,21 +86,25 @@ def replay(history: History, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
         return outcome, reason
     nf, ne = len(history.features), len(history.environments)
     pair = history.state * nf + history.feature
-    pairs, pair_of = np.unique(pair, return_inverse=True)
-    metered = np.array([_reads_usage(history.licenses[p // nf], policy, history.features[p % nf])
-                        for p in pairs.tolist()], dtype=bool)[pair_of]
+    pair_of, pairs = pd.factorize(pair)
+    usage = np.array([_usage_read(history.licenses[p // nf], policy, history.features[p % nf])
+                      for p in pairs.tolist()], dtype=np.int8)[pair_of]
     combo = ((pair * ne + history.environment) * _PHASES + _phase(history, policy)) * 2 + _started(history)
 
-    free = np.flatnonzero(~metered)
+    free = np.flatnonzero(usage == 0)
     if len(free):
-        keys, first, inverse = np.unique(combo[free], return_index=True, return_inverse=True)
+        inverse, keys = pd.factorize(combo[free])
+        first = np.full(len(keys), len(free), dtype=np.int64)
+        np.minimum.at(first, inverse, np.arange(len(free)))
         codes = np.array([_codes(decide(history.licenses[history.state[i]], policy, _check(history, i), Usage(),
                                         _moment(history.ts_us[i]))) for i in free[first].tolist()],
                          dtype=np.int8).reshape(-1, 2)
         outcome[free], reason[free] = codes[inverse, 0], codes[inverse, 1]
-    steps = np.flatnonzero(metered)
+    steps = np.flatnonzero(usage)
     if len(steps):
-        _step(history, policy, steps, combo, outcome, reason)
+        steps = steps[np.argsort(history.ts_us[steps], kind="stable")]
+        packed = _step(history, policy, steps, combo * 2 + (history.user < 0), usage)
+        outcome[steps], reason[steps] = packed // _REASONS_N, packed % _REASONS_N
     return outcome, reason
 
 
@@ -126,11 +132,14 @@ def _replay_forked(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
     return replay(_FORKED, policy)
 
 
-def _reads_usage(lic: License, policy: Policy, feature: str) -> bool:
-    """Whether a check of ``feature`` on ``lic`` reads usage (a seat limit or a quota). Which
-    counters a check touches does not depend on the moment, only their period does."""
+_SEATS, _QUOTA = 1, 2  # what usage a check reads: bit flags
+
+
+def _usage_read(lic: License, policy: Policy, feature: str) -> int:
+    """Which usage a check of ``feature`` on ``lic`` reads: ``_SEATS``, ``_QUOTA``, both or none.
+    Which counters a check touches does not depend on the moment, only their period does."""
     meter = metering(lic, policy, Check(feature=feature, environment=""), _EPOCH)
-    return meter.seat_limit is not None or meter.quota is not None
+    return (_SEATS if meter.seat_limit is not None else 0) | (_QUOTA if meter.quota is not None else 0)
 
 
 def _phase(history: History, policy: Policy) -> np.ndarray:
@@ -160,92 +169,78 @@ def _codes(decision) -> tuple[int, int]:
     return _OUTCOME_CODE[decision.outcome], _REASON_CODE[decision.reason]
 
 
-class _Seats:
-    """The seat holders of one license: user -> last use written (µs), and how many of them hold
-    a seat, counted again only once the earliest of them may have lapsed."""
+def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray, usage: np.ndarray) -> np.ndarray:
+    """Decide the records at ``steps`` (in time order) one by one, keeping usage as the registry
+    store does: a seat is held by a user whose last use (written at most once per
+    ``SEAT_TOUCH_US``) lies within ``seat_ttl_days``; quota is consumed per (license, quota key,
+    period); a deny changes neither. Returns ``outcome * len(REASONS) + reason`` per step.
 
-    __slots__ = ("ttl_us", "holders", "count", "valid_until")
-
-    def __init__(self, ttl_us: int) -> None:
-        self.ttl_us = ttl_us
-        self.holders: dict[int, int] = {}
-        self.count, self.valid_until = 0, -1
-
-    def used(self, ts: int) -> int:
-        if ts >= self.valid_until:
-            since = ts - self.ttl_us
-            live = [t for t in self.holders.values() if t >= since]
-            self.count, self.valid_until = len(live), (min(live) + self.ttl_us if live else 1 << 62)
-        return self.count
-
-    def holds(self, user: int, ts: int) -> int | None:
-        """When ``user``'s use was last written, if it still holds a seat at ``ts``."""
-        last = self.holders.get(user)
-        return last if last is not None and last >= ts - self.ttl_us else None
-
-    def touch(self, user: int, ts: int, held: bool) -> None:
-        self.holders[user] = ts
-        if not held:
-            self.count += 1
-            self.valid_until = min(self.valid_until, ts + self.ttl_us)
-
-
-def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray,
-          outcome: np.ndarray, reason: np.ndarray) -> None:
-    """Decide metered records one by one in time order, keeping usage as the registry store does:
-    a seat is held by a user whose last use (written at most once per ``SEAT_TOUCH_US``) lies
-    within ``seat_ttl_days``; quota is consumed per (license, quota key, period); a deny changes
-    neither. The engine is asked only for what the memo has not seen: for checks without a quota,
-    its answer depends on the usage only through (seats used, holds a seat)."""
+    This loop is the replay's cost, so it is flat: seat state in lists indexed by license, the
+    number of seats held recounted only once the earliest holder may have lapsed, and the engine
+    asked only for what the memo has not seen. For a check without a quota, the answer depends on
+    usage only through (seats used, holds a seat), so it is memoised on those and ``combo`` (the
+    license as it was, feature, environment, phase, and whether a user was named).
+    """
     ttl_us = policy.seat_ttl_days * _DAY_US
-    seats_of: dict[int, _Seats] = {}  # license's first state -> its seats
-    used: dict[tuple[str, str, int], int] = {}  # (license, quota key, period start µs) -> units
-    meters: dict[tuple[int, int], Metering] = {}  # (state * features + feature, day or 0) -> its metering
-    quota_pairs: set[int] = set()  # the (state, feature) pairs with a quota, whose metering is per day
-    memo: dict[tuple[int, int, bool, bool], tuple[int, int]] = {}
     nf = len(history.features)
-    owner = _license_slots(history.licenses)
-    columns = (history.ts_us[steps], history.user[steps], history.state[steps] * nf + history.feature[steps],
-               combo[steps], steps)
-    for ts, user, pair, combo_i, i in zip(*(c.tolist() for c in columns)):
-        lic = history.licenses[pair // nf]
-        key = (pair, ts // _DAY_US if pair in quota_pairs else 0)
-        meter = meters.get(key)
-        if meter is None:
-            meter = meters[key] = metering(lic, policy, _check(history, i), _moment(ts))
-            if meter.quota is not None and pair not in quota_pairs:  # its period matters: per day from now on
-                quota_pairs.add(pair)
-                meter = meters[(pair, ts // _DAY_US)] = meters.pop(key)
-        seats = seats_of.get(owner[pair // nf]) if meter.seat_limit is not None else None
-        if seats is None and meter.seat_limit is not None:
-            seats = seats_of[owner[pair // nf]] = _Seats(ttl_us)
-        n_seats, last = 0, None
-        if seats is not None:
-            n_seats, last = seats.used(ts), seats.holds(user, ts)
-        held = last is not None
-        decision = None
-        if meter.quota is not None:
+    slot_of = _license_slots(history.licenses)
+    n_licenses = max(slot_of) + 1
+    holders: list[dict[int, int]] = [{} for _ in range(n_licenses)]  # user -> last use written, µs
+    count = [0] * n_licenses  # seats held, as of the last recount or claim
+    recount_at = [-1] * n_licenses  # the earliest moment a counted seat may lapse
+    used: dict[tuple[str, str, int], int] = {}  # (license, quota key, period start µs) -> units
+    meters: dict[tuple[int, int], Metering] = {}  # (state * features + feature, day) -> its metering
+    memo: dict[int, int] = {}
+    out: list[int] = []
+    deny = _OUTCOME_CODE[Outcome.DENY]
+    never = 1 << 62
+    states = history.state[steps]
+    columns = (history.ts_us[steps], history.user[steps], np.array(slot_of)[states], combo[steps],
+               usage[steps], states * nf + history.feature[steps], steps)
+    for ts, user, slot, key, reads, pair, i in zip(*(c.tolist() for c in columns)):
+        last = None
+        n_seats = 0
+        if reads & _SEATS:
+            if ts >= recount_at[slot]:
+                since = ts - ttl_us
+                live = [t for t in holders[slot].values() if t >= since]
+                count[slot], recount_at[slot] = len(live), (min(live) + ttl_us if live else never)
+            n_seats = count[slot]
+            last = holders[slot].get(user)
+            if last is not None and last < ts - ttl_us:
+                last = None
+        if reads & _QUOTA:
+            lic, now, check = history.licenses[pair // nf], _moment(ts), _check(history, i)
+            meter = meters.get((pair, ts // _DAY_US))
+            if meter is None:
+                meter = meters[(pair, ts // _DAY_US)] = metering(lic, policy, check, now)
             counter = (lic.license_id, meter.quota_key, _us(meter.period_start, 0))
-            decision = decide(lic, policy, _check(history, i), Usage(n_seats, held, used.get(counter, 0)), _moment(ts),
+            decision = decide(lic, policy, check, Usage(n_seats, last is not None, used.get(counter, 0)), now,
                               meter=meter)
-            codes = _codes(decision)
+            code = _packed(decision)
+            if decision.consume:
+                used[counter] = used.get(counter, 0) + decision.consume
         else:
-            memo_key = (combo_i, n_seats, held, user < 0)
-            codes = memo.get(memo_key)
-            if codes is None:
-                codes = memo[memo_key] = _codes(decide(lic, policy, _check(history, i), Usage(n_seats, held),
-                                                       _moment(ts), meter=meter))
-        outcome[i], reason[i] = codes
-        if codes[0] == _DENY:
-            continue
-        if seats is not None and user >= 0 and (not held or ts - last > SEAT_TOUCH_US):
-            seats.touch(user, ts, held)
-        if decision is not None and decision.consume:
-            used[counter] = used.get(counter, 0) + decision.consume
+            memo_key = (key * 1_000_003 + n_seats) * 2 + (last is not None)
+            code = memo.get(memo_key)
+            if code is None:
+                lic, now, check = history.licenses[pair // nf], _moment(ts), _check(history, i)
+                code = memo[memo_key] = _packed(decide(lic, policy, check, Usage(n_seats, last is not None), now))
+        out.append(code)
+        if code // _REASONS_N != deny and reads & _SEATS and user >= 0 and (last is None or ts - last > SEAT_TOUCH_US):
+            holders[slot][user] = ts
+            if last is None:
+                count[slot] += 1
+                recount_at[slot] = min(recount_at[slot], ts + ttl_us)
+    return np.array(out, dtype=np.int16)
+
+
+def _packed(decision) -> int:
+    return _OUTCOME_CODE[decision.outcome] * _REASONS_N + _REASON_CODE[decision.reason]
 
 
 def _license_slots(licenses: list[License]) -> list[int]:
-    """For each license state, the index of the first state of the same license: usage belongs
-    to the license, whatever tier or expiry it had at the time."""
-    first: dict[str, int] = {}
-    return [first.setdefault(lic.license_id, i) for i, lic in enumerate(licenses)]
+    """For each license state, a number for its license (the same for all its states): usage
+    belongs to the license, whatever tier or expiry it had at the time."""
+    slots: dict[str, int] = {}
+    return [slots.setdefault(lic.license_id, len(slots)) for lic in licenses]
