@@ -59,6 +59,7 @@ class TimeRange:
     hours: int
     bucket: str  # "hour" | "day"
     hosts: tuple[str, ...] = ()
+    code: str = ""  # in the query string: ?range=7d
 
     @property
     def days(self) -> int:
@@ -71,10 +72,10 @@ class TimeRange:
 
 
 RANGES = {r.label: r for r in (
-    TimeRange("Last 24 hours", 24, "hour"),
-    TimeRange("Last 7 days", 7 * 24, "hour"),
-    TimeRange("Last 30 days", 30 * 24, "day"),
-    TimeRange("Last 90 days", 90 * 24, "day"),
+    TimeRange("Last 24 hours", 24, "hour", code="24h"),
+    TimeRange("Last 7 days", 7 * 24, "hour", code="7d"),
+    TimeRange("Last 30 days", 30 * 24, "day", code="30d"),
+    TimeRange("Last 90 days", 90 * 24, "day", code="90d"),
 )}
 DEFAULT_RANGE = "Last 7 days"
 

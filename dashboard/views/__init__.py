@@ -1,30 +1,35 @@
-"""The dashboard's pages, one layout module each, in sidebar order.
+"""The dashboard's pages, one module each, in navigation order.
 
-A page is a function ``render(root, window)`` that lays out reports for the data directory
-``root`` and the selected :class:`~dashboard.data.TimeRange`. ``live`` pages re-render on the
-auto-refresh timer; the explorer does not, so nobody's half-typed query is re-run under them.
+Each page is a file that ``st.navigation`` runs (``views/<slug>.py``, at ``/<slug>``): the module
+defines ``render(root, window)``, which lays out reports for the data directory ``root`` and the
+selected :class:`~dashboard.data.TimeRange`, and when run as the page hands it to
+``layout.show``. ``live`` pages re-render on the auto-refresh timer; the explorer does not, so
+nobody's half-typed query is re-run under them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-from dashboard.data import TimeRange
-from dashboard.views import explorer, keys, licenses, overview, security
 
 
 @dataclass(frozen=True)
 class Page:
-    slug: str  # in the URL: ?page=<slug>
+    slug: str  # the page's path: /<slug>
     title: str
-    render: Callable[[str, TimeRange], None]
+    icon: str
     live: bool = True
+
+    @property
+    def path(self) -> str:
+        """The page's script, relative to ``dashboard/app.py``."""
+        return f"views/{self.slug}.py"
 
 
 PAGES: dict[str, Page] = {p.slug: p for p in (
-    Page("overview", "Overview", overview.render),
-    Page("licenses", "Licenses", licenses.render),
-    Page("keys", "Keys", keys.render),
-    Page("security", "Security", security.render),
-    Page("explorer", "Audit explorer", explorer.render, live=False),
+    Page("overview", "Overview", ":material/dashboard:"),
+    Page("customers", "Customers", ":material/business:"),
+    Page("licenses", "Licenses", ":material/license:"),
+    Page("keys", "Keys", ":material/key:"),
+    Page("security", "Security", ":material/shield:"),
+    Page("explorer", "Audit explorer", ":material/manage_search:", live=False),
 )}
+DEFAULT_PAGE = "overview"

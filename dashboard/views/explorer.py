@@ -11,7 +11,7 @@ import streamlit as st
 from analytics import output
 from dashboard import data, sqlbox
 from dashboard.data import TimeRange
-from dashboard.views.layout import table
+from dashboard.views.layout import table, show
 
 PAGE_SIZES = (50, 100, 500)
 CSV_MAX_ROWS = 100_000
@@ -96,3 +96,7 @@ def _run(root: str, text: str, limit: int) -> tuple[pd.DataFrame, bool] | str:
         return str(exc)
     except duckdb.Error as exc:
         return f"Query failed: {exc}"
+
+
+if __name__ == "__main__":  # run by st.navigation as the page
+    show("explorer", render)

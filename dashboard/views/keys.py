@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import data, figures
 from dashboard.data import TimeRange
-from dashboard.views.layout import ChartPlace, table
+from dashboard.views.layout import ChartPlace, table, show
 
 STALE_AFTER = (7, 14, 30, 60, 90)
 
@@ -27,3 +27,7 @@ def render(root: str, window: TimeRange) -> None:
     st.subheader("Stale keys", help=f"Active, unexpired licenses with no allowed check within {days} days: "
                  "candidates for revocation.")
     table(keys[~zombie].drop(columns=["presented", "callers"]), key="keys-stale-table")
+
+
+if __name__ == "__main__":  # run by st.navigation as the page
+    show("keys", render)

@@ -1,18 +1,47 @@
 """Layout pieces every page uses, so charts, tables and empty states look the same everywhere."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from typing import Callable
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from analytics.db import audit_dir_of
-from dashboard import figures
+from dashboard import data, figures, filters
 from dashboard.data import TimeRange
+from dashboard.views import PAGES
 
 _CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 LOADING = "Loading…"
 _PLOTLY_LOADED = "_plotly_loaded"  # session state: this browser tab has drawn a chart
+
+
+def show(slug: str, render: Callable[[str, TimeRange], None]) -> None:
+    """Run page ``slug``: its header, then its body as a fragment that the auto-refresh timer
+    re-runs (live pages only), so the sidebar keeps its state and only the page is redrawn; the
+    cached queries decide whether anything is actually re-read."""
+    page, root = PAGES[slug], data.data_dir()
+    st.header(page.title)
+
+    @st.fragment(run_every=filters.refresh_s() if page.live else None)
+    def body() -> None:
+        skipped = data.skipped_files(root)
+        if skipped:
+            st.warning(f"{len(skipped)} unreadable audit file(s) left out, e.g. `{skipped[0]}`.",
+                       icon=":material/warning:")
+        render(root, filters.window())
+        st.caption(f"As of {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+
+    body()
+
+
+def link(slug: str, **params: str) -> None:
+    """A link to page ``slug`` that keeps the shared filters (and adds ``params``)."""
+    page = PAGES[slug]
+    st.page_link(page.path, label=page.title, icon=page.icon, query_params=filters.link_params(**params))
 
 
 def chart(fig: go.Figure, key: str) -> None:
@@ -39,6 +68,15 @@ class ChartPlace:
 
     def draw(self, fig: go.Figure) -> None:
         _draw(self._holder, fig, self.key)
+
+
+def side_by_side(*keys: str) -> list[ChartPlace]:
+    """Chart places in columns of equal width, one per key, left to right."""
+    places = []
+    for column, key in zip(st.columns(len(keys)), keys):
+        with column:
+            places.append(ChartPlace(key))
+    return places
 
 
 def _draw(where: DeltaGenerator, fig: go.Figure, key: str) -> None:

@@ -6,7 +6,7 @@ import streamlit as st
 from dashboard import data, figures
 from dashboard.data import TimeRange
 from dashboard.views import impact
-from dashboard.views.layout import ChartPlace, chart, table
+from dashboard.views.layout import ChartPlace, chart, table, show
 
 HORIZONS = (7, 30, 60, 90, 180, 365)
 _UTILISATION = st.column_config.ProgressColumn("utilisation", format="%.1f%%", min_value=0, max_value=100)
@@ -22,12 +22,17 @@ def render(root: str, window: TimeRange) -> None:
     # Seats are counted over the policy's seat window (the report's default), not the time range:
     # a seat stays held for that long after its user's last check.
     seats = data.report(root, "seats")
-    quota = data.report(root, "quota", window)
+    quota = data.report(root, "quota-forecast")  # the current quota period, whatever the range
     left, right = st.columns(2)
     with left:
         chart(figures.utilisation(seats, "Seat utilisation", ["customer", "license_id"]), key="licenses-seats")
-        table(seats, key="licenses-seats-table", utilisation_pct=_UTILISATION)
     with right:
-        chart(figures.utilisation(quota, "Quota utilisation", ["customer", "license_id", "feature"]), key="licenses-quota")
-        table(quota, key="licenses-quota-table", utilisation_pct=_UTILISATION)
+        chart(figures.quota_at_risk(quota), key="licenses-quota")
+    # The tables are wider than half the page: each gets the full width below the charts.
+    table(seats, key="licenses-seats-table", utilisation_pct=_UTILISATION)
+    table(quota, key="licenses-quota-table", used_pct=_UTILISATION)
     impact.render(root)
+
+
+if __name__ == "__main__":  # run by st.navigation as the page
+    show("licenses", render)

@@ -5,16 +5,12 @@ import streamlit as st
 
 from dashboard import data, figures
 from dashboard.data import TimeRange
-from dashboard.views.layout import ChartPlace, table
+from dashboard.views.layout import ChartPlace, show, side_by_side, table
 
 
 def render(root: str, window: TimeRange) -> None:
     refusals = ChartPlace("security-refusals")
-    left, right = st.columns(2)
-    with left:
-        offenders = ChartPlace("security-offenders")
-    with right:
-        auth_errors = ChartPlace("security-auth-errors")
+    offenders, auth_errors = side_by_side("security-offenders", "security-auth-errors")
     refusals.draw(figures.refusals_over_time(data.report(root, "trends", window)))
     unauthorized = data.report(root, "unauthorized", window)
     offenders.draw(figures.top_offenders(unauthorized))
@@ -25,3 +21,7 @@ def render(root: str, window: TimeRange) -> None:
     table(unauthorized[probing].drop(columns=["kind", "auth_error"]), key="security-probing-table")
     st.subheader("Refused requests")
     table(unauthorized[~probing].drop(columns=["kind", "distinct_keys"]), key="security-refused-table")
+
+
+if __name__ == "__main__":  # run by st.navigation as the page
+    show("security", render)

@@ -15,26 +15,29 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.views import PAGES
+from dashboard.views import DEFAULT_PAGE, PAGES
 
 APP = find_spec("dashboard.app").origin
 CHART_TITLES = {
     "overview": ["Decisions over time", "Decision latency"],
-    "licenses": ["Expiry timeline", "Seat utilisation", "Quota utilisation"],
+    "customers": [],  # until a customer is picked
+    "licenses": ["Expiry timeline", "Seat utilisation", "Quotas at risk"],
     "keys": ["Keys by kind", "Zombie keys still presented"],
     "security": ["Unauthorized requests over time", "Top offenders", "Authentication errors"],
     "explorer": [],
 }
 
 
-def open_app(root: Path, monkeypatch, page: str, time_range: str = "Last 30 days") -> AppTest:
-    """The app on ``page`` over ``root``; the 30-day default range covers the whole history, so
-    totals do not depend on the second the test runs."""
+def open_app(root: Path, monkeypatch, page: str, time_range: str = "30d", **query: str) -> AppTest:
+    """The app on ``page`` over ``root`` with ``?range=<time_range>`` (and ``query``) in its URL;
+    the 30-day range covers the whole history, so totals do not depend on the second the test runs."""
     monkeypatch.setenv("PORTCULLIS_DATA", str(root))
     at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["page"] = page
+    for name, value in {"range": time_range, **query}.items():
+        at.query_params[name] = value
     at.run()
-    at.selectbox(key="range").set_value(time_range).run()
+    if page != DEFAULT_PAGE:  # AppTest runs the default page; the others are reached by their file
+        at.switch_page(PAGES[page].path).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
