@@ -205,3 +205,43 @@ def test_a_live_connection_is_kept_and_a_fixed_one_renewed(history, tmp_path, mo
     assert renewed is not narrowed, "a connection that left a file out is renewed after CONNECTION_TTL_S"
     monkeypatch.setattr(data, "CONNECTION_TTL_S", 120.0)
     assert data._database(str(root)) is renewed
+
+
+CUSTOMER_CHARTS = ["Decisions over time", "Decisions by reason", "Seats used", "Quota burn", "Callers and environments"]
+
+
+def customers_of(root: Path) -> dict[str, list[str]]:
+    """Customer -> its license ids, straight from the registry snapshot."""
+    rows = pq.read_table(root / "snapshots" / "licenses.parquet", columns=["customer", "license_id"]).to_pylist()
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        found.setdefault(row["customer"], []).append(row["license_id"])
+    return found
+
+
+def test_customers_page_opens_on_the_customer_its_url_names(history, monkeypatch):
+    """?customer= picks the customer; every chart counts that customer's decisions as the files
+    hold them, and its licenses are the snapshot's."""
+    busiest = duckdb.sql(f"SELECT customer FROM read_parquet('{history}/audit/date=*/hour=*/*.parquet') "
+                         "WHERE customer IS NOT NULL GROUP BY ALL ORDER BY count(*) DESC LIMIT 1").fetchall()[0][0]
+    at = open_app(history, monkeypatch, "customers", customer=busiest)
+    assert at.selectbox(key="customer").value == busiest
+    drawn = charts(at)
+    assert list(drawn) == CUSTOMER_CHARTS
+    mine = f"customer = '{busiest}'"
+    for trace in drawn["Decisions over time"]["data"]:
+        assert total(trace["y"]) == count(history, f"{mine} AND decision = '{trace['name']}'")
+    assert sum(total(t["x"]) for t in drawn["Decisions by reason"]["data"]) == count(history, mine)
+    assert sum(total(t["x"]) for t in drawn["Callers and environments"]["data"]) == count(history, mine)
+    assert sorted(at.dataframe[0].value["license_id"]) == sorted(customers_of(history)[busiest])
+
+
+def test_picking_a_customer_puts_it_in_the_url_and_an_unknown_one_is_not_picked(history, monkeypatch):
+    at = open_app(history, monkeypatch, "customers", customer="no-such-customer")
+    assert at.selectbox(key="customer").value is None and not charts(at)
+    assert "Pick a customer" in at.info[0].value
+    other = sorted(customers_of(history))[1]
+    at.selectbox(key="customer").set_value(other).run()
+    assert at.query_params["customer"] == other and at.query_params["range"] == "30d"
+    assert list(charts(at)) == CUSTOMER_CHARTS
+    assert sorted(at.dataframe[0].value["license_id"]) == sorted(customers_of(history)[other])

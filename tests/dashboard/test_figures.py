@@ -30,6 +30,29 @@ def stale_keys(rows):
     return pd.DataFrame(rows, columns=["kind", "license_id", "key_fp", "customer", "presented"])
 
 
+def forecast(rows, now=T0):
+    """``quota-forecast`` rows (license, used %, runs out) of a 1,000-unit monthly quota."""
+    return pd.DataFrame([{"license_id": lic, "customer": f"cust-{lic}", "tier": "pro", "feature": "export",
+                          "period": "month", "period_start": now - 10 * 24 * HOUR,
+                          "period_end": now + 20 * 24 * HOUR, "quota_used": int(10 * pct), "quota_limit": 1000,
+                          "used_pct": pct, "burn_per_day": pct, "exhausts_at": None, "runs_out": runs_out,
+                          "last_seen": now} for lic, pct, runs_out in rows],
+                        columns=["license_id", "customer", "tier", "feature", "period", "period_start", "period_end",
+                                 "quota_used", "quota_limit", "used_pct", "burn_per_day", "exhausts_at", "runs_out",
+                                 "last_seen"])
+
+
+def activity(rows):
+    """``customer-activity`` rows: (bucket, license, decision, reason, caller, calls, seats used, quota used)."""
+    return pd.DataFrame([{"bucket": b, "license_id": lic, "feature": "export", "decision": d, "reason": r,
+                          "caller_id": c, "environment": "prod", "calls": n, "seats_used": seats,
+                          "seats_limit": 10 if seats is not None else None, "quota_used": quota,
+                          "quota_limit": 1000 if quota is not None else None}
+                         for b, lic, d, r, c, n, seats, quota in rows],
+                        columns=["bucket", "license_id", "feature", "decision", "reason", "caller_id", "environment",
+                                 "calls", "seats_used", "seats_limit", "quota_used", "quota_limit"])
+
+
 TRENDS = trends([
     (T0, "allow", "VALID", 90), (T0, "alert", "EXPIRING_SOON", 5), (T0, "deny", "LICENSE_REVOKED", 3),
     (T0, "deny", "UNAUTHENTICATED", 2), (T0 + HOUR, "allow", "VALID", 80), (T0 + HOUR, "deny", "RATE_LIMITED", 7),
@@ -123,6 +146,11 @@ EMPTY = {
     "utilisation": lambda: figures.utilisation(pd.DataFrame(columns=["customer", "utilisation_pct"]), "Seats", ["customer"]),
     "expiry_timeline": lambda: figures.expiry_timeline(
         pd.DataFrame(columns=["license_id", "customer", "expires_at", "days_left", "calls_7d"])),
+    "quota_at_risk": lambda: figures.quota_at_risk(forecast([("l1", 10.0, False)])),
+    "seats_over_time": lambda: figures.seats_over_time(activity([])),
+    "quota_burn": lambda: figures.quota_burn(activity([]), forecast([])),
+    "reasons_by_outcome": lambda: figures.reasons_by_outcome(activity([])),
+    "callers_and_environments": lambda: figures.callers_and_environments(activity([])),
 }
 
 
@@ -202,3 +230,67 @@ def test_sql_box_stops_at_the_row_limit():
     assert list(rows.iloc[:, 0]) == [0, 1, 2] and truncated
     rows, truncated = sqlbox.run(con, "SELECT * FROM range(3)", limit=3)
     assert len(rows) == 3 and not truncated
+
+
+def axis_span(fig) -> pd.Timedelta:
+    low, high = (pd.Timestamp(x) for x in fig.layout.xaxis.range)
+    return high - low
+
+
+def test_one_bucket_still_gets_an_axis_of_hours_not_milliseconds():
+    """All records in one hour: the axis spans the hour before and after, not a sub-millisecond
+    sliver around one instant; the latency percentiles are drawn as points."""
+    one = TRENDS[TRENDS["bucket"] == T0]
+    latency = pd.DataFrame({"bucket": [T0], "calls": [10], "p50_us": [200.0], "p95_us": [900.0], "p99_us": [2500.0],
+                            "max_us": [9000]})
+    for fig in (figures.decisions_over_time(one, "hour", now=T0 + 5 * HOUR),
+                figures.latency_percentiles(latency, "hour", now=T0 + 5 * HOUR)):
+        assert axis_span(fig) == 2 * HOUR and fig.layout.xaxis.type == "date"
+    assert all("markers" in t.mode for t in figures.latency_percentiles(latency, "hour").data)
+    day = figures.decisions_over_time(one, "day", now=T0 + 30 * 24 * HOUR)
+    assert axis_span(day) == timedelta(days=2)
+
+
+def test_the_bucket_still_filling_is_marked_and_faded():
+    fig = figures.decisions_over_time(TRENDS, "hour", now=T0 + HOUR + timedelta(minutes=20))
+    assert [s.x0 for s in fig.layout.shapes] == [pd.Timestamp(T0 + HOUR) - HOUR / 2]
+    assert fig.layout.annotations[0].text == "this hour so far"
+    assert list(fig.data[0].marker.opacity) == [1, 0.4]  # allow: the whole hour, then the partial one
+    whole = figures.decisions_over_time(TRENDS, "hour", now=T0 + 2 * HOUR)
+    assert not whole.layout.shapes and list(whole.data[0].marker.opacity) == [1, 1]
+
+
+def test_one_expiring_license_gets_days_of_axis_and_every_license_its_label():
+    one = pd.DataFrame({"license_id": ["l1"], "customer": ["acme"], "expires_at": [T0], "days_left": [3],
+                        "calls_7d": [5]})
+    assert axis_span(figures.expiry_timeline(one)) == timedelta(days=6)
+    many = pd.DataFrame({"license_id": [f"l{i}" for i in range(40)], "customer": ["acme"] * 40,
+                         "expires_at": [T0 + i * HOUR for i in range(40)], "days_left": [3] * 40, "calls_7d": [5] * 40})
+    fig = figures.expiry_timeline(many)
+    assert list(fig.layout.yaxis.tickvals) == [f"acme · l{i}" for i in range(40)]
+    assert fig.layout.height >= 40 * 20  # room for every label
+
+
+def test_quotas_at_risk_shows_only_those_running_out_or_nearly_full_with_their_projection():
+    fig = figures.quota_at_risk(forecast([("a", 50.0, True), ("b", 85.0, False), ("c", 10.0, False)]), now=T0)
+    used, projected = fig.data
+    assert list(used.y) == ["cust-a · export (month)", "cust-b · export (month)"]
+    assert list(projected.x) == [50.0 + 20 * 50.0 / 10, 85.0 + 20 * 85.0 / 10]  # burn per day over the 20 days left
+    assert list(projected.marker.color) == [figures.OUTCOME_COLOURS["deny"]] * 2
+
+
+def test_customer_figures_keep_the_outcome_colours_and_project_each_quota():
+    rows = activity([(T0, "l1", "allow", "VALID", "web", 5, 3, 100), (T0 + HOUR, "l1", "deny", "QUOTA_EXCEEDED", "batch",
+                                                                      2, 4, 400)])
+    reasons = figures.reasons_by_outcome(rows)
+    assert [t.name for t in reasons.data] == list(figures.OUTCOMES)
+    assert [t.marker.color for t in reasons.data] == [figures.OUTCOME_COLOURS[o] for o in figures.OUTCOMES]
+    assert list(reasons.layout.yaxis.categoryarray) == ["QUOTA_EXCEEDED", "VALID"]  # the commonest on top
+    seats = figures.seats_over_time(rows, "hour", now=T0 + 5 * HOUR)
+    assert list(seats.data[0].y) == [3, 4] and list(seats.data[1].y) == [10, 10]
+    burn = figures.quota_burn(rows, forecast([("l1", 40.0, True)], now=T0 + 2 * HOUR), "hour", now=T0 + 2 * HOUR)
+    used, projection = burn.data
+    assert list(used.y) == [10.0, 40.0]
+    assert list(projection.y) == [40.0, 40.0 + 20 * 40.0 / 10] and projection.line.color == figures.OUTCOME_COLOURS["deny"]
+    callers = figures.callers_and_environments(rows)
+    assert list(callers.layout.yaxis.categoryarray) == ["batch · prod", "web · prod"]  # bottom up: the busiest on top
