@@ -24,7 +24,7 @@ import pandas as pd
 
 from gateway.engine import decide, metering
 from gateway.registry.sqlite import SEAT_TOUCH_US
-from gateway.types import Check, License, Metering, Outcome, Policy, Reason, Usage
+from gateway.types import Check, License, Outcome, Policy, Reason, Usage
 
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
 REASONS: tuple[Reason, ...] = tuple(Reason)
@@ -177,9 +177,9 @@ def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray
 
     This loop is the replay's cost, so it is flat: seat state in lists indexed by license, the
     number of seats held recounted only once the earliest holder may have lapsed, and the engine
-    asked only for what the memo has not seen. For a check without a quota, the answer depends on
-    usage only through (seats used, holds a seat), so it is memoised on those and ``combo`` (the
-    license as it was, feature, environment, phase, and whether a user was named).
+    asked only for what the memo has not seen: the answer is memoised on ``combo`` (the license as
+    it was, feature, environment, phase, and whether a user was named) and the usage it was given
+    (seats used, holds a seat; with a quota, also the units used and the quantity asked).
     """
     ttl_us = policy.seat_ttl_days * _DAY_US
     nf = len(history.features)
@@ -189,15 +189,16 @@ def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray
     count = [0] * n_licenses  # seats held, as of the last recount or claim
     recount_at = [-1] * n_licenses  # the earliest moment a counted seat may lapse
     used: dict[tuple[str, str, int], int] = {}  # (license, quota key, period start µs) -> units
-    meters: dict[tuple[int, int], Metering] = {}  # (state * features + feature, day) -> its metering
+    counters: dict[tuple[int, int], tuple[str, str, int]] = {}  # (state * features + feature, day) -> quota counter
     memo: dict[int, int] = {}
+    quota_memo: dict[tuple[int, int, bool, int, int], tuple[int, int]] = {}
     out: list[int] = []
     deny = _OUTCOME_CODE[Outcome.DENY]
     never = 1 << 62
     states = history.state[steps]
     columns = (history.ts_us[steps], history.user[steps], np.array(slot_of)[states], combo[steps],
-               usage[steps], states * nf + history.feature[steps], steps)
-    for ts, user, slot, key, reads, pair, i in zip(*(c.tolist() for c in columns)):
+               usage[steps], states * nf + history.feature[steps], history.quantity[steps], steps)
+    for ts, user, slot, key, reads, pair, quantity, i in zip(*(c.tolist() for c in columns)):
         last = None
         n_seats = 0
         if reads & _SEATS:
@@ -210,16 +211,22 @@ def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray
             if last is not None and last < ts - ttl_us:
                 last = None
         if reads & _QUOTA:
-            lic, now, check = history.licenses[pair // nf], _moment(ts), _check(history, i)
-            meter = meters.get((pair, ts // _DAY_US))
-            if meter is None:
-                meter = meters[(pair, ts // _DAY_US)] = metering(lic, policy, check, now)
-            counter = (lic.license_id, meter.quota_key, _us(meter.period_start, 0))
-            decision = decide(lic, policy, check, Usage(n_seats, last is not None, used.get(counter, 0)), now,
-                              meter=meter)
-            code = _packed(decision)
-            if decision.consume:
-                used[counter] = used.get(counter, 0) + decision.consume
+            counter = counters.get((pair, ts // _DAY_US))
+            if counter is None:
+                lic = history.licenses[pair // nf]
+                meter = metering(lic, policy, _check(history, i), _moment(ts))
+                counter = counters[(pair, ts // _DAY_US)] = (lic.license_id, meter.quota_key,
+                                                            _us(meter.period_start, 0))
+            units = used.get(counter, 0)
+            memo_key = (key, n_seats, last is not None, units, quantity)
+            code_consume = quota_memo.get(memo_key)
+            if code_consume is None:
+                lic, now, check = history.licenses[pair // nf], _moment(ts), _check(history, i)
+                decision = decide(lic, policy, check, Usage(n_seats, last is not None, units), now)
+                code_consume = quota_memo[memo_key] = (_packed(decision), decision.consume)
+            code, consume = code_consume
+            if consume:
+                used[counter] = units + consume
         else:
             memo_key = (key * 1_000_003 + n_seats) * 2 + (last is not None)
             code = memo.get(memo_key)

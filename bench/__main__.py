@@ -89,6 +89,13 @@ def _rows_dashboard(r: dict, _: dict) -> list:
             ("  the same page reloaded (query cache), s", browser["reload_s"], "—", None)]
 
 
+def _rows_impact(r: dict, _: dict) -> list:
+    return [(f"policy impact: replay {r['records']:,} recorded checks under two policies, s", r["total_s"],
+             "≤ 60", r["ok"]),
+            ("  read / replay (both, in parallel) / report, s (CPU s per replay)",
+             f"{r['read_s']} / {r['replay_both_s']} / {r['report_s']} ({r['replay_cpu_s_per_policy']})", "—", None)]
+
+
 def _rows_startup(r: dict, _: dict) -> list:
     return [(f"start-up with {r['startup_licenses']:,} licenses, s", r["startup_ready_s"], "≤ 3",
              r["startup_ready_s"] <= 3),
@@ -106,6 +113,7 @@ BENCHES: dict[str, tuple[str, dict, Callable[[dict, dict], list]]] = {
     "reports": ("bench.reports", {"rows": 1_000_000}, _rows_reports),
     "dashboard": ("bench.dashboard", {"rows": 1_000_000, "visits": 2}, _rows_dashboard),
     "startup": ("bench.startup", {"count": 20_000, "repeats": 1}, _rows_startup),
+    "impact": ("bench.impact", {"rows": 1_000_000}, _rows_impact),
 }
 
 
