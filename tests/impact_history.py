@@ -61,8 +61,8 @@ def plant(data: DataDir) -> dict[str, int]:
     records = []
 
     def ask(at: datetime, name: str | None, feature: str, user: str | None = None, quantity: int = 0,
-            caller: Caller = service) -> None:
-        ex = port.open("check", instance="gw-test-w0", now=at)
+            caller: Caller = service, endpoint: str = "check") -> None:
+        ex = port.open(endpoint, instance="gw-test-w0", now=at)
         key = lics[name].key if name else "LK-NOPE-NOPE-NOPE-NOPE-NOPE"
         body = read_check(ex, {"license_key": key, "feature": feature, "user_id": user, "quantity": quantity})
         port.check(ex, body, caller)
@@ -79,8 +79,8 @@ def plant(data: DataDir) -> dict[str, int]:
     ask(NOW - DAY, "globex", "export", "g1", 1)
     ask(NOW - 3 * DAY + 4 * HOUR, "initech", "anything")
     ask(NOW - 12 * HOUR, "initech", "anything")
-    for i in range(3):
-        ask(NOW - (5 - i) * DAY, "hooli", "export", f"h{i}")
+    for i in range(3):  # items of a batch, each decided and recorded on its own
+        ask(NOW - (5 - i) * DAY, "hooli", "export", f"h{i}", endpoint="batch")
     ask(NOW - 5 * DAY, "umbrella", "export")
     with data.store() as store:
         set_status(store, lics["umbrella"].license.license_id, Status.REVOKED)
