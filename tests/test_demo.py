@@ -91,6 +91,9 @@ def test_demo_runs_everything_and_stops_cleanly(tmp_path):
     reasons = {r for (r,) in duckdb.sql(f"SELECT DISTINCT reason FROM read_parquet('{data}/audit/date=*/hour=*/"
                                         f"{live}-*.parquet')").fetchall()}
     assert {"VALID", "KEY_NOT_FOUND", "EXPIRING_SOON", "LICENSE_EXPIRED"} <= reasons
+    deny_pct = dict(duckdb.sql(f"SELECT instance = '{live}', 100.0 * avg((decision = 'deny')::INT) FROM read_parquet("
+                               f"'{data}/audit/date=*/hour=*/*.parquet', union_by_name=true) GROUP BY 1").fetchall())
+    assert deny_pct[True] < 15, f"the live traffic is refused about as often as the history ({deny_pct})"
 
     # Run again on the same directory (reused, not regenerated) and stop it like a supervisor.
     proc = _demo(data, port)
@@ -124,3 +127,21 @@ def test_a_killed_demo_leaves_no_service_behind(tmp_path):
             except OSError:
                 time.sleep(0.2)
     assert free, "the demo's gateway outlived the demo"
+
+
+def test_the_default_live_rate_is_the_historys_own_at_that_hour(tmp_path):
+    """The live hour continues the synthetic history: for each hour of the day, the default rate
+    is what the generated Parquet holds for that hour (within the draw's noise)."""
+    from datetime import datetime, timezone
+
+    from analytics.synth import generate
+    from gateway.demo.traffic import history_rate
+
+    days, rows = 2, 96_000
+    generate(tmp_path, days=days, rows=rows, licenses=50, end=datetime(2026, 3, 3, tzinfo=timezone.utc))
+    per_hour = dict(duckdb.sql(f"SELECT hour(ts AT TIME ZONE 'UTC'), count(*) / {days} FROM read_parquet("
+                               f"'{tmp_path}/audit/date=*/hour=*/*.parquet') GROUP BY 1").fetchall())
+    for hour, seen in per_hour.items():
+        expected = history_rate(rows, days, datetime(2026, 3, 3, hour, tzinfo=timezone.utc)) * 3600
+        assert abs(seen - expected) < 0.1 * expected + 20, (hour, seen, expected)
+    assert max(per_hour.values()) > 5 * min(per_hour.values())  # and the day has its rhythm

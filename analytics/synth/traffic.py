@@ -97,12 +97,16 @@ def _take(values, index: np.ndarray, null: np.ndarray | None = None) -> pa.Array
     return vocabulary.take(pa.array(np.asarray(index, dtype=np.int64), mask=null))
 
 
+def load(hour_of_day):
+    """How busy an hour of the (UTC) day is against the day's average (1.0): busier in the
+    working day than at night, peaking at 1.8 at 14:00."""
+    return 1.0 + 0.8 * np.sin((np.asarray(hour_of_day) - 8) / 24 * 2 * np.pi)
+
+
 def arrivals(rng: np.random.Generator, start_us: int, hours: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """When (sorted) and on which gateway instance ``n`` requests arrive: busier in the (UTC)
-    working day than at night."""
-    hour_of_day = (start_us // HOUR_US + np.arange(hours)) % 24
-    load = 1.0 + 0.8 * np.sin((hour_of_day - 8) / 24 * 2 * np.pi)
-    counts = rng.multinomial(n, load / load.sum())
+    """When (sorted) and on which gateway instance ``n`` requests arrive, following :func:`load`."""
+    weights = load((start_us // HOUR_US + np.arange(hours)) % 24)
+    counts = rng.multinomial(n, weights / weights.sum())
     starts = np.repeat(start_us + np.arange(hours, dtype=np.int64) * HOUR_US, counts)
     return np.sort(starts + rng.integers(0, HOUR_US, n)), rng.choice(len(INSTANCES), n, p=_INSTANCE_SHARE)
 

@@ -17,8 +17,9 @@ from gateway.cli.common import settings_for
 @click.option("--no-dashboard", is_flag=True, help="Run without the dashboard.")
 @click.option("--duration", type=click.FloatRange(min=1), default=None,
               help="Stop after this many seconds of traffic (default: until Ctrl-C).")
-@click.option("--rate", type=click.FloatRange(min=0.1, max=500), default=20.0, show_default=True,
-              help="Live requests per second.")
+@click.option("--rate", type=click.FloatRange(min=0.01, max=500), default=None,
+              help="Live requests per second (default: the synthetic history's rate at this hour of the day, "
+                   "so the live hour looks like the ones before it).")
 @click.option("--rows", type=click.IntRange(min=1000), default=300_000, show_default=True,
               help="Synthetic audit records for the 30 days of history.")
 def demo(data_dir, host, port, dashboard_port, no_dashboard, duration, rate, rows):

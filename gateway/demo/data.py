@@ -38,6 +38,7 @@ LICENSES = {
     "seats_full": ("wayne-enterprises", "free", None, Status.ACTIVE, {}),
 }
 GOOD_CALLER, BAD_CALLER = "web-app", "scanner"  # names the synthetic history uses too
+HISTORY_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ def prepare(settings: Settings, rows: int, progress: Callable[[str], None]) -> D
         progress(f"reusing the demo data in {settings.data_dir}")
         return DemoState(doc["keys"], {k: tuple(v) for k, v in doc["callers"].items()})
     initialise(settings)
-    progress(f"writing 30 days of synthetic audit history ({rows:,} records)")
-    generate(settings.data_dir, days=30, rows=rows, licenses=300, progress=None)
+    progress(f"writing {HISTORY_DAYS} days of synthetic audit history ({rows:,} records)")
+    generate(settings.data_dir, days=HISTORY_DAYS, rows=rows, licenses=300, progress=None)
     synthetic_licenses = pq.read_table(licenses_path(settings.data_dir)).to_pylist()
     synthetic_callers = pq.read_table(callers_path(settings.data_dir)).to_pylist()
     callers = {name: add_caller(settings.callers_path, settings.keys_dir, Caller(name, rate_limit_rps=rps))

@@ -15,12 +15,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from gateway.config import Settings
-from gateway.demo.data import prepare, state_path
-from gateway.demo.traffic import Traffic
+from gateway.demo.data import HISTORY_DAYS, prepare, state_path
+from gateway.demo.traffic import Traffic, history_rate
 from gateway.workers import die_with
 
 STOP_TIMEOUT_S = 60.0
@@ -60,10 +61,12 @@ class Service:
             return self.proc.wait()
 
 
-def run(settings: Settings, *, dashboard: bool, duration: float | None, rate: float, rows: int,
+def run(settings: Settings, *, dashboard: bool, duration: float | None, rate: float | None, rows: int,
         echo: Callable[[str], None]) -> int:
-    """Run the demo until Ctrl-C, SIGTERM or ``duration`` seconds of traffic; the exit status."""
+    """Run the demo until Ctrl-C, SIGTERM or ``duration`` seconds of traffic; the exit status.
+    ``rate`` None: the synthetic history's own rate at this hour of the day."""
     state = prepare(settings, rows, echo)
+    rate = rate or history_rate(rows, HISTORY_DAYS, datetime.now(timezone.utc))
     data, logs = str(settings.data_dir), settings.data_dir / "logs"
     gateway_url = f"http://{settings.host}:{settings.port}"
     services = [Service("gateway", ["serve", "--data", data, "--host", settings.host, "--port", str(settings.port)],
@@ -82,7 +85,8 @@ def run(settings: Settings, *, dashboard: bool, duration: float | None, rate: fl
             else:
                 echo(f"the dashboard did not start; see {services[1].log}")
         echo(f"logs in {logs}/; demo credentials (for `portcullis call`) in {state_path(settings)}")
-        echo("sending live traffic; Ctrl-C stops everything" + (f" (or after {duration:g} s)" if duration else ""))
+        echo(f"sending live traffic, {rate * 3600:,.0f} requests an hour; Ctrl-C stops everything"
+             + (f" (or after {duration:g} s)" if duration else ""))
         traffic = Traffic(gateway_url, state, rate)
         asyncio.run(_drive(traffic, duration, echo))
         echo(traffic.summary())

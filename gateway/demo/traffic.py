@@ -1,9 +1,12 @@
-"""Live demo traffic: signed requests through the real HTTP API at a modest, steady rate.
+"""Live demo traffic: signed requests through the real HTTP API, continuing the synthetic history.
 
-Most requests come from the well-behaved caller and exercise every license state (valid,
-expiring, in grace, expired, revoked, quota running out, seats full, batches). The misbehaving
-caller presents unknown keys and, now and then, signs with a wrong secret or a stale clock,
-which is what the security page, the alerts and the breach webhook are about.
+The live hour should look like the hours before it, not like an incident: by default requests
+come at the history's own rate for the hour of day (:func:`history_rate`), and in about its mix
+(mostly allowed, a few per cent alerts and denials). Most requests come from the well-behaved
+caller, mostly for the healthy license, now and then for one in every other state (expiring, in
+grace, expired, revoked, quota running out, seats full, batches). The misbehaving caller, one
+request in thirty, presents unknown keys and sometimes signs with a wrong secret or a stale
+clock: what the security page, the alerts and the breach webhook are about.
 """
 from __future__ import annotations
 
@@ -13,17 +16,26 @@ import random
 import secrets
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Callable
 
 import aiohttp
 
+from analytics.synth.traffic import load
 from gateway.auth import signed_headers
 from gateway.demo.data import BAD_CALLER, GOOD_CALLER, PRODUCT, DemoState
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 # How often each demo license is asked about, relative to the others.
-WEIGHTS = {"healthy": 30, "expiring": 12, "in_grace": 6, "expired": 4, "revoked": 4, "near_quota": 10,
-           "seats_full": 10}
+WEIGHTS = {"healthy": 85, "expiring": 3, "in_grace": 1, "expired": 2, "revoked": 2, "near_quota": 4,
+           "seats_full": 3}
+BAD_SHARE = 0.03  # requests from the misbehaving caller (the history refuses about 3 % at the door)
+
+
+def history_rate(rows: int, days: int, when: datetime) -> float:
+    """Requests per second of a synthetic history of ``rows`` records over ``days`` days at the
+    hour of ``when`` (``analytics.synth``'s daily curve): the live traffic's default rate."""
+    return float(rows / (days * 86400) * load(when.hour))
 
 
 def _unknown_key() -> str:
@@ -55,7 +67,7 @@ class Traffic:
                              "user_id": f"probe-{self.rng.randint(1, 999)}"}
 
     async def _send(self, session: aiohttp.ClientSession) -> None:
-        bad = self.rng.random() < 0.15
+        bad = self.rng.random() < BAD_SHARE
         path, doc = self._bad() if bad else self._good()
         key_id, secret = self.state.callers[BAD_CALLER if bad else GOOD_CALLER]
         now = time.time()
