@@ -38,6 +38,36 @@ ROLLUP_SCHEMA = pa.schema([
     pa.field("calls", pa.int64(), nullable=False),
     pa.field("host", pa.string()),  # of decisions and latency rows: views.sql's host_of(instance)
 ])
+# A day's per-license file of ``rollups/`` (``analytics.license_rollups``): the rows of
+# license_days, quota_days and key_sources for one whole day; views.sql says how to read it.
+LICENSE_ROLLUP_SCHEMA = pa.schema([
+    pa.field("kind", pa.string(), nullable=False),  # license, quota, source or covered
+    pa.field("host", pa.string()),
+    pa.field("license_id", pa.string()),
+    pa.field("key_fp", pa.string()),
+    pa.field("feature", pa.string()),
+    pa.field("caller_id", pa.string()),
+    pa.field("network", pa.string()),
+    pa.field("calls", pa.int64()),
+    pa.field("allowed", pa.int64()),
+    pa.field("alerted", pa.int64()),
+    pa.field("first_seen", pa.timestamp("us", tz="UTC")),
+    pa.field("last_seen", pa.timestamp("us", tz="UTC")),
+    pa.field("users", pa.list_(pa.string())),
+    pa.field("features", pa.list_(pa.string())),
+    pa.field("seats_used", pa.int32()),
+    pa.field("seats_limit", pa.int32()),
+    pa.field("seats_at", pa.timestamp("us", tz="UTC")),
+    pa.field("seat_denials", pa.int64()),
+    pa.field("seat_overages", pa.int64()),
+    pa.field("quota_first", pa.int64()),
+    pa.field("quota_used", pa.int64()),
+    pa.field("quota_limit", pa.int64()),
+    pa.field("quota_alerts", pa.int64()),
+    pa.field("quota_denials", pa.int64()),
+])
+# The views that read rollups: empty on a connection without them.
+ROLLUP_VIEWS = ("rollups", "license_rollups")
 # The folders of the data directory the views read, besides the audit directory: all that a
 # confined connection may read.
 VIEW_DIRS = (ROLLUPS_DIR, SNAPSHOT_DIR)
@@ -46,6 +76,7 @@ VIEW_DIRS = (ROLLUPS_DIR, SNAPSHOT_DIR)
 EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
     "audit": AUDIT_SCHEMA.append(pa.field("date", pa.date32())).append(pa.field("hour", pa.int32())),
     "rollups": ROLLUP_SCHEMA.append(pa.field("date", pa.date32())),
+    "license_rollups": LICENSE_ROLLUP_SCHEMA.append(pa.field("date", pa.date32())),
     "licenses": LICENSES_SCHEMA,
     "callers": CALLERS_SCHEMA,
 }
@@ -81,8 +112,8 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str
     ``CorruptFileError``, or with ``skip_corrupt`` is left out of the view. ``query`` does the
     same for damage found later; ``skipped_files(con)`` lists what was left out. ``files``
     (absolute paths) narrows the ``audit`` view to those files; a missing one counts as
-    unreadable. Without ``rollups``, ``summary()`` reads the raw trail only; a damaged rollup
-    file has the same effect instead of being an error (``drop_rollups``).
+    unreadable. Without ``rollups``, ``summary()`` and the license reports read the raw trail
+    only; a damaged rollup file has the same effect instead of being an error (``drop_rollups``).
     """
     root = Path(data_dir).resolve()
     con = duckdb.connect(":memory:")
@@ -92,7 +123,7 @@ def connect(data_dir: str | Path, *, skip_corrupt: bool = False, files: list[str
     for statement in duckdb.extract_statements(VIEWS_SQL.read_text(encoding="utf-8")):
         view = _VIEW_NAME.search(statement.query)
         name = view.group(1) if view else None
-        if name == "rollups" and not rollups:
+        if name in ROLLUP_VIEWS and not rollups:
             _create_empty(con, name)
             continue
         while True:
@@ -209,10 +240,12 @@ def _create_empty(con: duckdb.DuckDBPyConnection, view: str) -> None:
 
 
 def drop_rollups(con: duckdb.DuckDBPyConnection) -> None:
-    """Make ``summary()`` read the raw trail only: ``rollups`` empty, its coverage unset. For a
-    damaged rollup file (rollups are derived: the next build writes it again)."""
-    _create_empty(con, "rollups")
-    for variable in ("rollups_from", "rollups_until", "rollups_unsummarised"):
+    """Make ``summary()`` and the license reports read the raw trail only: the rollup views
+    empty, their coverage unset. For a damaged rollup file (rollups are derived: the next build
+    writes it again)."""
+    for view in ROLLUP_VIEWS:
+        _create_empty(con, view)
+    for variable in ("rollups_from", "rollups_until", "rollups_unsummarised", "license_days_covered"):
         con.execute(f"SET VARIABLE {variable} = NULL")
 
 

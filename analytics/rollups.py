@@ -16,12 +16,14 @@ Each day file is written atomically (temp file, fsync, rename). Readers trust th
 files from the first up to the first day missing or not covered to its end, so a build cut
 short, or a day file deleted, makes them read more of the raw trail, never less.
 
+Beside each whole day's hours, ``licenses.parquet`` summarises the day per license, metered
+feature and key source for the license reports (``analytics.license_rollups``).
+
 Rollups are derived data: deleting ``rollups/`` loses nothing, the next build writes them again.
 """
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -35,8 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analytics import license_rollups
 from analytics.db import ROLLUP_SCHEMA, ROLLUPS_DIR, audit_dir_of, connect, query, skipped_files
-from gateway.audit.parquet import TMP_SUFFIX, install, make_dirs
+from analytics.rollup_files import day_dir, digest, write_atomic
+from gateway.audit.parquet import make_dirs
 
 DAY_FILE = "hours.parquet"
 VERSION = 3  # of the day files' shape: a day file of another version is summarised again
@@ -94,12 +98,12 @@ def signature(data_dir: str | Path) -> tuple:
     """What the rollups of ``data_dir`` look like on disk (day files, their sizes and times): a
     connection opened under another signature reads an out-of-date coverage."""
     seen = []
-    for path in (Path(data_dir) / ROLLUPS_DIR).glob(f"date=*/{DAY_FILE}"):
+    for path in (Path(data_dir) / ROLLUPS_DIR).glob("date=*/*.parquet"):
         try:
             stat = path.stat()
         except OSError:  # replaced or removed just now: the next look sees what came instead
             continue
-        seen.append((path.parent.name, stat.st_size, stat.st_mtime_ns))
+        seen.append((path.parent.name, path.name, stat.st_size, stat.st_mtime_ns))
     return tuple(sorted(seen))
 
 
@@ -124,7 +128,7 @@ def _build(root: Path, horizon: datetime, progress: Progress) -> Build:
         current = {hour: names for hour, names in files.items() if hour.date() == day}
         covered_until = min(horizon, _day_start(day) + DAY)
         stale = sorted(hour for hour, names in current.items()
-                       if before is None or before.digests.get(hour) != _digest(names))
+                       if before is None or before.digests.get(hour) != digest(names))
         gone = [] if before is None else sorted(set(before.digests) - set(current))
         if before is None or stale or gone or before.covered_until != covered_until:
             plans.append((day, before, current, stale, gone, covered_until))
@@ -135,13 +139,25 @@ def _build(root: Path, horizon: datetime, progress: Progress) -> Build:
         # An hour whose files changed meanwhile is left to the raw trail and, with no digest
         # recorded, summarised again next time.
         _write_day(root, day, [kept, new, _marks(covered_until, unreadable, changed)],
-                   {hour: _digest(names) for hour, names in current.items() if hour not in changed}, covered_until)
+                   {hour: digest(names) for hour, names in current.items() if hour not in changed}, covered_until)
         result.hours_built += len(stale)
         result.hours_dropped += len(gone)
         result.days_written.append(day.isoformat())
         result.skipped_files += unreadable
+    for day in days:  # then each whole day's license rollup (analytics.license_rollups)
+        current = {hour: names for hour, names in files.items() if hour.date() == day}
+        if license_rollups.update(root, day, sorted(p for names in current.values() for p in names),
+                                  _whole(_read_day(_day_path(root, day)), day, current)) \
+                and day.isoformat() not in result.days_written:
+            result.days_written.append(day.isoformat())
     progress(len(plans), len(plans), "")
     return result
+
+
+def _whole(state: _Day | None, day: date, hours: dict[datetime, list[str]]) -> bool:
+    """Whether ``day`` is closed and each of its hours summarised from readable files."""
+    return (state is not None and state.covered_until == _day_start(day) + DAY and set(state.digests) == set(hours)
+            and not pc.any(pc.equal(state.table["kind"], "unsummarised")).as_py())
 
 
 def _closed_hours(audit_dir: Path, horizon: datetime) -> dict[datetime, list[str]]:
@@ -158,12 +174,6 @@ def _closed_hours(audit_dir: Path, horizon: datetime) -> dict[datetime, list[str
     return {hour: sorted(paths) for hour, paths in hours.items()}
 
 
-def _digest(paths: list[str]) -> str:
-    # Audit files are never rewritten in place (new data gets a new name), so their names say
-    # whether an hour's summary still holds.
-    return hashlib.sha256("\n".join(sorted(Path(p).name for p in paths)).encode()).hexdigest()[:32]
-
-
 def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
@@ -173,7 +183,7 @@ def _day_start(day: date) -> datetime:
 
 
 def _day_path(root: Path, day: date) -> Path:
-    return root / ROLLUPS_DIR / f"date={day.isoformat()}" / DAY_FILE
+    return day_dir(root, day) / DAY_FILE
 
 
 def _day_files(root: Path) -> dict[date, Path]:
@@ -252,11 +262,5 @@ def _write_day(root: Path, day: date, parts: list[pa.Table | None], digests: dic
     table = pa.concat_tables([t for t in parts if t is not None], promote_options="default")
     table = table.select(ROLLUP_SCHEMA.names).cast(ROLLUP_SCHEMA).sort_by([("hour", "ascending")])
     meta = {"version": VERSION, "covered_until": covered_until.isoformat(),
-            "hours": {hour.isoformat(): digest for hour, digest in sorted(digests.items())}}
-    table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
-    make_dirs(path.parent)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)  # bit flips found on reading
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    install(tmp, path)
+            "hours": {hour.isoformat(): hour_digest for hour, hour_digest in sorted(digests.items())}}
+    write_atomic(path, table, _META_KEY, meta)

@@ -74,9 +74,9 @@ CREATE OR REPLACE MACRO hour_of(t) AS make_timestamptz(epoch_us(t) // 3600000000
 -- up once, when this file runs, and without them the view is typed empty rows. Files written
 -- later are picked up by the glob only if some existed then; the coverage below is read once per
 -- connection anyway.
-SET VARIABLE rollups_source = CASE WHEN (SELECT count(*) FROM glob(getvariable('data_root') || 'rollups/date=*/*.parquet')) > 0
+SET VARIABLE rollups_source = CASE WHEN (SELECT count(*) FROM glob(getvariable('data_root') || 'rollups/date=*/hours.parquet')) > 0
     THEN format('SELECT * FROM read_parquet(''{}'', hive_partitioning = true, hive_types = {{''date'': DATE}}, '
-                'union_by_name = true)', replace(getvariable('data_root') || 'rollups/date=*/*.parquet', '''', ''''''))
+                'union_by_name = true)', replace(getvariable('data_root') || 'rollups/date=*/hours.parquet', '''', ''''''))
     ELSE 'SELECT NULL::DATE AS date, NULL::VARCHAR AS kind, NULL::TIMESTAMPTZ AS hour, NULL::VARCHAR AS decision,
                  NULL::VARCHAR AS reason, NULL::SMALLINT AS http_status, NULL::BIGINT AS latency_us,
                  NULL::BIGINT AS calls, NULL::VARCHAR AS host WHERE false'

@@ -1,14 +1,14 @@
 -- Which seat-limited licenses are heading for their limit: per license, its distinct active users
--- (allowed or alerted) on each of the last $days days, the straight-line trend through them, and
--- the day that trend reaches the seat limit (reaches_limit_on; today when the latest seat count
--- already has, none when the trend is flat or falling); at_risk when that day is within $horizon
--- days. The soonest first. Read from license_days() (views.sql): whole days from the license
--- rollups, the rest raw.
+-- (allowed or alerted) on each of the $days whole days before $now's (UTC), the straight-line
+-- trend through them, and the day that trend reaches the seat limit (reaches_limit_on; today when
+-- the seat count at the end of yesterday or the trend already has, none when it is flat or
+-- falling); at_risk when that day is within $horizon days. The soonest first. Read from
+-- license_days() (views.sql): whole days, so from the license rollups once they are built.
 WITH per_day AS (
     SELECT license_id, date, len(list_distinct(flatten(list(users)))) AS active_users,
            max_by(seats_used, seats_at) AS seats_used, max_by(seats_limit, seats_at) AS seats_limit,
            max(seats_at) AS seats_at
-    FROM license_days($now - to_days($days), $now)
+    FROM license_days(CAST(CAST($now AS DATE) - $days AS TIMESTAMPTZ), CAST(CAST($now AS DATE) AS TIMESTAMPTZ))
     GROUP BY license_id, date
 ),
 limited AS (
@@ -19,8 +19,8 @@ limited AS (
 ),
 days AS (  -- every day of the window, so days without use count as none
     SELECT CAST(d AS DATE) AS date, row_number() OVER (ORDER BY d) - 1 AS n
-    FROM range(CAST(CAST($now - to_days($days) AS DATE) AS TIMESTAMP), CAST(CAST($now AS DATE) AS TIMESTAMP)
-               + INTERVAL 1 DAY, INTERVAL 1 DAY) AS t(d)
+    FROM range(CAST(CAST($now AS DATE) - $days AS TIMESTAMP), CAST(CAST($now AS DATE) AS TIMESTAMP),
+               INTERVAL 1 DAY) AS t(d)
 ),
 series AS (
     SELECT l.license_id, d.date, d.n, coalesce(p.active_users, 0) AS active_users
