@@ -51,7 +51,7 @@ class Report:
     title: str
     description: str
     params: tuple[Param, ...] = field(default=())
-    reads_rollups: bool = False  # reads summary() (views.sql), which the rollups make fast
+    reads_rollups: bool = False  # reads summary() or license_days() & co (views.sql), which rollups make fast
 
     def parse(self, texts: Mapping[str, str]) -> dict[str, Any]:
         """Parameter values written as text, typed; names the report does not take are passed
@@ -109,7 +109,7 @@ REPORTS: dict[str, Report] = {
         Report("expiring", "Licenses expiring soon",
                "Licenses not revoked that expire within `days`, soonest first, with days left, last "
                "seen, active users and calls over the last 7 days.",
-               (Param("days", 30, "expiring within this many days"), NOW)),
+               (Param("days", 30, "expiring within this many days"), NOW), reads_rollups=True),
         Report("stale-keys", "Stale and zombie keys",
                "Active, unexpired licenses whose key got no allow/alert within `days` (kind stale, or "
                "never_used when issued earlier than that), and keys still presented although revoked, "
@@ -133,7 +133,7 @@ REPORTS: dict[str, Report] = {
         Report("seats", "Seat utilisation",
                "Seat-limited licenses: the latest seats used against the limit, calls, seat refusals "
                "and overages; the fullest first.",
-               (LAST_30_DAYS, NOW)),
+               (LAST_30_DAYS, NOW), reads_rollups=True),
         Report("hosts", "Gateway hosts",
                "Decisions per gateway host (an instance without its worker suffix) over the last `days`, "
                "with the first and last hour it decided in.",
@@ -160,23 +160,24 @@ REPORTS: dict[str, Report] = {
                "Metered licenses per feature: units used so far in the current period (daily or monthly, "
                "read from the counter), the daily burn, the projected exhaustion and whether it comes "
                "before the period ends (runs_out); the soonest first.",
-               (NOW,)),
+               (NOW,), reads_rollups=True),
         Report("seat-pressure", "Seat pressure",
                "Seat-limited licenses: distinct active users per day over the last `days`, their trend, "
                "and the day the trend reaches the seat limit (at_risk within `horizon` days); the soonest first.",
-               (LAST_30_DAYS, Param("horizon", 90, "at risk when the limit is reached within this many days"), NOW)),
+               (LAST_30_DAYS, Param("horizon", 90, "at risk when the limit is reached within this many days"), NOW),
+               reads_rollups=True),
         Report("key-anomalies", "Key anomalies",
                "License keys presented in the last `hours` by a caller or from a remote network (IPv4 /24, "
                "IPv6 /64) not seen with them in the `days` before, or at `factor` times their usual daily "
                "calls: the signal of a leaked key.",
                (LAST_24_HOURS, LAST_30_DAYS,
                 Param("factor", 5, "calls per day at least this many times the usual make a volume finding"),
-                Param("min_calls", 50, "and at least this many calls in the last `hours`"), NOW)),
+                Param("min_calls", 50, "and at least this many calls in the last `hours`"), NOW), reads_rollups=True),
         Report("renewals", "Renewals due",
                "Licenses not revoked that expire within `days`, ranked by their use over the last "
                "`usage_days` (calls, active users, features), so the busiest are renewed first.",
                (Param("days", 30, "expiring within this many days"),
-                Param("usage_days", 30, "use counted over this many days"), NOW)),
+                Param("usage_days", 30, "use counted over this many days"), NOW), reads_rollups=True),
         # The dashboard's: its KPIs, its quota chart and its audit explorer's pages.
         Report("overview", "Headline numbers",
                "Decisions, denials and deny %, alerts, p99 latency and auth failures (401) over the last "

@@ -46,7 +46,7 @@ def test_option_a_report_does_not_take_is_refused(run, planted: Path):
 def test_report_as_json(run, planted: Path):
     result = run("report", "expiring", "--now", NOW.isoformat(), "--format", "json", "--data", str(planted))
     assert result.exit_code == 0
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)  # progress of the rollup build is on stderr
     assert doc["report"] == "expiring" and doc["params"]["days"] == 30
     assert doc["params"]["now"] == NOW.isoformat()
     assert [r["license_id"] for r in doc["rows"]] == ["lic_soon", "lic_suspended_soon"]
