@@ -212,8 +212,10 @@ def quota_at_risk(forecast: pd.DataFrame, now: pd.Timestamp | None = None, top: 
     rows = risky.head(top)
     left_days = (pd.to_datetime(rows["period_end"]) - now).dt.total_seconds().clip(lower=0) / 86400
     projected = rows["used_pct"] + 100 * rows["burn_per_day"].fillna(0) * left_days / rows["quota_limit"]
-    names = rows["customer"].fillna(rows["license_id"]) + " · " + rows["feature"] + " (" + rows["period"] + ")"
-    fig = go.Figure(layout=dict(title=title, xaxis_title="% of limit", height=_rows_height(len(rows)), **_LAYOUT))
+    names = (rows["customer"].fillna("?") + " · " + rows["license_id"] + " · " + rows["feature"]
+             + " (" + rows["period"] + ")")
+    fig = go.Figure(layout=dict(title=title, height=_rows_height(len(rows)), **_LAYOUT))
+    fig.update_xaxes(ticksuffix=" %")  # the unit on the ticks: an axis title would sit under the legend
     fig.add_bar(name="used so far", x=rows["used_pct"], y=names, orientation="h",
                 marker_color=[utilisation_colour(p) for p in rows["used_pct"]])
     fig.add_scatter(name="at period end", x=projected, y=names, mode="markers",

@@ -85,11 +85,14 @@ def _draw(where: DeltaGenerator, fig: go.Figure, key: str) -> None:
 
 
 def table(df: pd.DataFrame, key: str, **column_config) -> None:
-    """A report's rows as an interactive table; an empty one says so instead of drawing headers."""
+    """A report's rows as an interactive table; an empty one says so instead of drawing headers.
+    Times are shown to the minute (UTC), which keeps a wide report within the page's width."""
     if df.empty:
         st.caption("Nothing to list.")
         return
-    st.dataframe(df, key=key, hide_index=True, column_config=column_config or None)
+    minutes = {name: st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")
+               for name, dtype in df.dtypes.items() if pd.api.types.is_datetime64_any_dtype(dtype)}
+    st.dataframe(df, key=key, hide_index=True, column_config=minutes | column_config)
 
 
 def no_records(root: str, window: TimeRange) -> None:

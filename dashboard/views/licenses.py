@@ -29,8 +29,9 @@ def render(root: str, window: TimeRange) -> None:
     with right:
         chart(figures.quota_at_risk(quota), key="licenses-quota")
     # The tables are wider than half the page: each gets the full width below the charts.
-    table(seats, key="licenses-seats-table", utilisation_pct=_UTILISATION)
-    table(quota, key="licenses-quota-table", used_pct=_UTILISATION)
+    table(seats.drop(columns="tier"), key="licenses-seats-table", utilisation_pct=_UTILISATION)
+    table(quota.drop(columns=["tier", "period", "period_start", "last_seen"]), key="licenses-quota-table",
+          used_pct={**_UTILISATION, "width": "small"}, period_end=st.column_config.DateColumn("period_end"))
     impact.render(root)
 
 

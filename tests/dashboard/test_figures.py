@@ -274,7 +274,7 @@ def test_one_expiring_license_gets_days_of_axis_and_every_license_its_label():
 def test_quotas_at_risk_shows_only_those_running_out_or_nearly_full_with_their_projection():
     fig = figures.quota_at_risk(forecast([("a", 50.0, True), ("b", 85.0, False), ("c", 10.0, False)]), now=T0)
     used, projected = fig.data
-    assert list(used.y) == ["cust-a · export (month)", "cust-b · export (month)"]
+    assert list(used.y) == ["cust-a · a · export (month)", "cust-b · b · export (month)"]
     assert list(projected.x) == [50.0 + 20 * 50.0 / 10, 85.0 + 20 * 85.0 / 10]  # burn per day over the 20 days left
     assert list(projected.marker.color) == [figures.OUTCOME_COLOURS["deny"]] * 2
 
