@@ -55,7 +55,9 @@ def _hex_ids(rng: np.random.Generator, n: int, nbytes: int) -> np.ndarray:
     return np.array([bytes(row).hex() for row in rng.integers(0, 256, (n, nbytes), dtype=np.uint8)])
 
 
-def make_population(rng: np.random.Generator, n: int, start_us: int, end_us: int) -> Population:
+def make_population(rng: np.random.Generator, n: int, start_us: int, end_us: int, skewed: bool = False) -> Population:
+    """``skewed``: most licenses expire within 30 days of the end, and a few carry most of the
+    traffic (the benchmark's second shape, against reports that scale with licenses)."""
     span = end_us - start_us
     cohort = np.zeros(n, dtype=np.int64)
     shares = np.maximum(1, np.round(np.array(COHORT_SHARE) * n)).astype(int)
@@ -74,11 +76,13 @@ def make_population(rng: np.random.Generator, n: int, start_us: int, end_us: int
     expires = end_us + rng.integers(45, 720, n) * DAY_US + rng.integers(0, DAY_US, n)
     expires = np.where((tier == 2) & (rng.random(n) < 0.4), -1, expires)  # perpetual enterprise deals
     expires = np.where(cohort == EXPIRING, end_us + rng.integers(DAY_US, 28 * DAY_US, n), expires)
+    if skewed:
+        expires = np.where(rng.random(n) < 0.7, end_us + rng.integers(DAY_US // 24, 30 * DAY_US, n), expires)
     expires = np.where(cohort == EXPIRED, end_us - rng.integers(DAY_US, max(2 * DAY_US, span * 6 // 10), n), expires)
     changed = np.where(cohort == REVOKED, start_us + (span * rng.uniform(0.2, 0.8, n)).astype(np.int64), created)
     changed = np.where(cohort == SUSPENDED, start_us - DAY_US, changed)
 
-    weight = 1.0 / (rng.permutation(n) + 1.0) ** 0.8  # a few big customers, a long tail
+    weight = 1.0 / (rng.permutation(n) + 1.0) ** (1.6 if skewed else 0.8)  # a few big customers, a long tail
     weight = np.where(np.isin(cohort, (REVOKED, EXPIRED, SUSPENDED)), weight * 0.3, weight)
     weight = np.where(cohort == NEVER_USED, 0.0, weight)
     return Population(

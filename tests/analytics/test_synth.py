@@ -73,3 +73,24 @@ def test_progress_and_summary(tmp_path: Path, capsys):
     out = capsys.readouterr()
     assert "day 2/2: 1,000 rows" in out.err
     assert json.loads(out.out)["rows"] == 1000
+
+
+def test_the_skewed_shape(tmp_path: Path):
+    """Most licenses expiring within the month, a few carrying most traffic, and files as another
+    engine writes them: two per hour, not named after an instance, rows out of order, small row
+    groups; the same records in the exact schema, which the reports read as any other."""
+    data = tmp_path / "skewed"
+    assert main(["--data", str(data), "--days", "1", "--rows", "300000", "--licenses", str(LICENSES),
+                 "--end", END.isoformat(), "--shape", "skewed"]) == 0
+    files = sorted((data / "audit").glob("date=*/hour=*/*.parquet"))
+    assert len(files) == 24 * 2 and all(f.name.startswith("part-") for f in files)
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 300_000
+    assert max(pq.read_metadata(f).num_row_groups for f in files) > 1
+    assert pq.read_schema(files[0]).equals(AUDIT_SCHEMA)
+    ts = pq.read_table(files[0], columns=["ts"])["ts"].to_pylist()
+    assert ts != sorted(ts)
+    con = connect(data)
+    assert len(run_report(con, "expiring", now=END)) > LICENSES // 2
+    top = query(con, "SELECT sum(n) FILTER (WHERE rank <= 5) / sum(n) AS share FROM (SELECT count(*) AS n, "
+                     "row_number() OVER (ORDER BY count(*) DESC) AS rank FROM audit GROUP BY license_id)")
+    assert top.to_pylist()[0]["share"] > 0.5  # 5 licenses of 200
