@@ -9,8 +9,8 @@ It is fast because most checks cannot depend on usage: when ``metering`` says a 
 seat and no quota, its decision is a function of (license as it was, feature, environment, where
 the moment falls relative to the license's start, expiry, grace and warning edges), so each
 distinct combination is decided once and the answer spread over all its records with numpy.
-Only checks that are metered are stepped through one by one; those without a quota are decided
-once per (combination, seats used, holds a seat), since nothing else of the usage matters to them.
+Only checks that are metered are stepped through one by one, in time order, and the engine is
+asked again only for inputs it has not seen (the same combination with the same usage).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import pandas as pd
 
 from gateway.engine import decide, metering
 from gateway.registry.sqlite import SEAT_TOUCH_US
-from gateway.types import Check, License, Outcome, Policy, Reason, Usage
+from gateway.types import Check, Decision, License, Outcome, Policy, Reason, Usage
 
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
 REASONS: tuple[Reason, ...] = tuple(Reason)
@@ -38,7 +38,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 @dataclass(frozen=True)
 class History:
-    """Recorded checks in time order, as numpy columns; strings as codes into their lists.
+    """Recorded checks, in any order, as numpy columns; strings as codes into their lists.
 
     ``state`` indexes ``licenses``: each license as it was when the record was made (one entry per
     distinct tier, expiry and status a license had in the trail).
@@ -57,12 +57,6 @@ class History:
 
     def __len__(self) -> int:
         return len(self.ts_us)
-
-    def take(self, index: np.ndarray) -> History:
-        """The records at ``index`` (sorted), sharing the code lists."""
-        return History(self.ts_us[index], self.state[index], self.feature[index], self.environment[index],
-                       self.user[index], self.quantity[index], self.licenses, self.features, self.environments,
-                       self.users)
 
 
 def _moment(ts_us: int) -> datetime:
@@ -96,10 +90,10 @@ def replay(history: History, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
         inverse, keys = pd.factorize(combo[free])
         first = np.full(len(keys), len(free), dtype=np.int64)
         np.minimum.at(first, inverse, np.arange(len(free)))
-        codes = np.array([_codes(decide(history.licenses[history.state[i]], policy, _check(history, i), Usage(),
-                                        _moment(history.ts_us[i]))) for i in free[first].tolist()],
-                         dtype=np.int8).reshape(-1, 2)
-        outcome[free], reason[free] = codes[inverse, 0], codes[inverse, 1]
+        packed = np.array([_packed(decide(history.licenses[history.state[i]], policy, _check(history, i), Usage(),
+                                          _moment(history.ts_us[i]))) for i in free[first].tolist()],
+                          dtype=np.int16)[inverse]
+        outcome[free], reason[free] = packed // _REASONS_N, packed % _REASONS_N
     steps = np.flatnonzero(usage)
     if len(steps):
         steps = steps[np.argsort(history.ts_us[steps], kind="stable")]
@@ -165,10 +159,6 @@ def _check(history: History, i: int) -> Check:
                  user_id=None if user < 0 else history.users[user], quantity=int(history.quantity[i]))
 
 
-def _codes(decision) -> tuple[int, int]:
-    return _OUTCOME_CODE[decision.outcome], _REASON_CODE[decision.reason]
-
-
 def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray, usage: np.ndarray) -> np.ndarray:
     """Decide the records at ``steps`` (in time order) one by one, keeping usage as the registry
     store does: a seat is held by a user whose last use (written at most once per
@@ -228,7 +218,7 @@ def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray
             if consume:
                 used[counter] = units + consume
         else:
-            memo_key = (key * 1_000_003 + n_seats) * 2 + (last is not None)
+            memo_key = (key << 32 | n_seats) << 1 | (last is not None)
             code = memo.get(memo_key)
             if code is None:
                 lic, now, check = history.licenses[pair // nf], _moment(ts), _check(history, i)
@@ -242,7 +232,9 @@ def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray
     return np.array(out, dtype=np.int16)
 
 
-def _packed(decision) -> int:
+def _packed(decision: Decision) -> int:
+    """A decision as one small integer: ``outcome * len(REASONS) + reason`` (codes into
+    :data:`OUTCOMES` and :data:`REASONS`)."""
     return _OUTCOME_CODE[decision.outcome] * _REASONS_N + _REASON_CODE[decision.reason]
 
 
