@@ -98,3 +98,38 @@ def test_snapshot_licenses_give_the_same_changes(planted):
     assert changes_by_customer(report) == {c: sorted(pairs) for c, pairs in EXPECTED.items()}
     assert report["self_check"]["reproduced"] == counts["replayable"]
     assert "snapshot" in report["licenses_source"]
+
+
+def test_usage_before_the_window_and_seat_lapses_are_replayed(data_dir):
+    """Seats taken before the window count in it (the warm-up), lapse after each policy's own
+    seat_ttl_days, and a lapsed user takes a new seat: a longer time-to-live keeps two seats held
+    and refuses the third user, whom the current policy let in (the fourth is refused by both)."""
+    from datetime import timedelta
+
+    from analytics.db import connect
+    from analytics.impact import impact, registry_licenses
+    from gateway.callers import Caller
+    from gateway.policy import load_policy, parse_policy
+    from gateway.port import Port, read_check
+    from tests.conftest import TEST_POLICY
+    from tests.impact_history import write_trail
+
+    issued = data_dir.issue(customer="soylent", tier="strict", expires_at=NOW + timedelta(days=400))
+    port, records = Port(data_dir.settings), []
+    for days_ago, user in ((35, "a"), (35, "b"), (2, "c"), (1, "a"), (0.5, "d")):
+        ex = port.open("check", instance="gw-test-w0", now=NOW - timedelta(days=days_ago))
+        port.check(ex, read_check(ex, {"license_key": issued.key, "feature": "export", "user_id": user}),
+                   Caller("service"))
+        records.append(ex.record())
+    port.close()
+    # a and b lapsed after 30 days: c takes a seat, a takes one again, and d finds both taken
+    assert [(r.user_id, r.reason, r.seats_used) for r in records] == [
+        ("a", "VALID", 1), ("b", "VALID", 2), ("c", "VALID", 1), ("a", "VALID", 2), ("d", "SEAT_LIMIT_EXCEEDED", 2)]
+    write_trail(data_dir.settings.audit_dir, records)
+    current = load_policy(data_dir.settings.policy_path)
+    longer = parse_policy(TEST_POLICY.read_bytes().replace(b"seat_ttl_days = 30", b"seat_ttl_days = 40"))
+    con = connect(data_dir.path)
+    report = impact(con, registry_licenses(data_dir.settings.db_path), current, longer, days=7, now=NOW)
+    assert report["self_check"] == {"replayed": 3, "reproduced": 3, "differ": []}
+    assert [(e["user_id"], e["before"], e["after"]) for e in report["examples"]] == [
+        ("c", "allow/VALID", "deny/SEAT_LIMIT_EXCEEDED")]
