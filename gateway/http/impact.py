@@ -71,7 +71,12 @@ async def _replay(data_dir: Path, policy: bytes, days: int) -> dict | str:
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "policy", "impact", str(path), "--days", str(days), "--format", "json",
             "--data", str(data_dir), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await child.communicate()
+        try:
+            out, err = await child.communicate()
+        finally:  # the caller went away (the handler is cancelled): so does the replay
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
     if child.returncode != 0:
         lines = err.decode("utf-8", "replace").strip().splitlines()
         return lines[-1] if lines else f"policy impact exited with {child.returncode}"
