@@ -73,7 +73,7 @@ async def _replay(data_dir: Path, policy: bytes, days: int) -> dict | str:
             "--data", str(data_dir), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             out, err = await child.communicate()
-        finally:  # the caller went away (the handler is cancelled): so does the replay
+        finally:  # the handler cancelled (the gateway stopping): the replay is not left running
             if child.returncode is None:
                 child.kill()
                 await child.wait()
