@@ -82,7 +82,7 @@ EMPTY_SCHEMAS: Mapping[str, pa.Schema] = {
 }
 
 _VIEW_NAME = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)", re.IGNORECASE)
-_DAYS_MACRO = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?MACRO\s+audit_days\b", re.IGNORECASE)
+_DAYS_MACRO = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?MACRO\s+(?:audit_days|license_raw)\b", re.IGNORECASE)
 _AUDIT_FILES_SET = re.compile(r"^\s*SET\s+VARIABLE\s+audit_files\b", re.IGNORECASE | re.MULTILINE)
 _DATA_ROOT_SET = re.compile(r"^\s*SET\s+VARIABLE\s+data_root\b", re.IGNORECASE | re.MULTILINE)
 _AUDIT_ROOT_SET = re.compile(r"^\s*SET\s+VARIABLE\s+audit_root\b", re.IGNORECASE | re.MULTILINE)
@@ -269,17 +269,26 @@ def _leave_out(con: duckdb.DuckDBPyConnection, culprit: CorruptFileError | None,
     con.execute("SET VARIABLE audit_files = ?::VARCHAR[]", [keep])
     if not keep:
         _create_empty(con, "audit")
-    if "audit_days" in {row[0] for row in con.execute("SELECT function_name FROM duckdb_functions()"
-                                                       " WHERE function_type = 'table_macro'").fetchall()}:
+    if _has_macro(con, "audit_days"):
         _days_through_view(con)  # else connect() does it once views.sql has defined the macro
     return bool(keep)
 
 
 def _days_through_view(con: duckdb.DuckDBPyConnection) -> None:
-    """Make ``audit_days`` read the ``audit`` view, once that view is narrowed to a list of
-    files or empty: its own glob would read the files left out again, or find no files."""
+    """Make ``audit_days`` and ``license_raw`` read the ``audit`` view, once that view is narrowed
+    to a list of files or empty: their own glob would read the files left out again, or find no
+    files."""
     con.execute("CREATE OR REPLACE MACRO audit_days(days) AS TABLE SELECT date, ts, decision, reason, http_status, "
                 "latency_us, host_of(instance) AS host FROM audit WHERE list_contains(days, date)")
+    if _has_macro(con, "license_rolled_up"):  # else connect() has yet to reach license_raw in views.sql
+        con.execute("CREATE OR REPLACE MACRO license_raw(since, until) AS TABLE SELECT *, host_of(instance) AS host "
+                    "FROM audit WHERE date >= CAST(since AS DATE) AND date <= CAST(until AS DATE) "
+                    "AND NOT license_rolled_up(date, since, until) AND ts >= since AND ts < until "
+                    "AND license_id IS NOT NULL")
+
+
+def _has_macro(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT 1 FROM duckdb_functions() WHERE function_name = ?", [name]).fetchall())
 
 
 def _culprit(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> CorruptFileError | None:

@@ -195,11 +195,16 @@ CREATE OR REPLACE MACRO license_rolled_up(d, since, until) AS
     d::TIMESTAMPTZ >= since AND d::TIMESTAMPTZ + INTERVAL 1 DAY <= until
     AND list_contains(coalesce(getvariable('license_days_covered'), []::DATE[]), d);
 
--- The records of [since, until) on the days not read from the license rollups.
+-- The licensed records of [since, until) on the days not read from the license rollups, with the
+-- columns the license reports take: as audit_days, from the trail's glob pruned by `date` (only
+-- the first file's schema read, not every file's as binding `audit` does), and replaced by
+-- Python with one over `audit` when audit_days is.
 CREATE OR REPLACE MACRO license_raw(since, until) AS TABLE
-SELECT *, host_of(instance) AS host FROM audit
+SELECT date, ts, host_of(instance) AS host, license_id, key_fp, caller_id, remote_addr, user_id, feature, decision,
+       reason, seats_used, seats_limit, quota_used, quota_limit
+FROM read_parquet(getvariable('audit_files'), hive_partitioning = true, hive_types = {'date': DATE, 'hour': INTEGER})
 WHERE date >= CAST(since AS DATE) AND date <= CAST(until AS DATE) AND NOT license_rolled_up(date, since, until)
-  AND ts >= since AND ts < until AND license_id IS NOT NULL;
+  AND ts >= since AND ts < until AND license_id IS NOT NULL AND shown_host(host_of(instance));
 
 -- A license's remote network: the /24 of an IPv4 address (also IPv4-mapped IPv6), the /64 of an
 -- IPv6 one (written in full, '::' expanded), else the address itself.
@@ -259,9 +264,13 @@ SELECT date, host, license_id, key_fp, caller_id, network, calls, first_seen, la
 FROM license_rollups
 WHERE kind = 'source' AND license_rolled_up(date, since, until) AND shown_host(host)
 UNION ALL
-SELECT date, host, license_id, key_fp, caller_id, network_of(remote_addr), count(*), min(ts), max(ts)
-FROM license_raw(since, until)
-WHERE key_fp IS NOT NULL
+SELECT date, host, license_id, key_fp, caller_id, network_of(remote_addr), sum(calls), min(first_seen), max(last_seen)
+FROM (  -- per address first: network_of once per address, not per record
+    SELECT date, host, license_id, key_fp, caller_id, remote_addr, count(*) AS calls, min(ts) AS first_seen,
+           max(ts) AS last_seen
+    FROM license_raw(since, until)
+    WHERE key_fp IS NOT NULL
+    GROUP BY ALL)
 GROUP BY ALL;
 
 -- The licenses not revoked that expire within `days` days of `at_time` (`expiring`, `renewals`).

@@ -70,13 +70,23 @@ def _rows_audit(r: dict, _: dict) -> list:
 
 
 def _rows_reports(r: dict, _: dict) -> list:
-    rows = [(f"report {name}, s over {r['rows']:,} rows", v["median_s"], "≤ 1", v["ok"])
-            for name, v in r["reports"].items()]
-    unsummarised = {name: v["without_rollups_s"] for name, v in r["reports"].items() if "without_rollups_s" in v}
+    """Each report over both history shapes side by side: summarised, with the last days raw."""
+    shapes = r["shapes"]
+    names = " / ".join(shapes)
+    first = next(iter(shapes.values()))
+    rows = []
+    for name, v in first["reports"].items():
+        each = [s["reports"][name] for s in shapes.values()]
+        tail = " (last 2 days raw: " + " / ".join(str(e["tail_raw_s"]) for e in each) + ")" if "tail_raw_s" in v else ""
+        rows.append((f"report {name}, s over {r['rows']:,} rows, {names}", " / ".join(str(e["median_s"]) for e in each)
+                     + tail, "≤ 1", all(e["ok"] for e in each)))
+    unsummarised = [name for name, v in first["reports"].items() if "without_rollups_s" in v]
     return rows + [
-        (f"  rollups: first build over the {r['rows']:,} rows, s", r["rollups"]["build_s"], "—", None),
-        (f"  {', '.join(unsummarised)} before the first build (raw trail), s",
-         " / ".join(str(s) for s in unsummarised.values()), "—", None)]
+        (f"  rollups: first build over the {r['rows']:,} rows, s, {names}",
+         " / ".join(str(s["rollups"]["build_s"]) for s in shapes.values()), "—", None),
+        (f"  {', '.join(unsummarised)} before the first build (raw trail), s, {names}",
+         "; ".join(" / ".join(str(s["reports"][name]["without_rollups_s"]) for s in shapes.values())
+                   for name in unsummarised), "—", None)]
 
 
 def _rows_dashboard(r: dict, _: dict) -> list:

@@ -220,3 +220,15 @@ def test_network_of_cuts_addresses_to_their_network(planted: Path) -> None:
     assert [r[0] for r in con.execute("SELECT network_of(addr) FROM addresses").fetchall()] == [
         "10.1.2.0/24", "10.1.2.0/24", "2001:db8:0:0::/64", "2001:db8:1:2::/64", "0:0:0:0::/64", "fe80:0:0:0::/64",
         "2001:db8:1:2::/64"]
+
+
+@pytest.mark.parametrize("name", ("renewals", "key-anomalies"))
+def test_an_unreadable_file_left_out_is_left_out_of_the_license_reports(planted: Path, tmp_path: Path,
+                                                                          name: str) -> None:
+    damaged = Path(shutil.copytree(planted, tmp_path / "damaged"))
+    without = Path(shutil.copytree(planted, tmp_path / "without"))
+    victim = next((damaged / "audit" / f"date={(NOW - DAY).date()}" / "hour=20").glob("*.parquet"))  # in the windows
+    victim.write_bytes(victim.read_bytes()[:100])
+    (without / victim.relative_to(damaged)).unlink()
+    con = connect(damaged, skip_corrupt=True)
+    assert run_report(con, name, now=NOW).equals(run_report(connect(without), name, now=NOW))
