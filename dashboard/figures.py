@@ -109,7 +109,7 @@ def _time_axis(fig: go.Figure, buckets: pd.Series, bucket: str, partial: pd.Time
     fig.update_xaxes(type="date", range=[times.min() - step, times.max() + step])
     if partial <= times.max():
         fig.add_vrect(x0=partial - step / 2, x1=partial + step / 2, fillcolor="#9e9e9e", opacity=0.15, line_width=0,
-                      annotation_text=f"this {bucket} so far", annotation_position="top left")
+                      annotation_text=f"this {bucket} so far", annotation_position="top right")
     return fig
 
 
