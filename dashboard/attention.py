@@ -31,9 +31,10 @@ class Item:
 
 
 def items(*, expiring: pd.DataFrame, quota: pd.DataFrame, seats: pd.DataFrame, keys: pd.DataFrame,
-          unauthorized: pd.DataFrame, jumps: pd.DataFrame, warn_days: int) -> list[Item]:
+          unauthorized: pd.DataFrame, jumps: pd.DataFrame, anomalies: pd.DataFrame, warn_days: int) -> list[Item]:
     """Everything that needs attention, the refusing first. Reports: ``expiring`` (``days`` =
-    ``warn_days``), ``quota-forecast``, ``seats``, ``stale-keys``, ``unauthorized``, ``deny-jumps``."""
+    ``warn_days``), ``quota-forecast``, ``seats``, ``stale-keys``, ``unauthorized``, ``deny-jumps``,
+    ``key-anomalies``."""
     found = [
         _item("licenses", "deny", ("quota projected to run out before its period ends",
                                     "quotas projected to run out before their period ends"),
@@ -52,6 +53,9 @@ def items(*, expiring: pd.DataFrame, quota: pd.DataFrame, seats: pd.DataFrame, k
         _item("security", "deny", ("caller or host whose deny rate jumped",
                                         "callers or hosts whose deny rate jumped"), jumps,
               lambda r: f"{r.kind} {r.source} ({r.previous_deny_pct:g} % → {r.deny_pct:g} %)"),
+        _item("keys", "alert", ("key used in a new way (a leak?)", "keys used in a new way (a leak?)"),
+              anomalies.drop_duplicates("key_fp") if len(anomalies) else anomalies,
+              lambda r: f"{r.customer} · {r.key_fp} ({_anomaly(r)})"),
         _item("licenses", "alert", (f"license in active use expiring within {warn_days} days",
                                    f"licenses in active use expiring within {warn_days} days"),
               expiring[expiring["calls_7d"] > 0] if len(expiring) else expiring,
@@ -72,3 +76,12 @@ def _item(page: str, severity: Literal["deny", "alert"], phrases: tuple[str, str
 
 def _source(row) -> str:
     return row.caller_id if isinstance(row.caller_id, str) else f"unauthenticated @ {row.remote_addr}"
+
+
+def _anomaly(row) -> str:
+    """What is new about a key's use (``key-anomalies`` kinds)."""
+    if row.kind == "new_caller":
+        return f"new caller {row.caller_id}"
+    if row.kind == "new_network":
+        return f"from new network {row.network}"
+    return f"{row.calls_per_day:g} calls a day, usually {row.usual_daily:g}"

@@ -24,6 +24,9 @@ def render(root: str, window: TimeRange) -> None:
     st.subheader("Zombie keys", help="Keys of revoked or expired licenses, or of no license at all, still presented "
                  f"within {days} days: some service's configuration is out of date, or someone is guessing.")
     table(keys[zombie].drop(columns=["expires_at"]), key="keys-zombie-table")
+    st.subheader("Keys used in a new way", help="Keys presented in the last 24 hours by a caller, or from a network, "
+                 "never seen with them in the 30 days before, or far more often than usual: the signal of a leaked key.")
+    table(data.report(root, "key-anomalies"), key="keys-anomalies-table")
     st.subheader("Stale keys", help=f"Active, unexpired licenses with no allowed check within {days} days: "
                  "candidates for revocation.")
     table(keys[~zombie].drop(columns=["presented", "callers"]), key="keys-stale-table")

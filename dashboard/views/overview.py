@@ -34,7 +34,7 @@ def _attention(root: str, window: TimeRange) -> None:
         expiring=data.report(root, "expiring", days=WARN_DAYS), quota=data.report(root, "quota-forecast"),
         seats=data.report(root, "seats"), keys=data.report(root, "stale-keys", window),
         unauthorized=data.report(root, "unauthorized", window), jumps=data.report(root, "deny-jumps", window),
-        warn_days=WARN_DAYS)
+        anomalies=data.report(root, "key-anomalies"), warn_days=WARN_DAYS)
     with st.container(border=True, key="attention"):
         st.subheader("Needs attention", anchor=False)
         if not found:

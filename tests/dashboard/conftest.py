@@ -30,7 +30,8 @@ def troubled(tmp_path_factory) -> Path:
     """A data directory (real Parquet, written as the gateway lays it out) with one planted case of
     each kind of trouble the Overview's attention list names, and nothing else wrong: a license in
     use expiring in 10 days, a quota burning towards its limit, a license over its seat limit, a
-    revoked key still presented, a caller probing keys, and a caller whose deny rate jumped."""
+    revoked key still presented, a caller probing keys, and a caller whose deny rate jumped (whose
+    calls to a quiet license are also far above its usual)."""
     from tests.analytics.conftest import license_row, licensed, record, write_audit
     from gateway.snapshot import write_callers_snapshot, write_licenses_snapshot
 

@@ -140,6 +140,7 @@ def test_an_empty_data_directory_gets_an_empty_state(empty_data, monkeypatch, sl
         assert not fig["data"] and fig["layout"]["annotations"][0]["text"].startswith("No ")
     if slug == "overview":
         assert "No audit records" in at.info[0].value
+        assert at.success[0].value.startswith("Nothing needs attention")
 
 
 def test_a_runaway_query_is_stopped(history, monkeypatch):

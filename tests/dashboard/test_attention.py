@@ -17,6 +17,7 @@ def frames(**rows) -> dict[str, pd.DataFrame]:
         "keys": ["kind", "key_fp", "presented"],
         "unauthorized": ["kind", "caller_id", "remote_addr", "distinct_keys"],
         "jumps": ["kind", "source", "deny_pct", "previous_deny_pct"],
+        "anomalies": ["kind", "customer", "key_fp", "caller_id", "network", "calls_per_day", "usual_daily"],
     }
     return {name: pd.DataFrame(rows.get(name, []), columns=cols) for name, cols in columns.items()}
 
@@ -38,17 +39,22 @@ def test_each_kind_of_trouble_is_named_with_its_page_the_refusing_first():
         keys=[("revoked", "aa", 4.0), ("unknown", "bb", 9.0), ("stale", "cc", None)],
         unauthorized=[("key_probing", None, "203.0.113.7", 40.0), ("refused", "web", "10.0.0.1", None)],
         jumps=[("caller", "batch", 60.0, 2.0)],
+        anomalies=[("new_caller", "acme", "k1", "stranger", None, None, None),
+                   ("new_network", "acme", "k1", None, "198.51.100.0/24", None, None),
+                   ("volume", "hooli", "k2", None, None, 600.0, 20.0)],
     ), warn_days=30)
     assert [(i.page, i.severity) for i in found] == [
         ("licenses", "deny"), ("licenses", "deny"), ("keys", "deny"), ("security", "deny"), ("security", "deny"),
-        ("licenses", "alert")]
-    quota, seats, keys, probing, jumps, expiring = found
+        ("keys", "alert"), ("licenses", "alert")]
+    quota, seats, keys, probing, jumps, anomalies, expiring = found
     assert quota.headline == "1 quota projected to run out before its period ends"
     assert quota.detail == "hooli · l2 · export (90 % used)"
     assert seats.headline.startswith("2 licenses full or over") and "wayne · l3 (6/5 seats)" in seats.detail
     assert keys.detail == "bb (unknown, presented 9×), aa (revoked, presented 4×)"  # the most presented first
     assert probing.detail == "unauthenticated @ 203.0.113.7 (40 unknown keys)"
     assert jumps.detail == "caller batch (2 % → 60 %)"
+    assert anomalies.headline == "2 keys used in a new way (a leak?)"  # one item per key
+    assert anomalies.detail == "acme · k1 (new caller stranger), hooli · k2 (600 calls a day, usually 20)"
     assert expiring.headline == "1 license in active use expiring within 30 days"
 
 
