@@ -183,23 +183,22 @@ def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray
     memo: dict[int, int] = {}
     quota_memo: dict[tuple[int, int, bool, int, int], tuple[int, int]] = {}
     out: list[int] = []
-    deny = _OUTCOME_CODE[Outcome.DENY]
-    never = 1 << 62
+    refused = [code // _REASONS_N == _OUTCOME_CODE[Outcome.DENY] for code in range(len(OUTCOMES) * _REASONS_N)]
+    never, touch_us = 1 << 62, SEAT_TOUCH_US
     states = history.state[steps]
     columns = (history.ts_us[steps], history.user[steps], np.array(slot_of)[states], combo[steps],
                usage[steps], states * nf + history.feature[steps], history.quantity[steps], steps)
     for ts, user, slot, key, reads, pair, quantity, i in zip(*(c.tolist() for c in columns)):
-        last = None
-        n_seats = 0
+        last, n_seats, since = None, 0, ts - ttl_us
         if reads & _SEATS:
             if ts >= recount_at[slot]:
-                since = ts - ttl_us
                 live = [t for t in holders[slot].values() if t >= since]
                 count[slot], recount_at[slot] = len(live), (min(live) + ttl_us if live else never)
             n_seats = count[slot]
             last = holders[slot].get(user)
-            if last is not None and last < ts - ttl_us:
+            if last is not None and last < since:
                 last = None
+        held = last is not None
         if reads & _QUOTA:
             counter = counters.get((pair, ts // _DAY_US))
             if counter is None:
@@ -208,25 +207,25 @@ def _step(history: History, policy: Policy, steps: np.ndarray, combo: np.ndarray
                 counter = counters[(pair, ts // _DAY_US)] = (lic.license_id, meter.quota_key,
                                                             _us(meter.period_start, 0))
             units = used.get(counter, 0)
-            memo_key = (key, n_seats, last is not None, units, quantity)
+            memo_key = (key, n_seats, held, units, quantity)
             code_consume = quota_memo.get(memo_key)
             if code_consume is None:
                 lic, now, check = history.licenses[pair // nf], _moment(ts), _check(history, i)
-                decision = decide(lic, policy, check, Usage(n_seats, last is not None, units), now)
+                decision = decide(lic, policy, check, Usage(n_seats, held, units), now)
                 code_consume = quota_memo[memo_key] = (_packed(decision), decision.consume)
             code, consume = code_consume
             if consume:
                 used[counter] = units + consume
         else:
-            memo_key = (key << 32 | n_seats) << 1 | (last is not None)
+            memo_key = (key << 32 | n_seats) << 1 | held
             code = memo.get(memo_key)
             if code is None:
                 lic, now, check = history.licenses[pair // nf], _moment(ts), _check(history, i)
-                code = memo[memo_key] = _packed(decide(lic, policy, check, Usage(n_seats, last is not None), now))
+                code = memo[memo_key] = _packed(decide(lic, policy, check, Usage(n_seats, held), now))
         out.append(code)
-        if code // _REASONS_N != deny and reads & _SEATS and user >= 0 and (last is None or ts - last > SEAT_TOUCH_US):
+        if reads & _SEATS and user >= 0 and not refused[code] and (not held or ts - last > touch_us):
             holders[slot][user] = ts
-            if last is None:
+            if not held:
                 count[slot] += 1
                 recount_at[slot] = min(recount_at[slot], ts + ttl_us)
     return np.array(out, dtype=np.int16)
