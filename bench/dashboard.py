@@ -69,7 +69,7 @@ def _browser(data: Path, visits: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp, chromium(Path(tmp) / "profile") as driver:
         def visit(root: Path) -> tuple[float, float]:
             with dashboard_server(root, Path(tmp) / "dashboard.log", port=port) as url:
-                first = _rendered_after(driver, lambda: driver.get(f"{url}/?page=overview"))
+                first = _rendered_after(driver, lambda: driver.get(f"{url}/?range=7d"))
                 reload = _rendered_after(driver, driver.refresh)
                 driver.get("about:blank")
             return first, reload

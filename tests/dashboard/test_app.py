@@ -246,3 +246,19 @@ def test_picking_a_customer_puts_it_in_the_url_and_an_unknown_one_is_not_picked(
     assert at.query_params["customer"] == other and at.query_params["range"] == "30d"
     assert list(charts(at)) == CUSTOMER_CHARTS
     assert sorted(at.dataframe[0].value["license_id"]) == sorted(customers_of(history)[other])
+
+
+def test_the_url_sets_range_and_hosts_and_the_widgets_write_them_back(history, monkeypatch):
+    """A link's ?range= and ?host= pick the sidebar's values; a choice in the sidebar goes into the
+    URL; a URL changed under a running session (the back button) wins over the widget."""
+    at = open_app(history, monkeypatch, "security", time_range="24h", host="gw-stg")
+    assert at.selectbox(key="range").value == "Last 24 hours"
+    assert at.multiselect(key="hosts").value == ["gw-stg"]
+    at.selectbox(key="range").set_value("Last 90 days").run()
+    assert at.query_params["range"] == "90d" and at.query_params["host"] == "gw-stg"
+    at.query_params["range"] = "7d"  # as the back button would
+    at.run()
+    assert at.selectbox(key="range").value == "Last 7 days" and at.query_params["range"] == "7d"
+    at.query_params.pop("range")  # the sidebar's page links drop the query string: the choice stays
+    at.run()
+    assert at.selectbox(key="range").value == "Last 7 days" and at.query_params["range"] == "7d"
