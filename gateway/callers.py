@@ -221,7 +221,7 @@ def drop_key(callers_path: Path, keys_dir: Path, name: str, key_id: str) -> None
 
 
 def limit_caller(callers_path: Path, keys_dir: Path, name: str, rate_limit_rps: float) -> None:
-    """Set a caller's rate limit, in requests per second (0: unlimited)."""
+    """Set a caller's rate limit, in checks per second, a batch counting each of its checks (0: unlimited)."""
     callers, store = _read_callers(callers_path), _read_secrets(keys_dir)
     if name not in callers:
         raise CallersError(f"no caller named {name!r}")

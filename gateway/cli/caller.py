@@ -34,7 +34,7 @@ def caller() -> None:
 @click.option("--admin", "is_admin", is_flag=True, help="May use the admin endpoints.")
 @click.option("--rate-limit-rps", "--rate-limit", "rate_limit", type=click.FloatRange(min=0), metavar="N",
               default=DEFAULT_RATE_LIMIT_RPS, show_default=True,
-              help="Requests per second per worker, each check of a batch counting (0: unlimited).")
+              help="Checks per second per worker, each check of a batch counting (0: unlimited).")
 @click.option("--no-key", is_flag=True, help="mTLS only: create no HMAC key.")
 @data_option
 @json_option
@@ -92,7 +92,7 @@ def drop(name, key_id, data_dir):
 @click.argument("rate_limit", metavar="N", type=click.FloatRange(min=0))
 @data_option
 def limit(name, rate_limit, data_dir):
-    """Set NAME's rate limit to N requests per second per worker (0: unlimited)."""
+    """Set NAME's rate limit to N checks per second per worker, each check of a batch counting (0: unlimited)."""
     settings = settings_for(data_dir)
     limit_caller(settings.callers_path, settings.keys_dir, name, rate_limit)
     publish(settings)
