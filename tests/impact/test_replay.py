@@ -133,3 +133,41 @@ def test_usage_before_the_window_and_seat_lapses_are_replayed(data_dir):
     assert report["self_check"] == {"replayed": 3, "reproduced": 3, "differ": []}
     assert [(e["user_id"], e["before"], e["after"]) for e in report["examples"]] == [
         ("c", "allow/VALID", "deny/SEAT_LIMIT_EXCEEDED")]
+
+
+def test_self_check_names_why_answers_differ(data_dir):
+    """Answers the replay cannot give again are counted under their cause: made under another
+    policy than the current one, or for an environment the check named (the trail keeps the
+    gateway's)."""
+    from datetime import timedelta
+
+    from analytics.db import connect
+    from analytics.impact import impact, registry_licenses
+    from gateway.callers import Caller
+    from gateway.port import Port, read_check
+    from tests.impact_history import write_trail
+
+    issued = data_dir.issue(customer="acme", tier="basic", environments=["prod"],
+                            expires_at=NOW + timedelta(days=400))
+    port, records = Port(data_dir.settings), []
+
+    def ask(days_ago: int, **fields) -> None:
+        ex = port.open("check", instance="gw-test-w0", now=NOW - timedelta(days=days_ago))
+        port.check(ex, read_check(ex, {"license_key": issued.key, "user_id": "u1", **fields}), Caller("service"))
+        records.append(ex.record())
+
+    ask(3, feature="view")  # VALID under the test policy
+    data_dir.settings.policy_path.write_text(PROPOSED)  # `view` leaves tier basic
+    port.reload_policy()
+    ask(2, feature="view")  # FEATURE_NOT_ENTITLED under what is now the current policy
+    ask(2, feature="reports.daily", environment="staging")  # ENVIRONMENT_NOT_ALLOWED
+    port.close()
+    assert [r.reason for r in records] == ["VALID", "FEATURE_NOT_ENTITLED", "ENVIRONMENT_NOT_ALLOWED"]
+    write_trail(data_dir.settings.audit_dir, records)
+    current = port.policy
+    report = impact(connect(data_dir.path), registry_licenses(data_dir.settings.db_path), current, current,
+                    days=7, now=NOW)
+    assert report["changed"] == 0
+    assert report["self_check"] == {"replayed": 3, "reproduced": 1, "differ": [
+        {"cause": "decided under another policy than the current one", "records": 1},
+        {"cause": "the check named an environment; the trail keeps the gateway's", "records": 1}]}
