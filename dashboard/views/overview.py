@@ -13,7 +13,12 @@ WARN_DAYS = 30  # the policy's default warning window before expiry (EXPIRING_SO
 
 
 def render(root: str, window: TimeRange) -> None:
-    _attention(root, window)
+    # Shown first but filled last: its seven reports read raw records, the charts read rollups,
+    # so the numbers and charts are not kept waiting for it.
+    with st.container(border=True, key="attention"):
+        st.subheader("Needs attention", anchor=False)
+        attention_list = st.empty()
+        attention_list.caption("Looking for what needs attention…")
     headline = st.container()
     decisions, latency = ChartPlace("overview-decisions"), ChartPlace("overview-latency")
     overview = data.report(root, "overview", window)
@@ -26,6 +31,8 @@ def render(root: str, window: TimeRange) -> None:
     trends = data.report(root, "trends", window)
     decisions.draw(figures.decisions_over_time(trends, window.bucket))
     latency.draw(figures.latency_percentiles(data.report(root, "latency", window), window.bucket))
+    with attention_list.container():
+        _attention(root, window)
 
 
 def _attention(root: str, window: TimeRange) -> None:
@@ -35,17 +42,15 @@ def _attention(root: str, window: TimeRange) -> None:
         seats=data.report(root, "seats"), keys=data.report(root, "stale-keys", window),
         unauthorized=data.report(root, "unauthorized", window), jumps=data.report(root, "deny-jumps", window),
         anomalies=data.report(root, "key-anomalies"), warn_days=WARN_DAYS)
-    with st.container(border=True, key="attention"):
-        st.subheader("Needs attention", anchor=False)
-        if not found:
-            st.success("Nothing needs attention: no license, quota, seat limit, key or caller is in trouble.",
-                       icon=":material/check_circle:")
-        for item in found:
-            icon = ":material/error:" if item.severity == "deny" else ":material/warning:"
-            text, go = st.columns([5, 1], vertical_alignment="center")
-            text.markdown(f"{icon} **{item.headline}** — {item.detail}")
-            with go:
-                link(item.page)
+    if not found:
+        st.success("Nothing needs attention: no license, quota, seat limit, key or caller is in trouble.",
+                   icon=":material/check_circle:")
+    for item in found:
+        icon = ":material/error:" if item.severity == "deny" else ":material/warning:"
+        text, go = st.columns([5, 1], vertical_alignment="center")
+        text.markdown(f"{icon} **{item.headline}** — {item.detail}")
+        with go:
+            link(item.page)
 
 
 if __name__ == "__main__":  # run by st.navigation as the page
