@@ -23,8 +23,8 @@ from typing import Any, Mapping
 
 import duckdb
 import numpy as np
-import pandas as pd
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -51,6 +51,10 @@ FROM audit_window($since, $until)
 WHERE endpoint IN ('check', 'batch') AND license_id IS NOT NULL AND feature IS NOT NULL
   AND reason NOT IN ({", ".join(f"'{r}'" for r in _BEFORE_ENGINE)})
 """
+
+
+class ImpactError(ValueError):
+    """The replay cannot run; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,6 @@ def snapshot_licenses(con: duckdb.DuckDBPyConnection, current: Policy) -> Licens
 def _own_seats(row: Mapping[str, Any], current: Policy) -> int | None:
     tier = current.tiers.get(row["tier"])
     return None if tier is not None and tier.seats == row["seats_limit"] else row["seats_limit"]
-
-
-class ImpactError(ValueError):
-    """The replay cannot run; the message says why."""
 
 
 @dataclass(frozen=True)
