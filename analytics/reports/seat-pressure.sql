@@ -1,8 +1,8 @@
 -- Which seat-limited licenses are heading for their limit: per license, its distinct active users
 -- (allowed or alerted) on each of the $days whole days before $now's (UTC), the straight-line
 -- trend through them, and the day that trend reaches the seat limit (reaches_limit_on; today when
--- the seat count at the end of yesterday or the trend already has, none when it is flat or
--- falling); at_risk when that day is within $horizon days. The soonest first. Read from
+-- the seat count at the end of yesterday or the trend already has, none when it is flat,
+-- falling, or a century away); at_risk when that day is within $horizon days. The soonest first. Read from
 -- license_days() (views.sql): whole days, so from the license rollups once they are built.
 WITH per_day AS (
     SELECT license_id, date, len(list_distinct(flatten(list(users)))) AS active_users,
@@ -38,7 +38,7 @@ trend AS (
 projected AS (
     SELECT l.license_id, l.seats_limit, l.seats_used, t.daily_active_users, t.users_per_day, t.trend_now,
            CASE WHEN l.seats_used >= l.seats_limit OR t.trend_now >= l.seats_limit THEN CAST($now AS DATE)
-                WHEN t.users_per_day > 0
+                WHEN t.users_per_day > 0 AND (l.seats_limit - t.trend_now) / t.users_per_day < 36525
                 THEN CAST($now AS DATE) + CAST(ceil((l.seats_limit - t.trend_now) / t.users_per_day) AS INTEGER)
            END AS reaches_limit_on
     FROM limited l
