@@ -23,10 +23,12 @@ _CODES = {r.code: label for label, r in RANGES.items()}
 
 
 def follow_url(key: str, param: str, decode: Callable[[list[str]], object]) -> None:
-    """Before widget ``key`` is drawn: take the URL's ``param`` if the URL changed it (``decode``
-    turns its values into the widget's value, None when they mean nothing)."""
+    """Before widget ``key`` is drawn: take the URL's ``param`` if the URL changed it, or if the
+    widget has no value (Streamlit forgets a widget's value once a page without it was shown, so
+    the back button to that page must set it again). ``decode`` turns the URL's values into the
+    widget's value, None when they mean nothing."""
     values = st.query_params.get_all(param)
-    if values and values != st.session_state.get(f"_url_{param}"):
+    if values and (values != st.session_state.get(f"_url_{param}") or key not in st.session_state):
         value = decode(values)
         if value is not None:
             st.session_state[key] = value

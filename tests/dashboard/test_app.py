@@ -262,3 +262,15 @@ def test_the_url_sets_range_and_hosts_and_the_widgets_write_them_back(history, m
     at.query_params.pop("range")  # the sidebar's page links drop the query string: the choice stays
     at.run()
     assert at.selectbox(key="range").value == "Last 7 days" and at.query_params["range"] == "7d"
+
+
+def test_back_to_the_customers_page_shows_the_customer_again(history, monkeypatch):
+    """Streamlit forgets the customer picker's value on another page; the URL the back button
+    returns to still names the customer, so it is picked again."""
+    customer = sorted(customers_of(history))[2]
+    at = open_app(history, monkeypatch, "customers", customer=customer)
+    assert at.selectbox(key="customer").value == customer
+    at.switch_page(PAGES["security"].path).run()
+    at.query_params["customer"] = customer  # back: the customers page's own URL
+    at.switch_page(PAGES["customers"].path).run()
+    assert at.selectbox(key="customer").value == customer and list(charts(at)) == CUSTOMER_CHARTS
