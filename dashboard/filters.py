@@ -52,7 +52,7 @@ def sidebar(root: str) -> None:
     write_url(RANGE, [RANGES[label].code])
 
     hosts = list(data.report(root, "hosts", RANGES[label])["host"])  # the gateway hosts that decided in the range
-    follow_url("hosts", HOST, list)
+    follow_url("hosts", HOST, lambda values: [v for v in values if v in hosts])  # a host no record names: ignored
     if len(hosts) > 1 or st.session_state.get("hosts"):
         st.multiselect("Hosts", sorted({*hosts, *st.session_state.get("hosts", [])}), key="hosts",
                        placeholder="All hosts", help="Only these gateway hosts' decisions (an instance "

@@ -254,6 +254,7 @@ def test_the_url_sets_range_and_hosts_and_the_widgets_write_them_back(history, m
     at = open_app(history, monkeypatch, "security", time_range="24h", host="gw-stg")
     assert at.selectbox(key="range").value == "Last 24 hours"
     assert at.multiselect(key="hosts").value == ["gw-stg"]
+    assert open_app(history, monkeypatch, "security", host="no-such-host").multiselect(key="hosts").value == []
     at.selectbox(key="range").set_value("Last 90 days").run()
     assert at.query_params["range"] == "90d" and at.query_params["host"] == "gw-stg"
     at.query_params["range"] = "7d"  # as the back button would
