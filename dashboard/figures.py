@@ -360,8 +360,9 @@ def callers_and_environments(activity: pd.DataFrame, top: int = 15) -> go.Figure
 
 
 def _outcome_bars(fig: go.Figure, per: pd.DataFrame, label: str, order: pd.Index) -> go.Figure:
-    """Horizontal bars of ``calls`` per ``label``, stacked by outcome in its colour, ``order`` top down."""
-    fig.update_layout(xaxis_title="decisions", barmode="stack")
+    """Horizontal bars of ``calls`` per ``label``, stacked by outcome in its colour, ``order`` top down
+    (no axis title: the chart's says what is counted, and the legend sits where it would be)."""
+    fig.update_layout(barmode="stack")
     for outcome in OUTCOMES:
         rows = per[per["decision"] == outcome]
         fig.add_bar(name=outcome, x=rows["calls"], y=rows[label], orientation="h", marker_color=OUTCOME_COLOURS[outcome])
