@@ -65,6 +65,8 @@ LICENSE_ROLLUP_SCHEMA = pa.schema([
     pa.field("quota_limit", pa.int64()),
     pa.field("quota_alerts", pa.int64()),
     pa.field("quota_denials", pa.int64()),
+    pa.field("customer", pa.string()),  # of quota rows, as the records say
+    pa.field("tier", pa.string()),
 ])
 # The views that read rollups: empty on a connection without them.
 ROLLUP_VIEWS = ("rollups", "license_rollups")

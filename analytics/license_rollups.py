@@ -25,7 +25,7 @@ from analytics.db import LICENSE_ROLLUP_SCHEMA, connect, query, skipped_files
 from analytics.rollup_files import day_dir, digest, read_meta, write_atomic
 
 FILE = "licenses.parquet"
-VERSION = 1  # of the files' shape: a file of another version is written again
+VERSION = 2  # of the files' shape: a file of another version is written again
 _META_KEY = b"portcullis.license_rollup"
 
 _DAY_ROWS = """
@@ -34,7 +34,7 @@ SELECT 'license' AS kind, host, license_id, key_fp, calls, allowed, alerted, fir
 FROM license_days($since, $until)
 UNION ALL BY NAME
 SELECT 'quota' AS kind, host, license_id, feature, calls, first_seen, last_seen, quota_first, quota_used, quota_limit,
-       quota_alerts, quota_denials
+       quota_alerts, quota_denials, customer, tier
 FROM quota_days($since, $until)
 UNION ALL BY NAME
 SELECT 'source' AS kind, host, license_id, key_fp, caller_id, network, calls, first_seen, last_seen

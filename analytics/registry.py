@@ -186,7 +186,7 @@ REPORTS: dict[str, Report] = {
         Report("quota", "Quota utilisation",
                "Metered licenses: latest units used against the quota per feature, quota alerts and "
                "refusals; the fullest first.",
-               (LAST_30_DAYS, NOW)),
+               (LAST_30_DAYS, NOW), reads_rollups=True),
         Report("audit-page", "Audit records",
                "One page of audit records, newest first, filtered by decision, reason, caller, license "
                "id or customer and feature, with the number of matching records.",

@@ -178,12 +178,13 @@ SET VARIABLE license_rollups_source = CASE WHEN (SELECT count(*) FROM glob(getva
                  NULL::VARCHAR[] AS features, NULL::INTEGER AS seats_used, NULL::INTEGER AS seats_limit,
                  NULL::TIMESTAMPTZ AS seats_at, NULL::BIGINT AS seat_denials, NULL::BIGINT AS seat_overages,
                  NULL::BIGINT AS quota_first, NULL::BIGINT AS quota_used, NULL::BIGINT AS quota_limit,
-                 NULL::BIGINT AS quota_alerts, NULL::BIGINT AS quota_denials WHERE false'
+                 NULL::BIGINT AS quota_alerts, NULL::BIGINT AS quota_denials, NULL::VARCHAR AS customer,
+                 NULL::VARCHAR AS tier WHERE false'
 END;
 CREATE OR REPLACE VIEW license_rollups AS
 SELECT date, kind, host, license_id, key_fp, feature, caller_id, network, calls, allowed, alerted, first_seen,
        last_seen, users, features, seats_used, seats_limit, seats_at, seat_denials, seat_overages, quota_first,
-       quota_used, quota_limit, quota_alerts, quota_denials
+       quota_used, quota_limit, quota_alerts, quota_denials, customer, tier
 FROM query(getvariable('license_rollups_source'));
 
 -- The days the license rollups cover, read once per connection.
@@ -201,7 +202,7 @@ CREATE OR REPLACE MACRO license_rolled_up(d, since, until) AS
 -- Python with one over `audit` when audit_days is.
 CREATE OR REPLACE MACRO license_raw(since, until) AS TABLE
 SELECT date, ts, host_of(instance) AS host, license_id, key_fp, caller_id, remote_addr, user_id, feature, decision,
-       reason, seats_used, seats_limit, quota_used, quota_limit
+       reason, seats_used, seats_limit, quota_used, quota_limit, customer, tier
 FROM read_parquet(getvariable('audit_files'), hive_partitioning = true, hive_types = {'date': DATE, 'hour': INTEGER})
 WHERE date >= CAST(since AS DATE) AND date <= CAST(until AS DATE) AND NOT license_rolled_up(date, since, until)
   AND ts >= since AND ts < until AND license_id IS NOT NULL AND shown_host(host_of(instance));
@@ -243,16 +244,17 @@ FROM license_raw(since, until)
 GROUP BY date, host, license_id;
 
 -- The metered rows of [since, until), one per day, host, license and feature: the quota counter
--- at the day's first and last metered record, the limit then, quota alerts and refusals.
+-- at the day's first and last metered record, the limit then, quota alerts and refusals, and the
+-- customer and tier the records name.
 CREATE OR REPLACE MACRO quota_days(since, until) AS TABLE
 SELECT date, host, license_id, feature, calls, first_seen, last_seen, quota_first, quota_used, quota_limit,
-       quota_alerts, quota_denials
+       quota_alerts, quota_denials, customer, tier
 FROM license_rollups
 WHERE kind = 'quota' AND license_rolled_up(date, since, until) AND shown_host(host)
 UNION ALL
 SELECT date, host, license_id, feature, count(*), min(ts), max(ts), min_by(quota_used, ts), max_by(quota_used, ts),
        max_by(quota_limit, ts), count(*) FILTER (WHERE reason IN ('QUOTA_NEAR_LIMIT', 'QUOTA_OVERAGE')),
-       count(*) FILTER (WHERE reason = 'QUOTA_EXCEEDED')
+       count(*) FILTER (WHERE reason = 'QUOTA_EXCEEDED'), any_value(customer), any_value(tier)
 FROM license_raw(since, until)
 WHERE quota_limit > 0
 GROUP BY date, host, license_id, feature;
