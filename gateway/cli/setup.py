@@ -27,8 +27,9 @@ def initialise(settings: Settings, server_name: str | None = None) -> dict:
         if not target.exists():
             target.write_bytes(resources.files("gateway.defaults").joinpath(name).read_bytes())
             created.append(str(target))
-    for folder in VIEW_DIRS:  # a dashboard may mount just these (compose.yaml), so they exist from the start
-        (settings.data_dir / folder).mkdir(exist_ok=True)
+    # A dashboard may mount just what it reads (compose.yaml), so those folders exist from the start.
+    for folder in (settings.audit_dir, *(settings.data_dir / name for name in VIEW_DIRS)):
+        folder.mkdir(parents=True, exist_ok=True)
     keyfiles.fingerprint_secret(settings.keys_dir)
     tls = settings.data_dir / "tls"
     if server_name and not tls.exists():
