@@ -41,7 +41,7 @@ ROLLUP_SCHEMA = pa.schema([
 # A day's per-license file of ``rollups/`` (``analytics.license_rollups``): the rows of
 # license_days, quota_days and key_sources for one whole day; views.sql says how to read it.
 LICENSE_ROLLUP_SCHEMA = pa.schema([
-    pa.field("kind", pa.string(), nullable=False),  # license, quota, source or covered
+    pa.field("kind", pa.string(), nullable=False),  # license, feature, quota, source or covered
     pa.field("host", pa.string()),
     pa.field("license_id", pa.string()),
     pa.field("key_fp", pa.string()),
@@ -66,7 +66,7 @@ LICENSE_ROLLUP_SCHEMA = pa.schema([
     pa.field("quota_alerts", pa.int64()),
     pa.field("quota_denials", pa.int64()),
     pa.field("customer", pa.string()),  # of quota rows, as the records say
-    pa.field("tier", pa.string()),
+    pa.field("tier", pa.string()),  # of feature and quota rows, as the records say
 ])
 # The views that read rollups: empty on a connection without them.
 ROLLUP_VIEWS = ("rollups", "license_rollups")

@@ -1,7 +1,7 @@
 """License rollups: one file per whole day, ``rollups/date=D/licenses.parquet``, holding that day's
-rows of ``license_days``, ``quota_days`` and ``key_sources`` (views.sql), so that the license
-reports (``expiring``, ``seats``, ``renewals``, ``seat-pressure``, ``quota-forecast``,
-``key-anomalies``) read a few rows per license and day instead of every record of their windows.
+rows of ``license_days``, ``feature_days``, ``quota_days`` and ``key_sources`` (views.sql), so
+that the license reports (``expiring``, ``seats``, ``features``, ``quota``, ``renewals``,
+``seat-pressure``, ``quota-forecast``, ``key-anomalies``) read a few rows per license and day instead of every record of their windows.
 
 Distinct users stay exact: a license's row keeps the day's distinct user ids (and features) as a
 list, and a window's distinct count is the length of the union of its days' lists. That costs
@@ -25,13 +25,16 @@ from analytics.db import LICENSE_ROLLUP_SCHEMA, connect, query, skipped_files
 from analytics.rollup_files import day_dir, digest, read_meta, write_atomic
 
 FILE = "licenses.parquet"
-VERSION = 2  # of the files' shape: a file of another version is written again
+VERSION = 3  # of the files' shape: a file of another version is written again
 _META_KEY = b"portcullis.license_rollup"
 
 _DAY_ROWS = """
 SELECT 'license' AS kind, host, license_id, key_fp, calls, allowed, alerted, first_seen, last_seen, users, features,
        seats_used, seats_limit, seats_at, seat_denials, seat_overages
 FROM license_days($since, $until)
+UNION ALL BY NAME
+SELECT 'feature' AS kind, host, license_id, feature, tier, calls, allowed, alerted
+FROM feature_days($since, $until)
 UNION ALL BY NAME
 SELECT 'quota' AS kind, host, license_id, feature, calls, first_seen, last_seen, quota_first, quota_used, quota_limit,
        quota_alerts, quota_denials, customer, tier

@@ -129,7 +129,7 @@ REPORTS: dict[str, Report] = {
                (BUCKET, LAST_7_DAYS, NOW), reads_rollups=True),
         Report("features", "Feature usage",
                "Checks by feature and tier: allowed, alerted, denied, deny % and licenses asking.",
-               (LAST_30_DAYS, NOW)),
+               (LAST_30_DAYS, NOW), reads_rollups=True),
         Report("seats", "Seat utilisation",
                "Seat-limited licenses: the latest seats used against the limit, calls, seat refusals "
                "and overages; the fullest first.",

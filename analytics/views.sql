@@ -160,10 +160,11 @@ CREATE OR REPLACE VIEW licenses AS SELECT * FROM read_parquet(getvariable('data_
 CREATE OR REPLACE VIEW callers AS SELECT * FROM read_parquet(getvariable('data_root') || 'snapshots/callers.parquet');
 
 -- Per-license, per-day summaries of whole days, written by `analytics.rollups` beside each day's
--- hours (rollups/date=D/licenses.parquet; docs/analytics.md, "Rollups"), rows of four kinds, each
+-- hours (rollups/date=D/licenses.parquet; docs/analytics.md, "Rollups"), rows of five kinds, each
 -- per gateway host:
 --   license  a license's day: calls by outcome, first/last seen, the day's distinct user ids and
 --            features of allowed/alerted calls (exact lists), its latest seats used and limit
+--   feature  a license's feature's day (by the tier the records name): calls, allowed, alerted
 --   quota    a license's metered feature's day: its quota counter first and last, the limit
 --   source   a key's day per caller and remote network (network_of): calls, first/last seen
 --   covered  one per file: the day is summarised whole (days without a file are read raw)
@@ -258,6 +259,19 @@ SELECT date, host, license_id, feature, count(*), min(ts), max(ts), min_by(quota
 FROM license_raw(since, until)
 WHERE quota_limit > 0
 GROUP BY date, host, license_id, feature;
+
+-- The checks of [since, until) per day, host, license, feature and tier (as the records name
+-- them): calls, allowed, alerted.
+CREATE OR REPLACE MACRO feature_days(since, until) AS TABLE
+SELECT date, host, license_id, feature, tier, calls, allowed, alerted
+FROM license_rollups
+WHERE kind = 'feature' AND license_rolled_up(date, since, until) AND shown_host(host)
+UNION ALL
+SELECT date, host, license_id, feature, tier, count(*), count(*) FILTER (WHERE decision = 'allow'),
+       count(*) FILTER (WHERE decision = 'alert')
+FROM license_raw(since, until)
+WHERE feature IS NOT NULL
+GROUP BY date, host, license_id, feature, tier;
 
 -- Who presented each license key in [since, until), one row per day, host, key, caller and
 -- remote network, with calls and first/last seen.

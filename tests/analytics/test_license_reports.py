@@ -176,7 +176,7 @@ def test_renewals_rank_the_busy_license_before_the_idle_one(planted: Path) -> No
     assert [r["license_id"] for r in rows(planted, "renewals", usage_days=90)][1] == "lic_idle"
 
 
-LICENSE_REPORTS = ("quota-forecast", "seat-pressure", "key-anomalies", "renewals", "expiring", "seats", "quota")
+LICENSE_REPORTS = ("quota-forecast", "seat-pressure", "key-anomalies", "renewals", "expiring", "seats", "quota", "features")
 
 
 @pytest.mark.parametrize("name", LICENSE_REPORTS)
