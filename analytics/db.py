@@ -41,7 +41,7 @@ ROLLUP_SCHEMA = pa.schema([
 # A day's per-license file of ``rollups/`` (``analytics.license_rollups``): the rows of
 # license_days, quota_days and key_sources for one whole day; views.sql says how to read it.
 LICENSE_ROLLUP_SCHEMA = pa.schema([
-    pa.field("kind", pa.string(), nullable=False),  # license, feature, quota, source or covered
+    pa.field("kind", pa.string(), nullable=False),  # license, feature, quota, source, key or covered
     pa.field("host", pa.string()),
     pa.field("license_id", pa.string()),
     pa.field("key_fp", pa.string()),
@@ -67,6 +67,10 @@ LICENSE_ROLLUP_SCHEMA = pa.schema([
     pa.field("quota_denials", pa.int64()),
     pa.field("customer", pa.string()),  # of quota rows, as the records say
     pa.field("tier", pa.string()),  # of feature and quota rows, as the records say
+    pa.field("last_used", pa.timestamp("us", tz="UTC")),  # of key rows
+    pa.field("zombie", pa.string()),
+    pa.field("presented", pa.int64()),
+    pa.field("last_presented", pa.timestamp("us", tz="UTC")),
 ])
 # The views that read rollups: empty on a connection without them.
 ROLLUP_VIEWS = ("rollups", "license_rollups")
@@ -285,8 +289,7 @@ def _days_through_view(con: duckdb.DuckDBPyConnection) -> None:
     if _has_macro(con, "license_rolled_up"):  # else connect() has yet to reach license_raw in views.sql
         con.execute("CREATE OR REPLACE MACRO license_raw(since, until) AS TABLE SELECT *, host_of(instance) AS host "
                     "FROM audit WHERE date >= CAST(since AS DATE) AND date <= CAST(until AS DATE) "
-                    "AND NOT license_rolled_up(date, since, until) AND ts >= since AND ts < until "
-                    "AND license_id IS NOT NULL")
+                    "AND NOT license_rolled_up(date, since, until) AND ts >= since AND ts < until")
 
 
 def _has_macro(con: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -1,6 +1,7 @@
 """License rollups: one file per whole day, ``rollups/date=D/licenses.parquet``, holding that day's
-rows of ``license_days``, ``feature_days``, ``quota_days`` and ``key_sources`` (views.sql), so
-that the license reports (``expiring``, ``seats``, ``features``, ``quota``, ``renewals``,
+rows of ``license_days``, ``feature_days``, ``quota_days``, ``key_sources`` and ``key_days``
+(views.sql), so that the license reports (``expiring``, ``seats``, ``features``, ``quota``,
+``stale-keys``, ``renewals``,
 ``seat-pressure``, ``quota-forecast``, ``key-anomalies``) read a few rows per license and day instead of every record of their windows.
 
 Distinct users stay exact: a license's row keeps the day's distinct user ids (and features) as a
@@ -25,7 +26,7 @@ from analytics.db import LICENSE_ROLLUP_SCHEMA, connect, query, skipped_files
 from analytics.rollup_files import day_dir, digest, read_meta, write_atomic
 
 FILE = "licenses.parquet"
-VERSION = 3  # of the files' shape: a file of another version is written again
+VERSION = 4  # of the files' shape: a file of another version is written again
 _META_KEY = b"portcullis.license_rollup"
 
 _DAY_ROWS = """
@@ -42,6 +43,9 @@ FROM quota_days($since, $until)
 UNION ALL BY NAME
 SELECT 'source' AS kind, host, license_id, key_fp, caller_id, network, calls, first_seen, last_seen
 FROM key_sources($since, $until)
+UNION ALL BY NAME
+SELECT 'key' AS kind, host, key_fp, caller_id, last_used, zombie, presented, last_presented
+FROM key_days($since, $until)
 UNION ALL BY NAME
 SELECT 'covered' AS kind
 """

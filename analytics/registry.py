@@ -115,7 +115,7 @@ REPORTS: dict[str, Report] = {
                "never_used when issued earlier than that), and keys still presented although revoked, "
                "expired or unknown (zombies), with counts and callers.",
                (Param("days", 30, "unused for this many days; zombies presented within it"),
-                Param("min_calls", 3, "an unknown key is a zombie once presented this many times"), NOW)),
+                Param("min_calls", 3, "an unknown key is a zombie once presented this many times"), NOW), reads_rollups=True),
         Report("unauthorized", "Unauthorized callers",
                "401/403/429 answers grouped by caller, remote address and auth_error, and callers "
                "probing for keys (many distinct unknown keys), with counts and first/last seen.",

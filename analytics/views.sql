@@ -160,13 +160,14 @@ CREATE OR REPLACE VIEW licenses AS SELECT * FROM read_parquet(getvariable('data_
 CREATE OR REPLACE VIEW callers AS SELECT * FROM read_parquet(getvariable('data_root') || 'snapshots/callers.parquet');
 
 -- Per-license, per-day summaries of whole days, written by `analytics.rollups` beside each day's
--- hours (rollups/date=D/licenses.parquet; docs/analytics.md, "Rollups"), rows of five kinds, each
+-- hours (rollups/date=D/licenses.parquet; docs/analytics.md, "Rollups"), rows of six kinds, each
 -- per gateway host:
 --   license  a license's day: calls by outcome, first/last seen, the day's distinct user ids and
 --            features of allowed/alerted calls (exact lists), its latest seats used and limit
 --   feature  a license's feature's day (by the tier the records name): calls, allowed, alerted
 --   quota    a license's metered feature's day: its quota counter first and last, the limit
 --   source   a key's day per caller and remote network (network_of): calls, first/last seen
+--   key      any key's day per caller (licensed or not): last used, zombie presentations
 --   covered  one per file: the day is summarised whole (days without a file are read raw)
 -- As for `rollups`, whether there are any files is looked up once, when this file runs.
 SET VARIABLE license_rollups_source = CASE WHEN (SELECT count(*) FROM glob(getvariable('data_root') || 'rollups/date=*/licenses.parquet')) > 0
@@ -180,12 +181,14 @@ SET VARIABLE license_rollups_source = CASE WHEN (SELECT count(*) FROM glob(getva
                  NULL::TIMESTAMPTZ AS seats_at, NULL::BIGINT AS seat_denials, NULL::BIGINT AS seat_overages,
                  NULL::BIGINT AS quota_first, NULL::BIGINT AS quota_used, NULL::BIGINT AS quota_limit,
                  NULL::BIGINT AS quota_alerts, NULL::BIGINT AS quota_denials, NULL::VARCHAR AS customer,
-                 NULL::VARCHAR AS tier WHERE false'
+                 NULL::VARCHAR AS tier, NULL::TIMESTAMPTZ AS last_used, NULL::VARCHAR AS zombie,
+                 NULL::BIGINT AS presented, NULL::TIMESTAMPTZ AS last_presented WHERE false'
 END;
 CREATE OR REPLACE VIEW license_rollups AS
 SELECT date, kind, host, license_id, key_fp, feature, caller_id, network, calls, allowed, alerted, first_seen,
        last_seen, users, features, seats_used, seats_limit, seats_at, seat_denials, seat_overages, quota_first,
-       quota_used, quota_limit, quota_alerts, quota_denials, customer, tier
+       quota_used, quota_limit, quota_alerts, quota_denials, customer, tier, last_used, zombie, presented,
+       last_presented
 FROM query(getvariable('license_rollups_source'));
 
 -- The days the license rollups cover, read once per connection.
@@ -197,7 +200,7 @@ CREATE OR REPLACE MACRO license_rolled_up(d, since, until) AS
     d::TIMESTAMPTZ >= since AND d::TIMESTAMPTZ + INTERVAL 1 DAY <= until
     AND list_contains(coalesce(getvariable('license_days_covered'), []::DATE[]), d);
 
--- The licensed records of [since, until) on the days not read from the license rollups, with the
+-- The records of [since, until) on the days not read from the license rollups, with the
 -- columns the license reports take: as audit_days, from the trail's glob pruned by `date` (only
 -- the first file's schema read, not every file's as binding `audit` does), and replaced by
 -- Python with one over `audit` when audit_days is.
@@ -206,7 +209,7 @@ SELECT date, ts, host_of(instance) AS host, license_id, key_fp, caller_id, remot
        reason, seats_used, seats_limit, quota_used, quota_limit, customer, tier
 FROM read_parquet(getvariable('audit_files'), hive_partitioning = true, hive_types = {'date': DATE, 'hour': INTEGER})
 WHERE date >= CAST(since AS DATE) AND date <= CAST(until AS DATE) AND NOT license_rolled_up(date, since, until)
-  AND ts >= since AND ts < until AND license_id IS NOT NULL AND shown_host(host_of(instance));
+  AND ts >= since AND ts < until AND shown_host(host_of(instance));
 
 -- A license's remote network: the /24 of an IPv4 address (also IPv4-mapped IPv6), the /64 of an
 -- IPv6 one (written in full, '::' expanded), else the address itself.
@@ -242,6 +245,7 @@ SELECT date, host, license_id, any_value(key_fp), count(*),
        max(ts) FILTER (WHERE seats_limit > 0),
        count(*) FILTER (WHERE reason = 'SEAT_LIMIT_EXCEEDED'), count(*) FILTER (WHERE reason = 'SEAT_OVERAGE')
 FROM license_raw(since, until)
+WHERE license_id IS NOT NULL
 GROUP BY date, host, license_id;
 
 -- The metered rows of [since, until), one per day, host, license and feature: the quota counter
@@ -257,7 +261,7 @@ SELECT date, host, license_id, feature, count(*), min(ts), max(ts), min_by(quota
        max_by(quota_limit, ts), count(*) FILTER (WHERE reason IN ('QUOTA_NEAR_LIMIT', 'QUOTA_OVERAGE')),
        count(*) FILTER (WHERE reason = 'QUOTA_EXCEEDED'), any_value(customer), any_value(tier)
 FROM license_raw(since, until)
-WHERE quota_limit > 0
+WHERE license_id IS NOT NULL AND quota_limit > 0
 GROUP BY date, host, license_id, feature;
 
 -- The checks of [since, until) per day, host, license, feature and tier (as the records name
@@ -270,8 +274,24 @@ UNION ALL
 SELECT date, host, license_id, feature, tier, count(*), count(*) FILTER (WHERE decision = 'allow'),
        count(*) FILTER (WHERE decision = 'alert')
 FROM license_raw(since, until)
-WHERE feature IS NOT NULL
+WHERE license_id IS NOT NULL AND feature IS NOT NULL
 GROUP BY date, host, license_id, feature, tier;
+
+-- Every key presented in [since, until), licensed or not, per day, host and caller: when it was
+-- last allowed or alerted, and how often it was refused as a "zombie" (`zombie`: revoked, expired,
+-- unknown, the day's latest) and when last (`stale-keys`).
+CREATE OR REPLACE MACRO key_days(since, until) AS TABLE
+SELECT date, host, key_fp, caller_id, last_used, zombie, presented, last_presented
+FROM license_rollups
+WHERE kind = 'key' AND license_rolled_up(date, since, until) AND shown_host(host)
+UNION ALL
+SELECT date, host, key_fp, caller_id, max(ts) FILTER (WHERE decision IN ('allow', 'alert')),
+       max_by(zombie, ts) FILTER (WHERE zombie IS NOT NULL), count(zombie), max(ts) FILTER (WHERE zombie IS NOT NULL)
+FROM (SELECT *, CASE reason WHEN 'LICENSE_REVOKED' THEN 'revoked' WHEN 'KEY_NOT_FOUND' THEN 'unknown'
+                            WHEN 'LICENSE_EXPIRED' THEN 'expired' WHEN 'EXPIRED_IN_GRACE' THEN 'expired' END AS zombie
+      FROM license_raw(since, until)
+      WHERE key_fp IS NOT NULL)
+GROUP BY date, host, key_fp, caller_id;
 
 -- Who presented each license key in [since, until), one row per day, host, key, caller and
 -- remote network, with calls and first/last seen.
@@ -285,7 +305,7 @@ FROM (  -- per address first: network_of once per address, not per record
     SELECT date, host, license_id, key_fp, caller_id, remote_addr, count(*) AS calls, min(ts) AS first_seen,
            max(ts) AS last_seen
     FROM license_raw(since, until)
-    WHERE key_fp IS NOT NULL
+    WHERE license_id IS NOT NULL AND key_fp IS NOT NULL
     GROUP BY ALL)
 GROUP BY ALL;
 

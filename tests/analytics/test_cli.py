@@ -64,7 +64,7 @@ def test_report_as_csv_with_options(run, planted: Path):
 def test_report_as_table(run, planted: Path):
     result = run("report", "stale-keys", "--now", NOW.isoformat(), "--data", str(planted))
     assert result.exit_code == 0
-    assert result.output.splitlines()[0].split()[:2] == ["kind", "license_id"]
+    assert result.stdout.splitlines()[0].split()[:2] == ["kind", "license_id"]
     assert "never_used" in result.output and "legacy" in result.output
 
 

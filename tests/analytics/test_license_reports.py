@@ -16,7 +16,7 @@ from analytics.db import connect, query
 from analytics.registry import REPORTS, run_report
 from gateway.snapshot import write_callers_snapshot, write_licenses_snapshot
 
-from .conftest import DAY, HOUR, NOW, license_row, licensed, write_audit
+from .conftest import DAY, HOUR, LICENSES, NOW, license_row, licensed, planted_records, write_audit
 from .test_stock_cli import stock_cli
 
 FAR = NOW + 400 * DAY
@@ -176,7 +176,7 @@ def test_renewals_rank_the_busy_license_before_the_idle_one(planted: Path) -> No
     assert [r["license_id"] for r in rows(planted, "renewals", usage_days=90)][1] == "lic_idle"
 
 
-LICENSE_REPORTS = ("quota-forecast", "seat-pressure", "key-anomalies", "renewals", "expiring", "seats", "quota", "features")
+LICENSE_REPORTS = ("quota-forecast", "seat-pressure", "key-anomalies", "renewals", "expiring", "seats", "quota", "features", "stale-keys")
 
 
 @pytest.mark.parametrize("name", LICENSE_REPORTS)
@@ -232,3 +232,16 @@ def test_an_unreadable_file_left_out_is_left_out_of_the_license_reports(planted:
     (without / victim.relative_to(damaged)).unlink()
     con = connect(damaged, skip_corrupt=True)
     assert run_report(con, name, now=NOW).equals(run_report(connect(without), name, now=NOW))
+
+
+@pytest.mark.parametrize("name", ("stale-keys", "expiring", "seats", "features", "renewals"))
+def test_the_shared_planted_cases_read_the_same_from_the_license_rollups(tmp_path: Path, name: str) -> None:
+    """The other reports' planted cases (stale, never used, revoked, expired and unknown keys, a
+    key prober; seats, features) through the license rollups as through the records."""
+    data = tmp_path / "data"
+    write_audit(data, planted_records())
+    write_licenses_snapshot(data, LICENSES.values())
+    expected = run_report(connect(data), name, now=NOW)
+    rollups.build(data, now=NOW, grace=timedelta(0))
+    assert query(connect(data), "SELECT len(getvariable('license_days_covered')) AS n").to_pylist()[0]["n"] > 50
+    assert expected.num_rows and run_report(connect(data), name, now=NOW).equals(expected)
