@@ -398,8 +398,8 @@ def test_rollup_command_by_default_leaves_an_hour_closed_less_than_hour_closed_a
 
 def test_the_reports_that_read_rollups_bring_them_up_to_date_first(data: Path):
     runner = CliRunner()
-    quick = runner.invoke(cli, ["report", "features", "--data", str(data), "--now", AT.isoformat()])
-    assert quick.exit_code == 0 and not (data / "rollups").exists(), "reports without summary() build nothing"
+    quick = runner.invoke(cli, ["report", "unauthorized", "--data", str(data), "--now", AT.isoformat()])
+    assert quick.exit_code == 0 and not (data / "rollups").exists(), "reports without rollups build nothing"
     result = runner.invoke(cli, ["report", "overview", "--data", str(data), "--hours", "30", "--now", AT.isoformat(),
                                  "--format", "json"])
     assert result.exit_code == 0, result.output
