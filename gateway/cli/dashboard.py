@@ -9,6 +9,7 @@ at (``secrets.files``); the client secret and the cookie secret live in their ow
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import importlib
 import os
@@ -85,6 +86,9 @@ def private_secrets_file(secrets: dict) -> Path:
     return path
 
 
+UPKEEP_STOP_S = 30.0  # at most this long a stop waits for a rollup build under way
+
+
 def with_upkeep(root: str, grace: timedelta):
     """An ``st.App`` lifespan running the dashboard's upkeep (``dashboard.upkeep``) while the server
     runs. It starts there, once Streamlit's runtime exists: ``dashboard.data`` imported any sooner
@@ -94,11 +98,14 @@ def with_upkeep(root: str, grace: timedelta):
     async def lifespan(app):
         from dashboard import upkeep
 
-        _, stop = upkeep.start(root, grace)
+        thread, stop = upkeep.start(root, grace)
         try:
             yield None
         finally:
             stop.set()
+            # Let a build under way finish: a DuckDB query still running in a daemon thread while
+            # the interpreter shuts down aborts the process ("terminate called ...").
+            await asyncio.to_thread(thread.join, UPKEEP_STOP_S)
 
     return lifespan
 
