@@ -18,6 +18,8 @@ def render(root: str, window: TimeRange) -> None:
     expiring = data.report(root, "expiring", days=horizon)
     expiry.draw(figures.expiry_timeline(expiring))
     table(expiring, key="licenses-expiring-table")
+    st.subheader("Renew first: the busiest of those")
+    table(data.report(root, "renewals", days=horizon), key="licenses-renewals-table")
 
     # Seats are counted over the policy's seat window (the report's default), not the time range:
     # a seat stays held for that long after its user's last check.
@@ -32,6 +34,8 @@ def render(root: str, window: TimeRange) -> None:
     table(seats.drop(columns="tier"), key="licenses-seats-table", utilisation_pct=_UTILISATION)
     table(quota.drop(columns=["tier", "period", "period_start", "last_seen"]), key="licenses-quota-table",
           used_pct={**_UTILISATION, "width": "small"}, period_end=st.column_config.DateColumn("period_end"))
+    st.subheader("Seat pressure: when each seat-limited license reaches its limit at the current trend")
+    table(data.report(root, "seat-pressure"), key="licenses-seat-pressure-table")
     impact.render(root)
 
 

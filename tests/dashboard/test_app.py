@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from analytics.db import connect
+from analytics.registry import run_report
 from dashboard.views import DEFAULT_PAGE, PAGES
 
 APP = find_spec("dashboard.app").origin
@@ -275,3 +277,18 @@ def test_back_to_the_customers_page_shows_the_customer_again(history, monkeypatc
     at.query_params["customer"] = customer  # back: the customers page's own URL
     at.switch_page(PAGES["customers"].path).run()
     assert at.selectbox(key="customer").value == customer and list(charts(at)) == CUSTOMER_CHARTS
+
+
+def test_licenses_page_lists_renewals_and_seat_pressure_as_their_reports_do(history, monkeypatch):
+    """The two license reports without a chart of their own are tables on the Licenses page (the
+    history has licenses to renew within the page's default 90 days, and seat-limited ones)."""
+    at = open_app(history, monkeypatch, "licenses")
+    headers = [h.value for h in at.subheader]
+    assert any(h.startswith("Renew first") for h in headers) and any(h.startswith("Seat pressure") for h in headers)
+    con = connect(history)
+    for name, params in (("renewals", {"days": 90}), ("seat-pressure", {})):
+        expected = run_report(con, name, **params)
+        assert expected.num_rows > 0, name
+        shown = [df.value for df in at.dataframe if list(df.value.columns) == expected.column_names]
+        assert [len(df) for df in shown] == [expected.num_rows], name
+        assert list(shown[0]["license_id"]) == expected["license_id"].to_pylist(), name
