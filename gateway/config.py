@@ -8,6 +8,7 @@ environment it is ``PORTCULLIS_AUDIT_ACK``. Every field is documented in ``docs/
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import tomllib
@@ -34,6 +35,10 @@ class Settings:
     clock_skew_s: int = 300
     cache_ttl_s: int = 30
     auth_fail_rps: float = 20.0
+    # Proxies whose forwarding header names the client (gateway.http.client_addr): addresses or
+    # networks; empty, every header is ignored and the client is the TCP peer.
+    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies_header: str = "x-forwarded-for"
     audit_ack: str = "durable"
     audit_on_failure: str = "deny"
     audit_rotate_s: float = 5.0  # a decision is queryable within seconds (docs/audit.md: rotation)
@@ -147,6 +152,7 @@ _CHOICES = {
     "audit_on_failure": ("deny", "allow"),
     "log_level": ("debug", "info", "warning", "error"),
     "dashboard_auth": ("none", "oidc", "proxy"),
+    "trusted_proxies_header": ("x-forwarded-for", "forwarded"),
 }
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
 
@@ -162,13 +168,26 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             value = float(raw)
         elif issubclass(kind, Path):
             value = Path(raw)
+        elif kind is tuple:  # a TOML list, or comma-separated in the environment
+            value = tuple(str(item).strip() for item in (raw.split(",") if isinstance(raw, str) else raw))
+            value = tuple(item for item in value if item)
         else:
             value = str(raw)
     except (TypeError, ValueError):
         raise SettingsError(f"{source}: setting {name!r} must be {kind.__name__}, got {raw!r}") from None
+    if name == "trusted_proxies":
+        _check_networks(name, value, source)
     if name in _CHOICES and value not in _CHOICES[name]:
         raise SettingsError(f"{source}: setting {name!r} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
     return value
+
+
+def _check_networks(name: str, value: tuple[str, ...], source: str) -> None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item)
+        except ValueError as exc:
+            raise SettingsError(f"{source}: setting {name!r}: {exc}") from None
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -77,9 +77,13 @@ class AccessLogger(AbstractAccessLogger):
     """aiohttp's access log as structured lines (the path only: a query string is not logged)."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.line(request, response, time, request.remote or "")
+
+    def line(self, request: BaseRequest, response: StreamResponse, time: float, remote_addr: str) -> None:
+        """One line; ``remote_addr`` is the client's (behind a trusted proxy, not the peer's)."""
         self.logger.info("%s %s %s", request.method, request.path, response.status, extra={
             "event": "access", "method": request.method, "path": request.path, "status": response.status,
-            "duration_ms": round(time * 1000, 3), "remote_addr": request.remote,
+            "duration_ms": round(time * 1000, 3), "remote_addr": remote_addr,
             "request_id": request.headers.get("X-Request-Id")})
 
 

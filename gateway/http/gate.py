@@ -22,6 +22,7 @@ from gateway.auth import HmacAuthenticator, Nonces
 from gateway.callers import Caller, CallerDirectory
 from gateway.checks import is_text
 from gateway.exchange import Exchange
+from gateway.http.client_addr import ClientAddress
 from gateway.port import Port
 from gateway.ratelimit import RateLimiter
 from gateway.types import Reason
@@ -54,7 +55,8 @@ class Gate:
         self.peer_identity = peer_identity  # set when serving mTLS
         self.auth = HmacAuthenticator(port.directory, port.settings.clock_skew_s, nonces)
         self.caller_limits = RateLimiter()
-        self.auth_failures = RateLimiter()
+        self.auth_failures = RateLimiter()  # keyed by client address (behind a trusted proxy: not the proxy's)
+        self.client_address = ClientAddress(port.settings.trusted_proxies, port.settings.trusted_proxies_header)
         self.lost_records = 0
         self.observers = tuple(observers)  # metrics, breach watch: told of every answered decision
         self._late: list[Exchange] = []  # refusals answered before any handler, not yet audited
@@ -69,7 +71,8 @@ class Gate:
     def open(self, request: web.Request, endpoint: str) -> Exchange:
         request[SEEN] = True  # audited here: the access log's stray audit leaves it alone
         header_id = request.headers.get("X-Request-Id")
-        return self.port.open(endpoint, instance=self.instance, now=self.clock(), remote_addr=request.remote or "",
+        return self.port.open(endpoint, instance=self.instance, now=self.clock(),
+                              remote_addr=self.client_address(request),
                               request_id=header_id[:128] if header_id and is_text(header_id) else None,
                               trace_id=_trace_id(request.headers.get("traceparent")))
 

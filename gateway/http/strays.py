@@ -43,10 +43,14 @@ def access_logger(gate: Callable[[], Gate], lines: bool) -> type[AbstractAccessL
 
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
             try:
+                stray = 400 <= response.status < 500 and not request.get(SEEN)
+                if not (lines or stray):
+                    return
+                client = gate().client_address(request)
                 if lines:
-                    super().log(request, response, time)
-                if 400 <= response.status < 500 and not request.get(SEEN):
-                    gate().audit_stray(request.remote or "", *_what(request, response), time)
+                    self.line(request, response, time, client)
+                if stray:
+                    gate().audit_stray(client, *_what(request, response), time)
             except Exception:  # the connection must not pay for it: aiohttp would close it
                 log.exception("access log failed", extra={"event": "internal_error"})
 
