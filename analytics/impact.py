@@ -37,7 +37,7 @@ EXAMPLES_PER_CHANGE = 3
 MAX_EXAMPLES = 30
 # Answers given before the engine was asked (transport, caller scope, faults): not replayed.
 _BEFORE_ENGINE = ("UNAUTHENTICATED", "CALLER_NOT_AUTHORIZED", "RATE_LIMITED", "PAYLOAD_TOO_LARGE",
-                  "AUDIT_UNAVAILABLE", "INTERNAL_ERROR")
+                  "AUDIT_UNAVAILABLE", "REGISTRY_UNAVAILABLE", "INTERNAL_ERROR")
 _USAGE_REASONS = (Reason.SEAT_LIMIT_EXCEEDED, Reason.SEAT_OVERAGE, Reason.QUOTA_EXCEEDED, Reason.QUOTA_OVERAGE,
                   Reason.QUOTA_NEAR_LIMIT)
 _HISTORY_SQL = f"""

@@ -17,12 +17,13 @@ from gateway.types import Decision, License, Outcome, Reason
 HTTP_STATUS = {
     Reason.INVALID_REQUEST: 400, Reason.UNAUTHENTICATED: 401, Reason.CALLER_NOT_AUTHORIZED: 403,
     Reason.RATE_LIMITED: 429, Reason.PAYLOAD_TOO_LARGE: 413, Reason.AUDIT_UNAVAILABLE: 503,
-    Reason.INTERNAL_ERROR: 500,
+    Reason.REGISTRY_UNAVAILABLE: 503, Reason.INTERNAL_ERROR: 500,
 }
 _ERROR_DETAIL = {
     Reason.UNAUTHENTICATED: "the request is not authenticated",  # one text whatever the cause: no oracle
     Reason.RATE_LIMITED: "too many requests: slow down",
     Reason.AUDIT_UNAVAILABLE: "the decision could not be recorded, so it is refused",
+    Reason.REGISTRY_UNAVAILABLE: "the shared registry cannot be reached, so the decision is refused",
     Reason.INTERNAL_ERROR: "internal error: the request was refused",
 }
 

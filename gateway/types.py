@@ -40,9 +40,11 @@ class Reason(StrEnum):
     QUOTA_OVERAGE = "QUOTA_OVERAGE"
     EXPIRING_SOON = "EXPIRING_SOON"
     QUOTA_NEAR_LIMIT = "QUOTA_NEAR_LIMIT"
+    REGISTRY_DEGRADED = "REGISTRY_DEGRADED"  # alert: decided from memory, the shared registry unreachable
     VALID = "VALID"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
+    REGISTRY_UNAVAILABLE = "REGISTRY_UNAVAILABLE"  # the shared registry (PostgreSQL) cannot be reached
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
