@@ -2,7 +2,8 @@
 
 Verification order keeps refusals cheap and the replay cache unpoisonable: header shape and
 timestamp first, then the key id, then the constant-time signature compare, and only a request
-with a valid signature may record its nonce.
+with a valid signature may record its nonce. Recording it is awaited: a replay window shared by
+several hosts lives across the network, and the event loop must not wait for it.
 """
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ class NonceCache:
         self._seen: set[int] = set()
         self._expiring: deque[tuple[int, list[int]]] = deque()  # (second it expires, hashes), oldest first
 
+    async def record(self, nonce: str, now: float) -> bool:
+        return self.add(nonce, now)
+
     def add(self, nonce: str, now: float) -> bool:
         """Record a nonce; False if it was already seen within the window."""
         expiring, seen = self._expiring, self._seen
@@ -94,8 +98,9 @@ class NonceCache:
 
 
 class Nonces(Protocol):
-    def add(self, nonce: str, now: float) -> bool:
-        """Record a nonce; False if it was already seen within the window."""
+    async def record(self, nonce: str, now: float) -> bool:
+        """Record a nonce; False if it was already seen within the window. A store on this
+        host answers without suspending; one across the network is a round trip."""
 
 
 class HmacAuthenticator:
@@ -104,8 +109,16 @@ class HmacAuthenticator:
         self.skew_s = skew_s
         self.nonces = nonces if nonces is not None else NonceCache(skew_s)
 
-    def authenticate(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes,
-                     now: float) -> Identity:
+    async def authenticate(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes,
+                           now: float) -> Identity:
+        """Who signed this request; a replayed nonce is refused only once the signature holds."""
+        identity = self.verify(method, path_qs, headers, body, now)
+        if identity.caller is not None and not await self.nonces.record(headers["X-Port-Nonce"], now):
+            return Identity(None, "hmac", "replayed_nonce")
+        return identity
+
+    def verify(self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes, now: float) -> Identity:
+        """Every check but the nonce's: the caller whose key signed exactly this request, or why not."""
         key_id = headers.get("X-Port-Key-Id")
         timestamp = headers.get("X-Port-Timestamp")
         nonce = headers.get("X-Port-Nonce")
@@ -126,8 +139,6 @@ class HmacAuthenticator:
         expected = sign(secret, method, path_qs, timestamp, nonce, body)
         if not hmac.compare_digest(expected, signature):
             return Identity(None, "hmac", "bad_signature")
-        if not self.nonces.add(nonce, now):
-            return Identity(None, "hmac", "replayed_nonce")
         return Identity(caller, "hmac")
 
     def authenticate_mtls(self, identity: str | None) -> Identity:

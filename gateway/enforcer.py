@@ -147,7 +147,7 @@ class Enforcer:
         try:
             body = read_check(ex, doc)
             if body is not None:
-                self.port.check(ex, body, EMBEDDED)
+                await self.port.check(ex, body, EMBEDDED)
         except Exception:
             log.exception("decision failed", extra={"event": "internal_error", "decision_id": ex.decision_id})
             ex.refuse(Reason.INTERNAL_ERROR)

@@ -82,6 +82,9 @@ class JournaledNonces:
         if earlier:  # journaled here too, for the next restart
             os.write(self._fd, "".join(f"{expires} {nonce}\n" for nonce, expires in earlier).encode("ascii"))
 
+    async def record(self, nonce: str, now: float) -> bool:
+        return self.add(nonce, now)
+
     def add(self, nonce: str, now: float) -> bool:
         if not self._cache.add(nonce, now):
             return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Sequence
 
 from uuid_utils import uuid7
 
@@ -18,7 +19,7 @@ from gateway.exchange import Exchange
 from gateway.keyfiles import fingerprint_secret
 from gateway.licenses import key_fingerprint, key_hash
 from gateway.policy import load_policy
-from gateway.registry import LicenseIndex, Store
+from gateway.registry import LicenseIndex, Metered, Store
 from gateway.registry.sqlite import SqliteStore
 from gateway.types import Check, License, Policy, Reason, Usage
 
@@ -48,17 +49,43 @@ class Port:
                         environment=self.settings.environment, remote_addr=remote_addr, endpoint=endpoint,
                         policy_version=self.policy.version, trace_id=trace_id)
 
-    def check(self, ex: Exchange, body: CheckBody, caller: Caller) -> Exchange:
+    async def check(self, ex: Exchange, body: CheckBody, caller: Caller) -> Exchange:
         """Decide one well-formed check for a known caller: lookup, caller scope, engine.
 
         The one sequence behind ``/v1/check``, each item of ``/v1/check/batch`` and the embedded
         Enforcer, so the three can never disagree.
         """
-        lic = self.lookup(ex, body)
-        check = self.check_of(body, lic)
-        if self.authorize(ex, caller, check, lic):
-            self.decide(ex, lic, check, ex.now)
+        await self.check_many([(ex, body)], caller)
         return ex
+
+    async def check_many(self, asked: Sequence[tuple[Exchange, CheckBody]], caller: Caller) -> None:
+        """Decide well-formed checks of one caller in order, the usage of them all read and
+        changed in one registry transaction (one round trip for a batch).
+
+        If the registry fails, every check that needed it is left undecided and the error raised.
+        """
+        metered: list[Metered] = []
+        waiting: list[tuple[Exchange, License]] = []
+        for ex, body in asked:
+            lic = self.lookup(ex, body)
+            check = self.check_of(body, lic)
+            if not self.authorize(ex, caller, check, lic):
+                continue
+            if lic is None:
+                ex.decide(None, decide(None, self.policy, check, _NO_USAGE, ex.now, self.settings.cache_ttl_s))
+                continue
+            metered.append(self.metered(lic, check, ex.now))
+            waiting.append((ex, lic))
+        if metered:
+            for (ex, lic), decision in zip(waiting, await self.store.decide_many(metered)):
+                ex.decide(lic, decision)
+
+    def metered(self, lic: License, check: Check, now: datetime) -> Metered:
+        """What the store needs to decide ``check`` on ``lic`` under the policy in force."""
+        policy, ttl = self.policy, self.settings.cache_ttl_s
+        meter = metering(lic, policy, check, now)
+        return Metered(lic, meter, check.user_id, now,
+                       lambda usage: decide(lic, policy, check, usage, now, ttl, meter))
 
     def fingerprint(self, hashed_key: str) -> str:
         fp = self._fingerprints.get(hashed_key)
@@ -92,15 +119,6 @@ class Port:
             ex.refuse(Reason.CALLER_NOT_AUTHORIZED, why, about=lic)
             return False
         return True
-
-    def decide(self, ex: Exchange, lic: License | None, check: Check, now: datetime) -> Exchange:
-        policy, ttl = self.policy, self.settings.cache_ttl_s
-        if lic is None:
-            return ex.decide(None, decide(None, policy, check, _NO_USAGE, now, ttl))
-        meter = metering(lic, policy, check, now)
-        decision = self.store.decide(lic, meter, check.user_id, now,
-                                     lambda usage: decide(lic, policy, check, usage, now, ttl, meter))
-        return ex.decide(lic, decision)
 
     # -- state changes ---------------------------------------------------------------------
     def reload_policy(self) -> Policy:

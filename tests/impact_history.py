@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from gateway.admin import set_status
 from gateway.callers import Caller
 from gateway.licenses import from_us
+from gateway.loopthread import LoopThread
 from gateway.port import Port, read_check
 from gateway.audit.schema import AUDIT_SCHEMA
 from gateway.types import Status
@@ -59,13 +60,14 @@ def plant(data: DataDir) -> dict[str, int]:
     port = Port(data.settings)
     service, narrow = Caller("service"), Caller("narrow", features=("view",))
     records = []
+    deciding = LoopThread("plant")  # the port decides on an event loop; callers may be running one
 
     def ask(at: datetime, name: str | None, feature: str, user: str | None = None, quantity: int = 0,
             caller: Caller = service, endpoint: str = "check") -> None:
         ex = port.open(endpoint, instance="gw-test-w0", now=at)
         key = lics[name].key if name else "LK-NOPE-NOPE-NOPE-NOPE-NOPE"
         body = read_check(ex, {"license_key": key, "feature": feature, "user_id": user, "quantity": quantity})
-        port.check(ex, body, caller)
+        deciding.run(port.check(ex, body, caller))
         records.append(ex.record())
 
     t = NOW - 3 * DAY
@@ -90,6 +92,7 @@ def plant(data: DataDir) -> dict[str, int]:
     ask(NOW - 2 * DAY, None, "export")  # KEY_NOT_FOUND: no license, nothing to replay
     ask(NOW - 2 * DAY, "acme", "export", "u1", caller=narrow)  # 403 before the engine
     ask(NOW - 20 * DAY, "hooli", "export", "h0")  # outside a 7-day window
+    deciding.stop()
     port.close()
     write_trail(data.settings.audit_dir, records)
     return {"replayable": replayable, "written": len(records)}

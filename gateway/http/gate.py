@@ -118,7 +118,7 @@ class Gate:
             raise Refused
         return raw
 
-    def authenticate(self, request: web.Request, ex: Exchange, body: bytes) -> Caller:
+    async def authenticate(self, request: web.Request, ex: Exchange, body: bytes) -> Caller:
         # Token buckets run on the monotonic clock (a wall-clock step back must not lock anyone
         # out); signed timestamps are checked against the wall clock.
         now, tick = time.time(), time.monotonic()
@@ -130,7 +130,7 @@ class Gate:
         if self.peer_identity is not None and "X-Port-Key-Id" not in request.headers:
             identity = self.auth.authenticate_mtls(self.peer_identity(request))
         else:
-            identity = self.auth.authenticate(request.method, request.path_qs, request.headers, body, now)
+            identity = await self.auth.authenticate(request.method, request.path_qs, request.headers, body, now)
         ex.auth_method = identity.method
         if identity.caller is None:
             self.auth_failures.allow(addr, self.port.settings.auth_fail_rps, tick)

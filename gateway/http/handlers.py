@@ -55,9 +55,9 @@ async def check(request: web.Request) -> web.Response:
         body = read_check(ex, doc)
         if body is None:
             raise Refused
-        caller = gate.authenticate(request, ex, raw)
+        caller = await gate.authenticate(request, ex, raw)
         gate.throttle(ex, caller)
-        gate.port.check(ex, body, caller)
+        await gate.port.check(ex, body, caller)
     return await gate.finish([ex])
 
 
@@ -71,7 +71,7 @@ async def check_batch(request: web.Request) -> web.Response:
         except InvalidRequest as exc:
             head.refuse(Reason.INVALID_REQUEST, str(exc))
             raise Refused from None
-        caller = gate.authenticate(request, head, raw)
+        caller = await gate.authenticate(request, head, raw)
     except Refused:
         return await gate.finish([head])
     except Exception:
@@ -85,11 +85,19 @@ async def check_batch(request: web.Request) -> web.Response:
             note_asked(ex, item)
             ex.refuse(Reason.RATE_LIMITED, head.error)
         return await gate.finish(exchanges)
+    asked = []
     for ex, item in zip(exchanges, items):
         with deciding(ex):
             body = read_check(ex, item)
             if body is not None:
-                gate.port.check(ex, body, caller)
+                asked.append((ex, body))
+    try:
+        await gate.port.check_many(asked, caller)
+    except Exception:  # the registry's one transaction for them all failed: none of them is decided
+        log.exception("batch decision failed", extra={"event": "internal_error", "decision_id": head.decision_id})
+        for ex, _ in asked:
+            if ex.decision is None:
+                ex.refuse(Reason.INTERNAL_ERROR)
     results = [dict(ex.answer(), status=ex.http_status) for ex in exchanges]
     return await gate.finish(exchanges, {"results": results}, 200)
 
@@ -111,7 +119,7 @@ async def get_license(request: web.Request) -> web.Response:
     gate = request.app[GATE]
     ex = gate.open(request, "license.get")
     with deciding(ex):
-        caller = gate.authenticate(request, ex, b"")
+        caller = await gate.authenticate(request, ex, b"")
         gate.throttle(ex, caller)
         lic = gate.port.index.by_id.get(request.match_info["license_id"])
         if lic is None:
@@ -130,7 +138,7 @@ async def change_status(request: web.Request) -> web.Response:
     ex = gate.open(request, f"admin.{action}")
     with deciding(ex):
         raw = await gate.read(request, ex, ("application/json", "text/plain", "application/octet-stream", ""))
-        caller = gate.authenticate(request, ex, raw)
+        caller = await gate.authenticate(request, ex, raw)
         gate.require_admin(ex, caller)
         status = {"revoke": Status.REVOKED, "suspend": Status.SUSPENDED, "resume": Status.ACTIVE}[action]
         port = request.app[PORT]
@@ -198,7 +206,7 @@ async def admin_body(request: web.Request, ex: Exchange, content_types: tuple[st
     require an admin, take a token of its rate limit."""
     gate = request.app[GATE]
     raw = await gate.read(request, ex, content_types)
-    caller = gate.authenticate(request, ex, raw)
+    caller = await gate.authenticate(request, ex, raw)
     gate.require_admin(ex, caller)
     gate.throttle(ex, caller)
     return raw, caller
@@ -249,7 +257,7 @@ async def reload_policy(request: web.Request) -> web.Response:
     ex = gate.open(request, "admin.policy_reload")
     with deciding(ex):
         raw = await gate.read(request, ex, ("application/json", "text/plain", "application/octet-stream", ""))
-        caller = gate.authenticate(request, ex, raw)
+        caller = await gate.authenticate(request, ex, raw)
         gate.require_admin(ex, caller)
         reloads = request.app[RELOADS]
         await reloads.callers.follow()  # changed callers too, now, whatever the policy's fate

@@ -1,13 +1,13 @@
 """License registry: the store interface and the in-memory index the hot path reads.
 
-A :class:`Store` persists licenses and usage counters and runs a decision atomically with the
-usage it reads and changes (check-and-consume). SQLite is the default implementation; a
+A :class:`Store` persists licenses and usage counters and runs decisions atomically with the
+usage they read and change (check-and-consume). SQLite is the default implementation; a
 PostgreSQL store for several hosts implements the same protocol.
 """
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol, Sequence
 
 from gateway.engine import status_refusal
 from gateway.licenses import from_us, iso, license_to_dict
@@ -28,6 +28,18 @@ class StaleBundle(LicenseConflict):
 
 class FinalRevocation(LicenseConflict):
     """A status change, or a bundle, that would bring a revoked license back."""
+
+
+class Metered(NamedTuple):
+    """One check whose decision may read or change usage: the license, which counters the check
+    names (:func:`gateway.engine.metering`), the user, the moment, and the engine's verdict as a
+    function of the usage read."""
+
+    lic: License
+    meter: Metering
+    user_id: str | None
+    now: datetime
+    decide: Callable[[Usage], Decision]
 
 
 def check_status(current: License, status: Status) -> None:
@@ -61,9 +73,13 @@ class Store(Protocol):
 
     def get(self, license_id: str) -> License | None: ...
 
-    def decide(self, lic: License, meter: Metering, user_id: str | None, now: datetime,
-               decide: Callable[[Usage], Decision]) -> Decision:
-        """Read the usage ``meter`` names, call ``decide`` and apply its effects in one transaction."""
+    async def decide_many(self, checks: Sequence[Metered]) -> list[Decision]:
+        """Read the usage each check names, decide, apply the effects; one transaction for the
+        lot, in order, each check seeing the effects of the ones before it.
+
+        Awaitable so that a store across the network never blocks the event loop, and so that
+        the checks of a batch (or of one event-loop turn) cost one round trip; a store on local
+        disk answers without suspending. If anything fails, nothing is applied and it raises."""
 
     def timestamps(self) -> dict[str, tuple[datetime, datetime]]:
         """license id -> (created, last changed)."""

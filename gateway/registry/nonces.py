@@ -33,6 +33,9 @@ class SqliteNonces:
                          "WITHOUT ROWID")
         self._adds = 0
 
+    async def record(self, nonce: str, now: float) -> bool:
+        return self.add(nonce, now)
+
     def add(self, nonce: str, now: float) -> bool:
         self._adds += 1
         if self._adds % _PURGE_EVERY == 0:

@@ -11,14 +11,14 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import orjson
 
 from gateway import filemodes
 from gateway.licenses import from_us, license_to_dict, stored_license, to_us
-from gateway.registry import admit_bundle, check_status
-from gateway.types import Decision, License, Metering, Outcome, Status, Usage
+from gateway.registry import Metered, admit_bundle, check_status
+from gateway.types import Decision, License, Outcome, Status, Usage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS usage (
 # imprecision is harmless and saves a write on nearly every check.
 SEAT_TOUCH_US = 3600 * 1_000_000
 _HOLDERS_MAX = 500_000
+_NO_USAGE = Usage()
 
 
 def _now_us() -> int:
@@ -176,46 +177,66 @@ class SqliteStore:
         return self._db.execute("SELECT COUNT(*) FROM seats WHERE license_id=? AND last_seen_us>=?",
                                 (license_id, since)).fetchone()[0]
 
-    def decide(self, lic: License, meter: Metering, user_id: str | None, now: datetime,
-               decide: Callable[[Usage], Decision]) -> Decision:
+    async def decide_many(self, checks: Sequence[Metered]) -> list[Decision]:
+        """Decide ``checks`` in order; those that need the database share one ``BEGIN IMMEDIATE``.
+
+        A check that reads no usage, and a seat holder's check this process can answer from
+        memory, changes nothing, so it is decided outside the transaction (where it falls in the
+        order does not matter); only if some check needs the database is one opened."""
+        decisions = [self._from_memory(check) for check in checks]
+        if None in decisions:
+            with self._txn() as db:
+                for i, check in enumerate(checks):
+                    if decisions[i] is None:
+                        decisions[i] = self._decide(db, check)
+        return decisions
+
+    def _from_memory(self, check: Metered) -> Decision | None:
+        """The decision of a check that needs no transaction, else None."""
+        meter = check.meter
         if meter.seat_limit is None and meter.quota is None:
-            return decide(Usage())
-        now_us = to_us(now)
-        if meter.quota is None and user_id is not None:
+            return check.decide(_NO_USAGE)
+        if meter.quota is None and check.user_id is not None:
             # A seat holder this process saw (and wrote) within the last hour holds the seat in
             # the database too, and nothing would be written: no transaction needed. Only the
             # seat count shown may be as old as this process's last transaction on the license.
-            seen = self._holders.get((lic.license_id, user_id))
-            if seen is not None and now_us - seen <= SEAT_TOUCH_US:
-                return decide(Usage(seats_used=self._seat_counts.get(lic.license_id, 1), holds_seat=True))
-        with self._txn() as db:
-            seats_used, last_seen = 0, None
-            if meter.seat_limit is not None:
-                since = to_us(meter.seats_since)
-                seats_used = db.execute("SELECT COUNT(*) FROM seats WHERE license_id=? AND last_seen_us>=?",
-                                        (lic.license_id, since)).fetchone()[0]
-                if user_id is not None:
-                    row = db.execute("SELECT last_seen_us FROM seats WHERE license_id=? AND user_id=?",
-                                     (lic.license_id, user_id)).fetchone()
-                    last_seen = row[0] if row and row[0] >= since else None
-            quota_used, period = 0, None
-            if meter.quota is not None:
-                period = to_us(meter.period_start)
-                row = db.execute("SELECT used FROM usage WHERE license_id=? AND quota_key=? AND period_start_us=?",
-                                 (lic.license_id, meter.quota_key, period)).fetchone()
-                quota_used = row[0] if row else 0
-            decision = decide(Usage(seats_used=seats_used, holds_seat=last_seen is not None, quota_used=quota_used))
-            if decision.outcome is Outcome.DENY:
-                return decision
-            if user_id is not None and meter.seat_limit is not None:
-                if last_seen is None or now_us - last_seen > SEAT_TOUCH_US:
-                    db.execute("INSERT INTO seats VALUES (?,?,?) ON CONFLICT DO UPDATE SET "
-                               "last_seen_us=excluded.last_seen_us", (lic.license_id, user_id, now_us))
-                    last_seen = now_us
-                self._pending_holders.append((lic.license_id, user_id, last_seen, decision.seats_used))
-            if decision.consume:
-                db.execute("INSERT INTO usage VALUES (?,?,?,?) ON CONFLICT DO UPDATE SET used=used+excluded.used",
-                           (lic.license_id, meter.quota_key, period, decision.consume))
+            license_id = check.lic.license_id
+            seen = self._holders.get((license_id, check.user_id))
+            if seen is not None and to_us(check.now) - seen <= SEAT_TOUCH_US:
+                return check.decide(Usage(seats_used=self._seat_counts.get(license_id, 1), holds_seat=True))
+        return None
+
+    def _decide(self, db: sqlite3.Connection, check: Metered) -> Decision:
+        """Read the usage ``check`` names, decide, and write its effects (inside a transaction)."""
+        lic, meter, user_id = check.lic, check.meter, check.user_id
+        now_us = to_us(check.now)
+        seats_used, last_seen = 0, None
+        if meter.seat_limit is not None:
+            since = to_us(meter.seats_since)
+            seats_used = db.execute("SELECT COUNT(*) FROM seats WHERE license_id=? AND last_seen_us>=?",
+                                    (lic.license_id, since)).fetchone()[0]
+            if user_id is not None:
+                row = db.execute("SELECT last_seen_us FROM seats WHERE license_id=? AND user_id=?",
+                                 (lic.license_id, user_id)).fetchone()
+                last_seen = row[0] if row and row[0] >= since else None
+        quota_used, period = 0, None
+        if meter.quota is not None:
+            period = to_us(meter.period_start)
+            row = db.execute("SELECT used FROM usage WHERE license_id=? AND quota_key=? AND period_start_us=?",
+                             (lic.license_id, meter.quota_key, period)).fetchone()
+            quota_used = row[0] if row else 0
+        decision = check.decide(Usage(seats_used=seats_used, holds_seat=last_seen is not None, quota_used=quota_used))
+        if decision.outcome is Outcome.DENY:
+            return decision
+        if user_id is not None and meter.seat_limit is not None:
+            if last_seen is None or now_us - last_seen > SEAT_TOUCH_US:
+                db.execute("INSERT INTO seats VALUES (?,?,?) ON CONFLICT DO UPDATE SET "
+                           "last_seen_us=excluded.last_seen_us", (lic.license_id, user_id, now_us))
+                last_seen = now_us
+            self._pending_holders.append((lic.license_id, user_id, last_seen, decision.seats_used))
+        if decision.consume:
+            db.execute("INSERT INTO usage VALUES (?,?,?,?) ON CONFLICT DO UPDATE SET used=used+excluded.used",
+                       (lic.license_id, meter.quota_key, period, decision.consume))
         return decision
 
     def _remember_holder(self, license_id: str, user_id: str, last_seen_us: int, seats_used: int | None) -> None:

@@ -12,6 +12,7 @@ import pytest
 from gateway.engine import metering
 from gateway.enforcer import Enforcer
 from gateway.licenses import key_hash, new_license_id, new_license_key
+from gateway.registry import Metered
 from gateway.registry.sqlite import SqliteStore
 from gateway.types import Check, Decision, License, Outcome, Reason, Status, Usage
 from tests.client.conftest import memory_sinks
@@ -117,7 +118,7 @@ class Clock:
         return self.now
 
 
-def seed(store: SqliteStore, lic: License, check: Check, usage: Usage, now: datetime) -> None:
+async def seed(store: SqliteStore, lic: License, check: Check, usage: Usage, now: datetime) -> None:
     """Give ``lic`` the case's usage through the store's own check-and-consume transaction."""
     meter = metering(lic, POLICY, check, now)
     holders = [check.user_id] if usage.holds_seat else []
@@ -125,10 +126,10 @@ def seed(store: SqliteStore, lic: License, check: Check, usage: Usage, now: date
     effects = [(user, 0) for user in holders] + [(None, usage.quota_used)]
     for user, consume in effects:
         seeded = Decision(Outcome.ALLOW, Reason.VALID, "seeded", consume=consume)
-        store.decide(lic, meter, user, now, lambda _usage, seeded=seeded: seeded)
+        await store.decide_many([Metered(lic, meter, user, now, lambda _usage, seeded=seeded: seeded)])
 
 
-def stage(store: SqliteStore, case: dict, now: datetime) -> str:
+async def stage(store: SqliteStore, case: dict, now: datetime) -> str:
     """A license in the case's state, under a fresh key; returns the key."""
     key = new_license_key()
     if case.get("license") == "none":
@@ -136,7 +137,7 @@ def stage(store: SqliteStore, case: dict, now: datetime) -> str:
     lic = build_license(case.get("license"))._replace(license_id=new_license_id(), key_hash=key_hash(key))
     store.put([lic])
     check = Check(environment=case.get("environment", "prod"), **case["check"])
-    seed(store, lic, check, Usage(**case.get("usage", {})), now)
+    await seed(store, lic, check, Usage(**case.get("usage", {})), now)
     return key
 
 
@@ -155,7 +156,7 @@ async def test_golden_cases_decide_alike_in_process_and_over_http(start_gateway)
         async with live.client(cache_size=0) as port:
             for case in CASES:
                 clock.now = now = _time(case.get("now", NOW))
-                over_http, in_process = stage(store, case, now), stage(store, case, now)
+                over_http, in_process = await stage(store, case, now), await stage(store, case, now)
                 live.port.refresh()
                 enforcer.refresh()
                 asked = dict(case["check"], environment=case.get("environment", "prod"))

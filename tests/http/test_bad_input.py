@@ -177,10 +177,10 @@ async def test_failed_authentication_flood_is_throttled_per_address(gateway, sto
 async def test_internal_error_is_a_500_deny_without_trace(gateway, monkeypatch):
     issued = gateway.issue(tier="strict")
 
-    def broken(*args, **kwargs):
+    async def broken(*args, **kwargs):
         raise RuntimeError("disk on fire /secret/path")
 
-    monkeypatch.setattr(gateway.port.store, "decide", broken)
+    monkeypatch.setattr(gateway.port.store, "decide_many", broken)
     status, body = await gateway.check(license_key=issued.key, feature="export", user_id="u")
     assert (status, body["decision"], body["reason"]) == (500, "deny", "INTERNAL_ERROR")
     assert "fire" not in json.dumps(body) and "Traceback" not in json.dumps(body)

@@ -61,6 +61,26 @@ async def test_full_batch_of_metered_checks_never_over_grants(gateway):
     assert len(granted) == 11 and len(gateway.records) == MAX_BATCH
 
 
+async def test_a_registry_failure_refuses_the_checks_that_needed_it(gateway, monkeypatch):
+    """The batch's registry work is one transaction: if it fails, each check it held is a 500
+    deny with its own record; checks decided without it keep their answers."""
+    issued = gateway.issue(tier="strict")
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire /secret/path")
+
+    monkeypatch.setattr(gateway.port.store, "decide_many", broken)
+    checks = [{"license_key": issued.key, "feature": "export", "user_id": "u1", "quantity": 1},
+              {"license_key": "LK-unknown", "feature": "b"},
+              {"license_key": issued.key, "feature": "export", "user_id": "u2", "quantity": 1},
+              {"license_key": issued.key, "feature": "export", "bogus": 1}]
+    status, body = await gateway.post("/v1/check/batch", {"checks": checks})
+    assert status == 200 and "fire" not in str(body)
+    assert [(r["status"], r["reason"]) for r in body["results"]] == [
+        (500, "INTERNAL_ERROR"), (200, "KEY_NOT_FOUND"), (500, "INTERNAL_ERROR"), (400, "INVALID_REQUEST")]
+    assert [r.http_status for r in gateway.records] == [500, 200, 500, 400]
+
+
 @pytest.fixture
 async def slow(aiohttp_client, data_dir) -> tuple[Gateway, Credentials]:
     """A gateway with a caller limited to 3 checks a second (its bucket holds 3)."""

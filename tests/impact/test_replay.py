@@ -2,6 +2,7 @@
 replay under the current policy that gives every recorded answer again; nothing is written."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -118,8 +119,8 @@ def test_usage_before_the_window_and_seat_lapses_are_replayed(data_dir):
     port, records = Port(data_dir.settings), []
     for days_ago, user in ((35, "a"), (35, "b"), (2, "c"), (1, "a"), (0.5, "d")):
         ex = port.open("check", instance="gw-test-w0", now=NOW - timedelta(days=days_ago))
-        port.check(ex, read_check(ex, {"license_key": issued.key, "feature": "export", "user_id": user}),
-                   Caller("service"))
+        asyncio.run(port.check(ex, read_check(ex, {"license_key": issued.key, "feature": "export",
+                                                   "user_id": user}), Caller("service")))
         records.append(ex.record())
     port.close()
     # a and b lapsed after 30 days: c takes a seat, a takes one again, and d finds both taken
@@ -153,7 +154,8 @@ def test_self_check_names_why_answers_differ(data_dir):
 
     def ask(days_ago: int, **fields) -> None:
         ex = port.open("check", instance="gw-test-w0", now=NOW - timedelta(days=days_ago))
-        port.check(ex, read_check(ex, {"license_key": issued.key, "user_id": "u1", **fields}), Caller("service"))
+        asyncio.run(port.check(ex, read_check(ex, {"license_key": issued.key, "user_id": "u1", **fields}),
+                               Caller("service")))
         records.append(ex.record())
 
     ask(3, feature="view")  # VALID under the test policy

@@ -2,13 +2,14 @@
 order in which license bundles apply."""
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from gateway.engine import decide, metering
 from gateway.policy import load_policy
-from gateway.registry import FinalRevocation, StaleBundle
+from gateway.registry import FinalRevocation, Metered, StaleBundle
 from gateway.registry.sqlite import SqliteStore
 from gateway.licenses import to_us
 from gateway.types import Check, Status
@@ -19,10 +20,18 @@ POLICY = load_policy(TEST_POLICY)
 NOW = datetime(2026, 6, 15, 12, tzinfo=timezone.utc)
 
 
-def _consume(store: SqliteStore, lic, user: str, quantity: int = 1, now: datetime = NOW):
-    check = Check(feature="export", environment="prod", user_id=user, quantity=quantity)
+def _metered(lic, user: str, quantity: int = 1, now: datetime = NOW, feature: str = "export") -> Metered:
+    check = Check(feature=feature, environment="prod", user_id=user, quantity=quantity)
     meter = metering(lic, POLICY, check, now)
-    return store.decide(lic, meter, user, now, lambda usage: decide(lic, POLICY, check, usage, now, 30, meter))
+    return Metered(lic, meter, user, now, lambda usage: decide(lic, POLICY, check, usage, now, 30, meter))
+
+
+def _decide(store: SqliteStore, *checks: Metered):
+    return asyncio.run(store.decide_many(checks))
+
+
+def _consume(store: SqliteStore, lic, user: str, quantity: int = 1, now: datetime = NOW):
+    return _decide(store, _metered(lic, user, quantity, now))[0]
 
 
 @pytest.fixture
@@ -55,36 +64,53 @@ def test_check_and_consume_is_exact_and_visible_to_other_processes(store):
 def test_a_failing_decision_changes_nothing(store):
     lic = build_license({"tier": "strict"})
     store.put([lic])
-    check = Check(feature="export", environment="prod", user_id="u9", quantity=2)
-    meter = metering(lic, POLICY, check, NOW)
 
     def broken(usage):
         raise RuntimeError("a bug in the decision")
 
-    with pytest.raises(RuntimeError):
-        store.decide(lic, meter, "u9", NOW, broken)
+    with pytest.raises(RuntimeError):  # the lot is one transaction: the first check's effects go too
+        _decide(store, _metered(lic, "u8", 2), _metered(lic, "u9", 2)._replace(decide=broken))
     assert _used(store.path, lic) == 0 and not store._db.in_transaction
     assert _consume(store, lic, "u9", 2).claim_seat  # the failed one claimed nothing, not even in cache
+
+
+def test_a_batch_is_one_transaction_each_check_seeing_the_ones_before(store):
+    lic = build_license({"tier": "strict"})
+    store.put([lic])
+    calls = []
+    store._db.set_trace_callback(calls.append)
+    decisions = _decide(store, *(_metered(lic, "u1", 3) for _ in range(5)))
+    store._db.set_trace_callback(None)
+    assert [d.reason for d in decisions] == ["VALID", "VALID", "QUOTA_NEAR_LIMIT", "QUOTA_EXCEEDED",
+                                             "QUOTA_EXCEEDED"]
+    assert calls.count("BEGIN IMMEDIATE") == 1 and calls.count("COMMIT") == 1
+    assert _used(store.path, lic) == 9
+
+
+def test_checks_that_read_no_usage_open_no_transaction(store):
+    lic = build_license({"tier": "unlimited"})
+    store.put([lic])
+    calls = []
+    store._db.set_trace_callback(calls.append)
+    decisions = _decide(store, _metered(lic, "u1", 0, feature="view"), _metered(lic, None, 0, feature="view"))
+    store._db.set_trace_callback(None)
+    assert [d.outcome for d in decisions] == ["allow", "allow"] and calls == []
 
 
 def test_a_recent_seat_holder_decides_without_a_transaction(store):
     lic = build_license({"tier": "basic"})
     store.put([lic])
-    check = Check(feature="view", environment="prod", user_id="u1")
-    meter = metering(lic, POLICY, check, NOW)
-    first = store.decide(lic, meter, "u1", NOW, lambda u: decide(lic, POLICY, check, u, NOW, 30, meter))
+    [first] = _decide(store, _metered(lic, "u1", 0, feature="view"))
     assert first.claim_seat and first.seats_used == 1
     later = NOW + timedelta(minutes=30)
-    meter = metering(lic, POLICY, check, later)
     calls = []
     store._db.set_trace_callback(calls.append)
-    again = store.decide(lic, meter, "u1", later, lambda u: decide(lic, POLICY, check, u, later, 30, meter))
+    [again] = _decide(store, _metered(lic, "u1", 0, later, feature="view"))
     store._db.set_trace_callback(None)
     assert again.outcome == "allow" and not again.claim_seat and calls == []
     much_later = NOW + timedelta(hours=2)  # past the hour: the last use is written again
-    meter = metering(lic, POLICY, check, much_later)
     store._db.set_trace_callback(calls.append)
-    store.decide(lic, meter, "u1", much_later, lambda u: decide(lic, POLICY, check, u, much_later, 30, meter))
+    _decide(store, _metered(lic, "u1", 0, much_later, feature="view"))
     store._db.set_trace_callback(None)
     assert any(sql.startswith("INSERT INTO seats") for sql in calls)
 
