@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from gateway.engine import decide, metering
-from gateway.registry.sqlite import SEAT_TOUCH_US
+from gateway.registry.holders import SEAT_TOUCH_US
 from gateway.types import Check, Decision, License, Outcome, Policy, Reason, Usage
 
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)

@@ -72,6 +72,10 @@ class Settings:
     dashboard_sql_memory_mb: int = 512
     dashboard_sql_temp_mb: int = 1024
     data_group_read: bool = False  # 0750/0640 instead of 0700/0600 (gateway.filemodes)
+    # The shared registry (SPEC §11): "" keeps it in SQLite in the data directory (one host);
+    # postgresql://user@host:port/db shares it between several hosts.
+    registry_url: str = ""
+    registry_on_unavailable: str = "deny"  # PostgreSQL unreachable: "deny" (503) or "cached" (SPEC §11)
     webhooks_url: str = ""
     webhooks_secret_file: str = "keys/webhook.secret"
     webhooks_attempts: int = 6
@@ -153,6 +157,7 @@ _CHOICES = {
     "log_level": ("debug", "info", "warning", "error"),
     "dashboard_auth": ("none", "oidc", "proxy"),
     "trusted_proxies_header": ("x-forwarded-for", "forwarded"),
+    "registry_on_unavailable": ("deny", "cached"),
 }
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
 

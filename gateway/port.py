@@ -19,8 +19,7 @@ from gateway.exchange import Exchange
 from gateway.keyfiles import fingerprint_secret
 from gateway.licenses import key_fingerprint, key_hash
 from gateway.policy import load_policy
-from gateway.registry import LicenseIndex, Metered, Store
-from gateway.registry.sqlite import SqliteStore
+from gateway.registry import LicenseIndex, Metered, Store, open_store
 from gateway.types import Check, License, Policy, Reason, Usage
 
 _FP_CACHE_MAX = 200_000
@@ -30,7 +29,7 @@ _NO_USAGE = Usage()
 class Port:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store: Store = store or SqliteStore(settings.db_path)
+        self.store: Store = store or open_store(settings)
         self.index = LicenseIndex(self.store)
         self.policy: Policy = load_policy(settings.policy_path)
         self.callers: CallerSource = CallerFiles(settings.callers_path, settings.keys_dir)

@@ -35,7 +35,7 @@ from gateway.backup import (
     private_dir,
 )
 from gateway.config import load_settings
-from gateway.registry.sqlite import SqliteStore
+from gateway.registry import open_store
 
 _DB = "portcullis.db"
 _TOP = {_DB, *SECRET_DIRS, "audit", *CONFIG_FILES}  # what a backup may hold
@@ -176,7 +176,7 @@ def restore(backup_dir: Path, data_dir: Path, *, overwrite: bool = False, expect
     aside = data_dir / f"pre-restore-{stamp}"
     moved = _swap_in(staging, data_dir, aside, sorted({PurePosixPath(rel).parts[0] for rel in manifest["files"]}))
     settings = load_settings(data_dir)
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     try:
         admin.publish_snapshots(settings, store)  # analytics reads the registry through these
     finally:

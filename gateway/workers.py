@@ -46,7 +46,8 @@ from typing import Callable
 
 from gateway import logs
 from gateway.config import Settings
-from gateway.registry.signals import POLICY_GENERATION, SqliteSignals
+from gateway.registry import open_signals
+from gateway.registry.signals import POLICY_GENERATION
 
 log = logging.getLogger("portcullis.workers")
 BACKLOG = 1024
@@ -157,7 +158,7 @@ class Master:
             os.kill(pid, signal.SIGTERM)
 
     def _reload(self) -> None:
-        signals = SqliteSignals(self.settings.db_path)
+        signals = open_signals(self.settings)
         try:
             generation = signals.bump(POLICY_GENERATION)
         finally:

@@ -30,6 +30,8 @@ _COMMANDS = {
     "report": "analytics.cli:report",
     "rollup": "analytics.cli:rollup",
     "sql": "analytics.cli:sql",
+    "migrate": "gateway.cli.registry:migrate",
+    "registry": "gateway.cli.registry:registry",
 }
 
 
@@ -43,11 +45,12 @@ class _LazyGroup(Group):
         from gateway.callers import CallersError
         from gateway.config import SettingsError
         from gateway.policy import PolicyError
-        from gateway.registry import LicenseConflict
+        from gateway.registry import LicenseConflict, RegistryUnavailable
         from gateway.tls import TLSConfigError
         try:
             return super().invoke(ctx)
-        except (AdminError, CallersError, LicenseConflict, PolicyError, SettingsError, TLSConfigError) as exc:
+        except (AdminError, CallersError, LicenseConflict, PolicyError, RegistryUnavailable, SettingsError,
+                TLSConfigError) as exc:
             raise click.ClickException(str(exc)) from None
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:

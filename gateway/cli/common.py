@@ -12,7 +12,7 @@ import click
 
 from gateway import admin, filemodes
 from gateway.config import Settings, SettingsError, load_settings
-from gateway.registry.sqlite import SqliteStore
+from gateway.registry import Store, open_store
 
 grace_option = click.option(
     "--grace-s", "grace_s", type=float, default=None,
@@ -83,10 +83,10 @@ def _escaped(ch: str) -> str:
 
 
 @contextmanager
-def registry(settings: Settings, publish: bool = False) -> Iterator[SqliteStore]:
+def registry(settings: Settings, publish: bool = False) -> Iterator[Store]:
     """The registry store for one command; with ``publish`` (a change), the analytics snapshots
     are republished on the way out."""
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     try:
         yield store
         if publish:

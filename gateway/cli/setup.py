@@ -11,7 +11,7 @@ from gateway import admin, bundle, keyfiles
 from gateway.certs import write_pki
 from gateway.cli.common import data_option, emit, json_option, settings_for
 from gateway.config import Settings
-from gateway.registry.sqlite import SqliteStore
+from gateway.registry import open_store
 
 
 def initialise(settings: Settings, server_name: str | None = None) -> dict:
@@ -36,12 +36,16 @@ def initialise(settings: Settings, server_name: str | None = None) -> dict:
         pki = write_pki(tls, ca_name="Portcullis Local CA", server_name=server_name, clients=(), now=datetime.now(UTC))
         created += [pki["ca"]["cert"], pki["server"]["cert"], pki["server"]["key"]]
     keyfiles.audit_key(settings.keys_dir)
-    store = SqliteStore(settings.db_path)
+    registry = {"registry": "sqlite"}
+    if settings.registry_url:  # the shared registry: its schema, created or brought up to date
+        from gateway.registry.migrate import migrate
+        registry = {"registry": "postgresql", "schema_version": migrate(settings.registry_url)["version"]}
+    store = open_store(settings)
     try:
         admin.publish_snapshots(settings, store)
     finally:
         store.close()
-    return {"data_dir": str(settings.data_dir), "created": created, **public_keys(settings)}
+    return {"data_dir": str(settings.data_dir), "created": created, **registry, **public_keys(settings)}
 
 
 def public_keys(settings: Settings) -> dict:
@@ -56,12 +60,15 @@ def public_keys(settings: Settings) -> dict:
 @click.command()
 @click.option("--server-cert", "server_name", metavar="NAME",
               help="Also create tls/ with a private CA and a server certificate for NAME (kept if tls/ exists).")
+@click.option("--registry-url", "registry_url", metavar="URL", default=None,
+              help="Share the registry in PostgreSQL (postgresql://user@host:port/db): create or migrate its schema. "
+                   "Every later command needs the same registry_url (PORTCULLIS_REGISTRY_URL or portcullis.toml).")
 @data_option
 @json_option
-def init(server_name: str | None, data_dir: str | None, as_json: bool) -> None:
+def init(server_name: str | None, registry_url: str | None, data_dir: str | None, as_json: bool) -> None:
     """Create a data directory: keys, default policy and callers, registry."""
     try:
-        result = initialise(settings_for(data_dir), server_name)
+        result = initialise(settings_for(data_dir, registry_url=registry_url), server_name)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     emit(result, as_json, lambda r: "\n".join(

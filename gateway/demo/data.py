@@ -22,7 +22,7 @@ from gateway.cli.setup import initialise
 from gateway.config import Settings
 from gateway.keyfiles import write_private
 from gateway.policy import load_policy
-from gateway.registry.sqlite import SqliteStore
+from gateway.registry import open_store
 from gateway.snapshot import callers_path, licenses_path, write_callers_snapshot, write_licenses_snapshot
 from gateway.types import Period, Quota, Status
 
@@ -75,7 +75,7 @@ def prepare(settings: Settings, rows: int, progress: Callable[[str], None]) -> D
 def _issue(settings: Settings) -> dict[str, str]:
     now = datetime.now(timezone.utc)
     policy = load_policy(settings.policy_path)
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     try:
         keys = {}
         for label, (customer, tier, days, status, options) in LICENSES.items():

@@ -21,8 +21,8 @@ from gateway.http.upkeep import CallerReloads, PolicyReloads, upkeep_forever
 from gateway.metrics import Metrics
 from gateway.nonce_journal import JournaledNonces, read_journal
 from gateway.port import Port
-from gateway.registry.nonces import SqliteNonces
-from gateway.registry.signals import SqliteSignals
+from gateway.registry import open_shared_nonces, open_signals
+from gateway.registry.nonces import SharedNonces
 from gateway.tls import PeerIdentityError, ServerTLS, TLSConfigError, peer_identity
 from gateway.webhooks import Notifier
 
@@ -80,14 +80,14 @@ async def _tls_reloader(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def _nonces(settings: Settings) -> SqliteNonces | JournaledNonces:
+def _nonces(settings: Settings) -> SharedNonces | JournaledNonces:
     """Where this worker remembers nonces, across restarts either way: several workers share them
     in the registry (or a replay picks another worker), one keeps them in memory with a journal
     (:mod:`gateway.nonce_journal`: a write transaction per request would cost ten times more).
     Each takes in the other's unexpired nonces, so changing ``--workers`` opens no replay window."""
     now, window = time.time(), settings.clock_skew_s
-    shared = SqliteNonces(settings.db_path, window)
-    if settings.workers > 1:
+    shared = open_shared_nonces(settings, window)
+    if settings.workers > 1 or settings.registry_url:  # several hosts share them too
         shared.absorb(read_journal(settings.nonce_journal_dir, window, now))
         return shared
     try:
@@ -105,7 +105,7 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
         start = getattr(sink, "start", None)
         if start is not None:
             await start()
-        signals = SqliteSignals(settings.db_path)
+        signals = open_signals(settings)
         nonces = _nonces(settings)
         metrics = Metrics(port)
         notifier = Notifier(settings, port, signals, sink, instance, metrics) if settings.webhooks_url else None

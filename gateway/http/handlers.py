@@ -23,8 +23,7 @@ from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK
 from gateway.licenses import iso
 from gateway.metrics import CONTENT_TYPE
 from gateway.port import note_asked, read_check
-from gateway.registry import LicenseConflict
-from gateway.registry.sqlite import SqliteStore
+from gateway.registry import LicenseConflict, open_store
 from gateway.tls import transport
 from gateway.types import Decision, License, Outcome, Reason, Status
 
@@ -188,7 +187,7 @@ def _import_and_publish(settings: Settings, text: str) -> tuple[License, bool]:
     """Open, verify and store a bundle, then republish the analytics snapshots if it changed
     anything. Runs in a worker thread with its own registry connection (the event loop's one
     must never see a transaction from another thread)."""
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     try:
         lic, changed = admin.import_bundle(settings, store, text)
         if changed:

@@ -6,12 +6,24 @@ PostgreSQL store for several hosts implements the same protocol.
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Callable, Iterable, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Protocol, Sequence
 
 from gateway.engine import status_refusal
 from gateway.licenses import from_us, iso, license_to_dict
 from gateway.types import Decision, License, Metering, Status, Usage
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+    from gateway.registry.nonces import SharedNonces
+    from gateway.registry.signals import Signals
+
+
+class RegistryUnavailable(Exception):
+    """The shared registry cannot be reached (connection refused, lost, timed out): the caller
+    answers 503 ``REGISTRY_UNAVAILABLE``. Whatever was under way either committed whole or not at
+    all; it is never retried here, so no unit is counted twice. The message never holds a secret."""
 
 
 class LicenseConflict(Exception):
@@ -40,6 +52,12 @@ class Metered(NamedTuple):
     user_id: str | None
     now: datetime
     decide: Callable[[Usage], Decision]
+
+
+def license_doc(lic: License) -> str:
+    """A license as the registry stores it: its JSON document, keys sorted, so that an unchanged
+    license compares equal and is not rewritten."""
+    return json.dumps(license_to_dict(lic), sort_keys=True)
 
 
 def check_status(current: License, status: Status) -> None:
@@ -87,6 +105,35 @@ class Store(Protocol):
     def seats_in_use(self, license_id: str, now: datetime, ttl_days: int) -> int: ...
 
     def close(self) -> None: ...
+
+
+def open_store(settings: Settings) -> Store:
+    """The registry ``settings.registry_url`` names: PostgreSQL shared by several hosts, or
+    (no URL) the SQLite file in the data directory."""
+    if settings.registry_url:
+        from gateway.registry.postgres import PostgresStore
+        return PostgresStore(settings.registry_url)
+    from gateway.registry.sqlite import SqliteStore
+    return SqliteStore(settings.db_path)
+
+
+def open_signals(settings: Settings) -> Signals:
+    """Generations, tallies and claims where the registry is (see :func:`open_store`)."""
+    if settings.registry_url:
+        from gateway.registry.postgres import PostgresSignals
+        return PostgresSignals(settings.registry_url)
+    from gateway.registry.signals import SqliteSignals
+    return SqliteSignals(settings.db_path)
+
+
+def open_shared_nonces(settings: Settings, window_s: int) -> SharedNonces:
+    """The replay window every process of the registry shares (see :func:`open_store`): all the
+    hosts on PostgreSQL, the workers of one host on SQLite."""
+    if settings.registry_url:
+        from gateway.registry.postgres import PostgresNonces
+        return PostgresNonces(settings.registry_url, window_s)
+    from gateway.registry.nonces import SqliteNonces
+    return SqliteNonces(settings.db_path, window_s)
 
 
 def admit_bundle(current: License | None, dated_us: int | None, incoming: License, sealed_us: int) -> bool:

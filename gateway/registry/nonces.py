@@ -15,9 +15,22 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
 _PURGE_EVERY = 4096  # inserts between deletions of expired nonces
+
+
+class SharedNonces(Protocol):
+    """Nonces in the registry, shared by every process that uses it."""
+
+    async def record(self, nonce: str, now: float) -> bool:
+        """Record a nonce; False if it was already seen within the window (:class:`gateway.auth.Nonces`)."""
+
+    def unexpired(self, now: float) -> Iterator[tuple[str, int]]: ...
+
+    def absorb(self, entries: Iterable[tuple[str, int]]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class SqliteNonces:

@@ -6,19 +6,20 @@ are looked up; a global revision counter lets every process pick up others' chan
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import orjson
 
 from gateway import filemodes
-from gateway.licenses import from_us, license_to_dict, stored_license, to_us
-from gateway.registry import Metered, admit_bundle, check_status
-from gateway.types import Decision, License, Outcome, Status, Usage
+from gateway.licenses import from_us, stored_license, to_us
+from gateway.registry import Metered, license_doc
+from gateway.registry.holders import SEAT_TOUCH_US, SeatHolders
+from gateway.registry.writes import LicenseWrites, now_us
+from gateway.types import Decision, License, Outcome, Usage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -46,18 +47,10 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (license_id, quota_key, period_start_us)
 ) WITHOUT ROWID;
 """
-# A seat holder's last use is rewritten at most this often: seats live for days, so an hour of
-# imprecision is harmless and saves a write on nearly every check.
-SEAT_TOUCH_US = 3600 * 1_000_000
-_HOLDERS_MAX = 500_000
 _NO_USAGE = Usage()
 
 
-def _now_us() -> int:
-    return to_us(datetime.now(timezone.utc))
-
-
-class SqliteStore:
+class SqliteStore(LicenseWrites):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         filemodes.private_file(self.path)  # key hashes: 0600 even with data_group_read
@@ -65,8 +58,7 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._holders: dict[tuple[str, str], int] = {}  # (license, user) -> last use written, µs
-        self._seat_counts: dict[str, int] = {}  # license -> seats in use at its last transaction here
+        self._holders = SeatHolders()
         self._pending_holders: list[tuple[str, str, int, int | None]] = []  # applied once committed
         with self._txn():
             for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -85,7 +77,7 @@ class SqliteStore:
             raise
         # Only what is committed may shortcut later decisions.
         for license_id, user_id, last_seen_us, seats_used in self._pending_holders:
-            self._remember_holder(license_id, user_id, last_seen_us, seats_used)
+            self._holders.remember(license_id, user_id, last_seen_us, seats_used)
         self._pending_holders.clear()
 
     def _revision(self) -> int:
@@ -98,31 +90,10 @@ class SqliteStore:
         rows = self._db.execute("SELECT doc FROM licenses WHERE rev > ?", (revision,)).fetchall()
         return current, [stored_license(orjson.loads(doc)) for (doc,) in rows]
 
-    def put(self, licenses: Iterable[License]) -> int:
-        now = _now_us()
-        with self._txn() as db:
-            return self._put(db, licenses, now)
-
-    def put_sealed(self, lic: License, sealed_us: int) -> bool:
-        with self._txn() as db:
-            current, dated_us = self._dated(db, lic.license_id)
-            changed = admit_bundle(current, dated_us, lic, sealed_us)
-            if changed:
-                self._put(db, [lic], sealed_us)
-        return changed
-
-    def seal_stamp(self, license_id: str, now_us: int) -> tuple[License, int] | None:
-        with self._txn() as db:
-            current, dated_us = self._dated(db, license_id)
-            if current is None:
-                return None
-            stamp = max(now_us, (dated_us or 0) + 1)
-            self._date(db, license_id, stamp)
-        return current, stamp
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        return self._txn()
 
     def _dated(self, db: sqlite3.Connection, license_id: str) -> tuple[License | None, int | None]:
-        """The stored license and the moment its state dates from (for a license stored before
-        that was recorded: its last change)."""
         row = db.execute("SELECT l.doc, coalesce(d.dated_us, l.updated_us) FROM licenses l "
                          "LEFT JOIN dated d USING (license_id) WHERE l.license_id=?", (license_id,)).fetchone()
         return (stored_license(orjson.loads(row[0])), row[1]) if row else (None, None)
@@ -133,13 +104,11 @@ class SqliteStore:
                    "dated_us=max(dated_us, excluded.dated_us)", (license_id, dated_us))
 
     def _put(self, db: sqlite3.Connection, licenses: Iterable[License], dated_us: int) -> int:
-        """Write what differs; each license written dates from ``dated_us`` (now for a change made
-        here, the seal time for an imported bundle)."""
-        now = _now_us()
+        now = now_us()
         changed = 0
         rev = self._revision() + 1
         for lic in licenses:
-            doc = json.dumps(license_to_dict(lic), sort_keys=True)
+            doc = license_doc(lic)
             row = db.execute("SELECT doc FROM licenses WHERE license_id=?", (lic.license_id,)).fetchone()
             if row and row[0] == doc:
                 continue
@@ -156,16 +125,6 @@ class SqliteStore:
     def get(self, license_id: str) -> License | None:
         row = self._db.execute("SELECT doc FROM licenses WHERE license_id=?", (license_id,)).fetchone()
         return stored_license(orjson.loads(row[0])) if row else None
-
-    def set_status(self, license_id: str, status: Status) -> License | None:
-        with self._txn() as db:
-            current, _ = self._dated(db, license_id)
-            if current is None:
-                return None
-            check_status(current, status)
-            updated = current._replace(status=status)
-            self._put(db, [updated], _now_us())
-        return updated
 
     def timestamps(self) -> dict[str, tuple[datetime, datetime]]:
         """When each license entered the registry and last changed (for the analytics snapshot)."""
@@ -197,13 +156,9 @@ class SqliteStore:
         if meter.seat_limit is None and meter.quota is None:
             return check.decide(_NO_USAGE)
         if meter.quota is None and check.user_id is not None:
-            # A seat holder this process saw (and wrote) within the last hour holds the seat in
-            # the database too, and nothing would be written: no transaction needed. Only the
-            # seat count shown may be as old as this process's last transaction on the license.
-            license_id = check.lic.license_id
-            seen = self._holders.get((license_id, check.user_id))
-            if seen is not None and to_us(check.now) - seen <= SEAT_TOUCH_US:
-                return check.decide(Usage(seats_used=self._seat_counts.get(license_id, 1), holds_seat=True))
+            seats = self._holders.recent(check.lic.license_id, check.user_id, to_us(check.now))
+            if seats is not None:  # gateway.registry.holders: no transaction needed
+                return check.decide(Usage(seats_used=seats, holds_seat=True))
         return None
 
     def _decide(self, db: sqlite3.Connection, check: Metered) -> Decision:
@@ -238,13 +193,6 @@ class SqliteStore:
             db.execute("INSERT INTO usage VALUES (?,?,?,?) ON CONFLICT DO UPDATE SET used=used+excluded.used",
                        (lic.license_id, meter.quota_key, period, decision.consume))
         return decision
-
-    def _remember_holder(self, license_id: str, user_id: str, last_seen_us: int, seats_used: int | None) -> None:
-        if len(self._holders) >= _HOLDERS_MAX:
-            self._holders.clear()  # a crude bound: entries only save work, losing them costs one transaction
-        self._holders[(license_id, user_id)] = last_seen_us
-        if seats_used is not None:
-            self._seat_counts[license_id] = seats_used
 
     def close(self) -> None:
         self._db.close()

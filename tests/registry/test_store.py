@@ -1,17 +1,21 @@
-"""The SQLite store: check-and-consume transactions, batches, the seat-holder shortcut, and the
-order in which license bundles apply."""
+"""The registry stores, SQLite and PostgreSQL alike where the test applies to both:
+check-and-consume transactions, batches, the seat-holder shortcut, and the order in which license
+bundles apply."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
 from gateway.engine import decide, metering
-from gateway.policy import load_policy
-from gateway.registry import FinalRevocation, Metered, StaleBundle
-from gateway.registry.sqlite import SqliteStore
 from gateway.licenses import to_us
+from gateway.policy import load_policy
+from gateway.registry import FinalRevocation, Metered, StaleBundle, Store
+from gateway.registry.postgres import PostgresStore
+from gateway.registry.sqlite import SqliteStore
 from gateway.types import Check, Status
 from tests.conftest import TEST_POLICY
 from tests.engine.test_engine import build_license
@@ -26,29 +30,45 @@ def _metered(lic, user: str, quantity: int = 1, now: datetime = NOW, feature: st
     return Metered(lic, meter, user, now, lambda usage: decide(lic, POLICY, check, usage, now, 30, meter))
 
 
-def _decide(store: SqliteStore, *checks: Metered):
+def _decide(store: Store, *checks: Metered):
     return asyncio.run(store.decide_many(checks))
 
 
-def _consume(store: SqliteStore, lic, user: str, quantity: int = 1, now: datetime = NOW):
+def _consume(store: Store, lic, user: str, quantity: int = 1, now: datetime = NOW):
     return _decide(store, _metered(lic, user, quantity, now))[0]
 
 
 @pytest.fixture
-def store(tmp_path):
+def sqlite_store(tmp_path):
     store = SqliteStore(tmp_path / "registry.db")
     yield store
     store.close()
 
 
-def _used(path, lic) -> int:
-    other = SqliteStore(path)  # another process's view
-    try:
-        row = other._db.execute("SELECT coalesce(sum(used), 0) FROM usage WHERE license_id=?",
-                                (lic.license_id,)).fetchone()
-        return row[0]
-    finally:
-        other.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    store = SqliteStore(tmp_path / "registry.db") if request.param == "sqlite" else \
+        PostgresStore(request.getfixturevalue("pg_url"))
+    yield store
+    store.close()
+
+
+def _sql(store: Store, query: str, *params) -> list[tuple]:
+    """Run ``query`` (``?`` placeholders) on a connection of its own: another process's view."""
+    if isinstance(store, SqliteStore):
+        other = sqlite3.connect(store.path)
+        try:
+            with other:
+                return other.execute(query, params).fetchall()
+        finally:
+            other.close()
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        cursor = conn.execute(query.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _used(store: Store, lic) -> int:
+    return _sql(store, "SELECT coalesce(sum(used), 0) FROM usage WHERE license_id=?", lic.license_id)[0][0]
 
 
 def test_check_and_consume_is_exact_and_visible_to_other_processes(store):
@@ -58,7 +78,7 @@ def test_check_and_consume_is_exact_and_visible_to_other_processes(store):
     # limit 10 a day with 10 % tolerated: 3, 6, 9 granted, 12 refused (over 11), 12 refused
     assert [d.reason for d in decisions] == ["VALID", "VALID", "QUOTA_NEAR_LIMIT", "QUOTA_EXCEEDED",
                                              "QUOTA_EXCEEDED"]
-    assert _used(store.path, lic) == 9
+    assert _used(store, lic) == 9
 
 
 def test_a_failing_decision_changes_nothing(store):
@@ -70,11 +90,13 @@ def test_a_failing_decision_changes_nothing(store):
 
     with pytest.raises(RuntimeError):  # the lot is one transaction: the first check's effects go too
         _decide(store, _metered(lic, "u8", 2), _metered(lic, "u9", 2)._replace(decide=broken))
-    assert _used(store.path, lic) == 0 and not store._db.in_transaction
+    assert _used(store, lic) == 0
+    assert not isinstance(store, SqliteStore) or not store._db.in_transaction
     assert _consume(store, lic, "u9", 2).claim_seat  # the failed one claimed nothing, not even in cache
 
 
-def test_a_batch_is_one_transaction_each_check_seeing_the_ones_before(store):
+def test_a_batch_is_one_transaction_each_check_seeing_the_ones_before(sqlite_store):
+    store = sqlite_store
     lic = build_license({"tier": "strict"})
     store.put([lic])
     calls = []
@@ -84,10 +106,11 @@ def test_a_batch_is_one_transaction_each_check_seeing_the_ones_before(store):
     assert [d.reason for d in decisions] == ["VALID", "VALID", "QUOTA_NEAR_LIMIT", "QUOTA_EXCEEDED",
                                              "QUOTA_EXCEEDED"]
     assert calls.count("BEGIN IMMEDIATE") == 1 and calls.count("COMMIT") == 1
-    assert _used(store.path, lic) == 9
+    assert _used(store, lic) == 9
 
 
-def test_checks_that_read_no_usage_open_no_transaction(store):
+def test_checks_that_read_no_usage_open_no_transaction(sqlite_store):
+    store = sqlite_store
     lic = build_license({"tier": "unlimited"})
     store.put([lic])
     calls = []
@@ -97,7 +120,8 @@ def test_checks_that_read_no_usage_open_no_transaction(store):
     assert [d.outcome for d in decisions] == ["allow", "allow"] and calls == []
 
 
-def test_a_recent_seat_holder_decides_without_a_transaction(store):
+def test_a_recent_seat_holder_decides_without_a_transaction(sqlite_store):
+    store = sqlite_store
     lic = build_license({"tier": "basic"})
     store.put([lic])
     [first] = _decide(store, _metered(lic, "u1", 0, feature="view"))
@@ -173,9 +197,9 @@ def test_a_revoked_license_takes_no_other_status(store):
 def test_a_license_stored_before_seal_times_were_kept_dates_from_its_last_change(store):
     lic = build_license({})
     store.put([lic])
-    store._db.execute("DELETE FROM dated")  # as a registry written by an earlier version
+    _sql(store, "DELETE FROM dated")  # as a registry written by an earlier version
     store.set_status(lic.license_id, Status.REVOKED)
-    store._db.execute("DELETE FROM dated")
+    _sql(store, "DELETE FROM dated")
     with pytest.raises(StaleBundle):
         store.put_sealed(lic, 0)  # an old bundle without a seal time cannot un-revoke it
 
