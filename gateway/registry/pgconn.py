@@ -8,12 +8,12 @@ password a URL may carry.
 from __future__ import annotations
 
 import asyncio
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterator, Sequence, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg.pq import TransactionStatus
 
 from gateway.registry import RegistryUnavailable
 
@@ -38,7 +38,7 @@ def unavailable(url: str) -> Iterator[None]:
     """Turn a failure to reach the database into :class:`RegistryUnavailable`."""
     try:
         yield
-    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+    except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise RegistryUnavailable(f"the registry {where(url)} cannot be reached: {reason}") from exc
 
@@ -75,27 +75,50 @@ class SyncSession:
 
 
 class AsyncSession:
-    """A small pool of async connections, opened in the running loop on first use."""
+    """Async connections kept for reuse, at most ``max_size`` in use at once.
+
+    No background task of its own (a pool's workers would outlive the loop that started them);
+    idle connections are reused, a broken one is dropped with every idle one (a server restart
+    breaks them all), and a new loop starts afresh. Waiting longer than
+    ``_ACQUIRE_TIMEOUT_S`` for a free connection is a :class:`TimeoutError`.
+    """
 
     def __init__(self, url: str, max_size: int) -> None:
         self.url = url
         self._max_size = max_size
-        self._pool: AsyncConnectionPool | None = None
+        self._idle: list[psycopg.AsyncConnection] = []
+        self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def pool(self) -> AsyncConnectionPool:
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
         loop = asyncio.get_running_loop()
-        if self._pool is None or self._loop is not loop:  # a pool serves the loop it was opened in
-            self._loop = loop
-            self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=self._max_size, open=False,
-                                             timeout=_ACQUIRE_TIMEOUT_S, kwargs={"autocommit": True, **_CONNECT})
-            await self._pool.open(wait=False)
-        return self._pool
+        if self._loop is not loop:
+            self._drop_idle()
+            self._loop, self._slots = loop, asyncio.Semaphore(self._max_size)
+        async with asyncio.timeout(_ACQUIRE_TIMEOUT_S):
+            await self._slots.acquire()
+        try:
+            conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, **_CONNECT)
+            try:
+                yield conn
+            finally:
+                if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.close()
+                    self._drop_idle()
+                else:
+                    self._idle.append(conn)
+        finally:
+            self._slots.release()
+
+    def _drop_idle(self) -> None:
+        for conn in self._idle:
+            conn.pgconn.finish()  # closes the socket, in whichever loop
+        self._idle.clear()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        self._drop_idle()
 
 
 def notify(conn: psycopg.Connection, what: str) -> None:

@@ -63,9 +63,8 @@ class PostgresNonces:
     async def _record_turn(self, groups: list[Sequence[tuple[str, float]]]) -> list[list[bool]]:
         entries = [entry for group in groups for entry in group]
         statements, firsts = self._statements(entries)
-        pool = await self._async.pool()
         with unavailable(self.url):
-            async with pool.connection() as conn, conn.pipeline(), conn.transaction():
+            async with self._async.connection() as conn, conn.pipeline(), conn.transaction():
                 for sql, params in statements:
                     cursor = await conn.execute(sql, params)
                 inserted = {nonce for (nonce,) in await cursor.fetchall()}

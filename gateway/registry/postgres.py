@@ -282,13 +282,12 @@ class PostgresStore(LicenseWrites):
         if not batch.todo:
             batch.decide([[], [], [], []])
             return batch.committed()
-        pool = await self._async.pool()
         retry = True
         while True:
             decided = False
             try:
                 with unavailable(self.url):
-                    async with pool.connection() as conn, conn.pipeline():
+                    async with self._async.connection() as conn, conn.pipeline():
                         async with conn.transaction():
                             cursors = [await conn.execute(sql, params) for sql, params in batch.reads()]
                             batch.decide([await cursor.fetchall() for cursor in cursors])
