@@ -7,6 +7,7 @@ import os
 import secrets
 from contextlib import contextmanager
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ SERVER = os.environ.get("PORTCULLIS_TEST_PG", "postgresql://postgres@127.0.0.1:5
 
 
 def _url(dbname: str) -> str:
-    return psycopg.conninfo.make_conninfo(SERVER, dbname=dbname)
+    return urlsplit(SERVER)._replace(path=f"/{dbname}").geturl()
 
 
 @contextmanager

@@ -39,7 +39,7 @@ def unavailable(url: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RegistryUnavailable(f"the registry {where(url)} cannot be reached: {reason}") from exc
 
 
