@@ -8,6 +8,7 @@ password a URL may carry.
 from __future__ import annotations
 
 import asyncio
+import threading
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterator, Sequence, TypeVar
 
@@ -22,6 +23,9 @@ LICENSES, POLICY, CALLERS = "licenses", "policy", "callers"  # its payloads
 _CONNECT = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
             "keepalives_count": 3, "application_name": "portcullis"}
 _ACQUIRE_TIMEOUT_S = 2.0  # a decision waits no longer than this for a connection: then 503
+# The hot path's sessions: a license lock awaited longer than this is a 503, not a pile-up; a
+# transaction left idle by a vanished host is ended by the server, releasing its locks.
+_HOT_OPTIONS = "-c lock_timeout=5s -c idle_in_transaction_session_timeout=30s"
 
 
 def where(url: str) -> str:
@@ -50,15 +54,17 @@ def connect(url: str) -> psycopg.Connection:
 
 
 class SyncSession:
-    """One sync connection, opened on first use and again after it broke, shared by threads."""
+    """One sync connection, opened on first use and again after it broke. Threads take turns:
+    one's transaction never takes in another's statements."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: psycopg.Connection | None = None
+        self._turn = threading.RLock()
 
     @contextmanager
     def __call__(self) -> Iterator[psycopg.Connection]:
-        with unavailable(self.url):
+        with self._turn, unavailable(self.url):
             if self._conn is None or self._conn.closed:
                 self._conn = connect(self.url)
             try:
@@ -69,9 +75,10 @@ class SyncSession:
                 raise
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._turn:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 class AsyncSession:
@@ -100,7 +107,7 @@ class AsyncSession:
             await self._slots.acquire()
         try:
             conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, **_CONNECT)
+                self.url, autocommit=True, options=_HOT_OPTIONS, **_CONNECT)
             try:
                 yield conn
             finally:

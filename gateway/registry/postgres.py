@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
 import psycopg
@@ -63,32 +62,80 @@ def _metered(meter: Metering) -> bool:
     return meter.seat_limit is not None or meter.quota is not None
 
 
-@dataclass
+class _View:
+    """The usage a batch read, with the effects of the checks decided so far applied, and what
+    those effects write. Every change is journaled, so a failed call's changes can be undone."""
+
+    def __init__(self, seat_rows: list[tuple], holder_rows: list[tuple], usage_rows: list[tuple]) -> None:
+        self.counts = {(lid, since): n for lid, since, n in seat_rows}  # seats in use as stored
+        self.stored = {(lid, uid): last for lid, uid, last in holder_rows}  # last uses as stored
+        self.seen = dict(self.stored)  # last uses now
+        self.touched: dict[str, frozenset[str]] = {}  # license -> users whose last use the batch rewrote
+        self.used = {(lid, key, p): n for lid, key, p, n in usage_rows}
+        self.seat_writes: dict[tuple[str, str], int] = {}
+        self.usage_writes: dict[tuple[str, str, int], int] = {}
+        self._journal: list[tuple[dict, Any, Any]] = []  # (mapping, key, previous value or _MISSING)
+
+    def seats_used(self, license_id: str, since: int) -> int:
+        n = self.counts[(license_id, since)]
+        for user in self.touched.get(license_id, ()):
+            old, new = self.stored.get((license_id, user)), self.seen[(license_id, user)]
+            n += (new >= since) - (old is not None and old >= since)
+        return n
+
+    def last_use(self, license_id: str, user_id: str, since: int) -> int | None:
+        value = self.seen.get((license_id, user_id))
+        return value if value is not None and value >= since else None
+
+    def touch(self, license_id: str, user_id: str, now_us: int) -> None:
+        self._put(self.seen, (license_id, user_id), now_us)
+        self._put(self.seat_writes, (license_id, user_id), now_us)
+        self._put(self.touched, license_id, self.touched.get(license_id, frozenset()) | {user_id})
+
+    def consume(self, counter: tuple[str, str, int], units: int) -> None:
+        self._put(self.used, counter, self.used.get(counter, 0) + units)
+        self._put(self.usage_writes, counter, self.usage_writes.get(counter, 0) + units)
+
+    def _put(self, mapping: dict, key: Any, value: Any) -> None:
+        self._journal.append((mapping, key, mapping.get(key, _MISSING)))
+        mapping[key] = value
+
+    def mark(self) -> int:
+        return len(self._journal)
+
+    def undo(self, mark: int) -> None:
+        while len(self._journal) > mark:
+            mapping, key, previous = self._journal.pop()
+            if previous is _MISSING:
+                del mapping[key]
+            else:
+                mapping[key] = previous
+
+
+_MISSING = object()
+
+
 class _Batch:
     """The checks of one transaction: what to lock and read, then (pure) the decisions and writes.
 
-    :meth:`decide` applies each check's effects to the state later checks read, and undoes a
-    group's effects when one of its ``decide`` callbacks raises (that group alone fails, as its
-    own transaction would have).
+    Each check sees the effects of the ones before it (:class:`_View`); when a call's ``decide``
+    raises, that call alone fails and its effects are undone, as its own transaction would be.
     """
 
-    groups: list[Sequence[Metered]]
-    holders: SeatHolders
-    results: list[list[Decision] | BaseException] = field(default_factory=list)
-    seat_writes: dict[tuple[str, str], int] = field(default_factory=dict)
-    usage_writes: dict[tuple[str, str, int], int] = field(default_factory=dict)
-    remembered: list[tuple[str, str, int, int | None]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
+    def __init__(self, groups: list[Sequence[Metered]], holders: SeatHolders) -> None:
+        self.groups, self.holders = groups, holders
+        self.results: list[list[Decision] | BaseException] = []
+        self.view = _View([], [], [])
+        self.remembered: list[tuple[str, str, int, int | None]] = []  # seat holders, once committed
         # Recent seat holders are decided without the database (gateway.registry.holders); taken
         # once here, as another batch's commit may add holders before this one decides.
         self.cached: dict[int, int] = {}
-        for c in (c for group in self.groups for c in group):
+        for c in (c for group in groups for c in group):
             if c.meter.quota is None and c.user_id is not None and c.meter.seat_limit is not None:
-                seats = self.holders.recent(c.lic.license_id, c.user_id, to_us(c.now))
+                seats = holders.recent(c.lic.license_id, c.user_id, to_us(c.now))
                 if seats is not None:
                     self.cached[id(c)] = seats
-        self.todo = [c for group in self.groups for c in group if _metered(c.meter) and id(c) not in self.cached]
+        self.todo = [c for group in groups for c in group if _metered(c.meter) and id(c) not in self.cached]
 
     def reads(self) -> list[tuple[str, tuple]]:
         """The statements to run, in order, before :meth:`decide`: locks, then reads."""
@@ -100,40 +147,23 @@ class _Batch:
         return [(_LOCK, (sorted({lock_key(c.lic.license_id) for c in self.todo}),)),
                 (_SEATS, _columns(windows, 2)), (_HOLDERS, _columns(pairs, 2)), (_USAGE, _columns(counters, 3))]
 
-    def decide(self, rows: list[list[tuple]]) -> None:
-        """Decide every check from the rows the reads returned (a fresh start on each call)."""
-        _, seat_rows, holder_rows, usage_rows = rows
-        counts = {(lid, since): n for lid, since, n in seat_rows}
-        seen: dict[tuple[str, str], int] = {(lid, uid): last for lid, uid, last in holder_rows}
-        stored = dict(seen)
-        used: dict[tuple[str, str, int], int] = {(lid, key, p): n for lid, key, p, n in usage_rows}
-        touched: dict[str, set[str]] = {}  # license -> users whose last use this batch rewrote
-        self.results, self.seat_writes, self.usage_writes, self.remembered = [], {}, {}, []
+    def decide(self, rows: Sequence[list[tuple]] = ([], [], [], [])) -> None:
+        """Decide every check from the rows the reads returned (a fresh start on each call; no
+        rows when no check needs the database)."""
+        self.view, self.results, self.remembered = _View(*rows[1:]), [], []
         for group in self.groups:
-            undo: list[tuple[dict, Any, Any]] = []  # (mapping, key, previous value or _MISSING)
-
-            def put(mapping: dict, key: Any, value: Any) -> None:
-                undo.append((mapping, key, mapping.get(key, _MISSING)))
-                mapping[key] = value
-
-            decisions, remembered = [], []
+            mark, held = self.view.mark(), []
             try:
-                for c in group:
-                    decisions.append(self._one(c, counts, seen, stored, used, touched, put, remembered))
-            except Exception as exc:  # that group's own failure: its effects are undone
-                for mapping, key, previous in reversed(undo):
-                    if previous is _MISSING:
-                        del mapping[key]
-                    else:
-                        mapping[key] = previous
+                decisions = [self._one(c, held) for c in group]
+            except Exception as exc:  # that call's own failure: its effects are undone
+                self.view.undo(mark)
                 self.results.append(exc)
                 continue
             self.results.append(decisions)
-            self.remembered += remembered
+            self.remembered += held
 
-    def _one(self, c: Metered, counts: dict[tuple[str, int], int], seen: dict, stored: dict, used: dict,
-             touched: dict[str, set[str]], put: Callable[[dict, Any, Any], None], remembered: list) -> Decision:
-        meter, license_id = c.meter, c.lic.license_id
+    def _one(self, c: Metered, held: list) -> Decision:
+        meter, license_id, view = c.meter, c.lic.license_id, self.view
         if not _metered(meter):
             return c.decide(Usage())
         cached = self.cached.get(id(c))
@@ -143,37 +173,28 @@ class _Batch:
         seats_used, last = 0, None
         if meter.seat_limit is not None:
             since = to_us(meter.seats_since)
-            seats_used = counts[(license_id, since)]
-            for user in touched.get(license_id, ()):  # this batch's rewrites of last uses
-                old, new = stored.get((license_id, user)), seen[(license_id, user)]
-                seats_used += (new >= since) - (old is not None and old >= since)
-            if c.user_id is not None:
-                value = seen.get((license_id, c.user_id))
-                last = value if value is not None and value >= since else None
+            seats_used = view.seats_used(license_id, since)
+            last = None if c.user_id is None else view.last_use(license_id, c.user_id, since)
         quota_used, counter = 0, None
         if meter.quota is not None:
             counter = (license_id, meter.quota_key, to_us(meter.period_start))
-            quota_used = used.get(counter, 0)
+            quota_used = view.used.get(counter, 0)
         decision = c.decide(Usage(seats_used=seats_used, holds_seat=last is not None, quota_used=quota_used))
         if decision.outcome is Outcome.DENY:
             return decision
         if c.user_id is not None and meter.seat_limit is not None:
             if last is None or now_us - last > SEAT_TOUCH_US:
-                put(seen, (license_id, c.user_id), now_us)
-                put(self.seat_writes, (license_id, c.user_id), now_us)
-                if c.user_id not in touched.get(license_id, ()):
-                    put(touched, license_id, touched.get(license_id, set()) | {c.user_id})
+                view.touch(license_id, c.user_id, now_us)
                 last = now_us
-            remembered.append((license_id, c.user_id, last, decision.seats_used))
+            held.append((license_id, c.user_id, last, decision.seats_used))
         if decision.consume:
-            put(used, counter, quota_used + decision.consume)
-            put(self.usage_writes, counter, self.usage_writes.get(counter, 0) + decision.consume)
+            view.consume(counter, decision.consume)
         return decision
 
     def writes(self) -> list[tuple[str, tuple]]:
         """The statements that apply the decisions' effects (none for a batch of denies)."""
-        seats = [(*key, at) for key, at in sorted(self.seat_writes.items())]
-        usage = [(*key, n) for key, n in sorted(self.usage_writes.items())]
+        seats = [(*key, at) for key, at in sorted(self.view.seat_writes.items())]
+        usage = [(*key, n) for key, n in sorted(self.view.usage_writes.items())]
         return ([(_WRITE_SEATS, _columns(seats, 3))] if seats else []) + \
             ([(_WRITE_USAGE, _columns(usage, 4))] if usage else [])
 
@@ -182,9 +203,6 @@ class _Batch:
         for entry in self.remembered:
             self.holders.remember(*entry)
         return self.results
-
-
-_MISSING = object()
 
 
 def _columns(rows: list[tuple], width: int) -> tuple[list, ...]:
@@ -201,7 +219,7 @@ class PostgresStore(LicenseWrites):
         self._session = SyncSession(url)
         self._async = AsyncSession(url, pool_size)
         self._holders = SeatHolders()
-        self._batcher: TurnBatcher[Metered, Decision] = TurnBatcher(self._run_async)
+        self._batcher: TurnBatcher[Metered, Decision] = TurnBatcher(self._decide_turn)
         self.transactions = 0  # check-and-consume transactions committed by this store
         with self._session() as conn:
             version = max(applied_versions(conn), default=0)
@@ -277,10 +295,10 @@ class PostgresStore(LicenseWrites):
         transaction. Raises :class:`RegistryUnavailable` when the database cannot be reached."""
         return await self._batcher.submit(checks)
 
-    async def _run_async(self, groups: list[Sequence[Metered]]) -> list[list[Decision] | BaseException]:
+    async def _decide_turn(self, groups: list[Sequence[Metered]]) -> list[list[Decision] | BaseException]:
         batch = _Batch(groups, self._holders)
         if not batch.todo:
-            batch.decide([[], [], [], []])
+            batch.decide()
             return batch.committed()
         retry = True
         while True:
@@ -306,6 +324,6 @@ class PostgresStore(LicenseWrites):
         self._session.close()
 
     async def aclose(self) -> None:
-        """Close the async pool (in the loop that used it), then the sync connection."""
+        """Close the async connections (in the loop that used them), then the sync one."""
         await self._async.close()
         self.close()
