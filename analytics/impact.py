@@ -65,9 +65,12 @@ class Licenses:
     source: str
 
 
-def registry_licenses(db_path: Path) -> Licenses:
-    """The registry's licenses, read through a read-only connection (never a write, not even
+def registry_licenses(db_path: Path, url: str = "") -> Licenses:
+    """The registry's licenses: in PostgreSQL if ``url`` (the ``registry_url`` setting) names
+    it, else in the SQLite file, read through a read-only connection (never a write, not even
     the schema set-up the store does)."""
+    if url:
+        return _shared_registry_licenses(url)
     try:
         con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
@@ -78,6 +81,21 @@ def registry_licenses(db_path: Path) -> Licenses:
         raise ImpactError(f"{db_path}: cannot read the license registry: {exc}") from None
     licenses = {lic.license_id: lic for lic in (stored_license(orjson.loads(doc)) for (doc,) in rows)}
     return Licenses(licenses, f"registry {db_path} (read-only)")
+
+
+def _shared_registry_licenses(url: str) -> Licenses:
+    from gateway.registry import RegistryUnavailable
+    from gateway.registry.pgconn import where
+    from gateway.registry.postgres import PostgresStore
+    try:
+        store = PostgresStore(url)
+        try:
+            _, licenses = store.licenses_since(0)
+        finally:
+            store.close()
+    except RegistryUnavailable as exc:
+        raise ImpactError(str(exc)) from None
+    return Licenses({lic.license_id: lic for lic in licenses}, f"registry {where(url)}")
 
 
 def snapshot_licenses(con: duckdb.DuckDBPyConnection, current: Policy) -> Licenses:

@@ -57,7 +57,7 @@ def impact(path: Path, days: int, now_text: str | None, fmt: str, data_dir: str 
         raise click.BadParameter(str(exc), param_hint="--now") from None
     con = connect(settings.data_dir)
     try:
-        result = impact_.impact(con, impact_.registry_licenses(settings.db_path), current, proposed, days=days,
+        result = impact_.impact(con, impact_.registry_licenses(settings.db_path, settings.registry_url), current, proposed, days=days,
                                 now=now, proposed_source=str(path), workers=REPLAY_WORKERS)
     except impact_.ImpactError as exc:
         raise click.ClickException(str(exc)) from None

@@ -121,10 +121,11 @@ class AsyncSession:
 
     def _drop_idle(self) -> None:
         for conn in self._idle:
-            conn.pgconn.finish()  # closes the socket, in whichever loop
+            conn.pgconn.finish()  # closes the socket, needing no loop
         self._idle.clear()
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Close the idle connections (those in use close as their work ends)."""
         self._drop_idle()
 
 

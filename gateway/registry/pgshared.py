@@ -91,11 +91,8 @@ class PostgresNonces:
                          ([nonce for nonce, _ in rows], [float(expires) for _, expires in rows]))
 
     def close(self) -> None:
+        self._async.close()
         self._session.close()
-
-    async def aclose(self) -> None:
-        await self._async.close()
-        self.close()
 
 
 class PostgresSignals:

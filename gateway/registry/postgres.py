@@ -321,9 +321,5 @@ class PostgresStore(LicenseWrites):
             return batch.committed()
 
     def close(self) -> None:
+        self._async.close()
         self._session.close()
-
-    async def aclose(self) -> None:
-        """Close the async connections (in the loop that used them), then the sync one."""
-        await self._async.close()
-        self.close()

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -245,3 +246,13 @@ def test_signals_add_up_over_hosts(pg_url):
     assert hosts[1].claim(["n2", "n3"]) == ["n3"]
     for host in hosts:
         host.close()
+
+
+def test_policy_impact_reads_the_licenses_of_the_shared_registry(store, pg_url):
+    from analytics.impact import ImpactError, registry_licenses
+    lic = build_license({"tier": "strict"})
+    store.put([lic])
+    found = registry_licenses(Path("/nonexistent/portcullis.db"), pg_url)
+    assert found.by_id == {lic.license_id: lic} and found.source.startswith("registry postgresql://127.0.0.1")
+    with pytest.raises(ImpactError, match="cannot be reached"):
+        registry_licenses(Path("/nonexistent/portcullis.db"), "postgresql://postgres@127.0.0.1:1/gone")
