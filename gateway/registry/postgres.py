@@ -307,8 +307,9 @@ class PostgresStore(LicenseWrites):
                 with unavailable(self.url):
                     async with self._async.connection() as conn, conn.pipeline():
                         async with conn.transaction():
-                            cursors = [await conn.execute(sql, params) for sql, params in batch.reads()]
-                            batch.decide([await cursor.fetchall() for cursor in cursors])
+                            cursors = [await conn.execute(sql, params) if params[0] else None
+                                       for sql, params in batch.reads()]  # a read of nothing is not sent
+                            batch.decide([await c.fetchall() if c else [] for c in cursors])
                             decided = True  # from here on, whether a failure committed is unknown
                             for sql, params in batch.writes():
                                 await conn.execute(sql, params)
