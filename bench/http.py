@@ -2,6 +2,10 @@
 bare aiohttp handler of the same payload, same wrk load, alternating runs; then the gateway at
 half that load for p99 latency; then batch decisions/s; and finally a check that every answered
 request is in the audit trail.
+
+The bare handler runs twice, on asyncio's event loop and on uvloop's: ``ratio`` compares the
+gateway with it on the loop the gateway itself runs (``event_loop``), ``ratio_uvloop`` and
+``ratio_asyncio`` with each.
 """
 from __future__ import annotations
 
@@ -109,21 +113,31 @@ def _sample_answer(data: Path, port: int, creds, keys) -> bytes:
         return response.read()
 
 
+def gateway_loop() -> str:
+    """The event loop a gateway worker started from here runs (gateway.workers.loop_factory)."""
+    from gateway.config import Settings
+    from gateway.workers import loop_factory
+    return "uvloop" if loop_factory(Settings().event_loop) is not None else "asyncio"
+
+
 def run(seconds: int = 8, rounds: int = 3, connections: int = 64) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     data, creds, keys = _prepare(OUT / "data")
-    gw_port, bare_port = _free_port(), _free_port()
+    gw_port = _free_port()
+    bare_ports = {"bare_asyncio": _free_port(), "bare_uvloop": _free_port()}
     gateway = _start_gateway(data, gw_port)
-    bare = None
+    bares = []
     answered = 1  # the sample answer
-    results: dict[str, list[dict]] = {"bare": [], "gateway": []}
+    results: dict[str, list[dict]] = {"bare_asyncio": [], "bare_uvloop": [], "gateway": []}
     try:
         payload = OUT / "payload.json"
         payload.write_bytes(_sample_answer(data, gw_port, creds, keys))
-        bare = subprocess.Popen([sys.executable, "-m", "bench.bare", str(bare_port), str(payload)])
-        _wait(f"http://127.0.0.1:{bare_port}/none")
+        for name, port in bare_ports.items():
+            bares.append(subprocess.Popen([sys.executable, "-m", "bench.bare", str(port), str(payload),
+                                           name.removeprefix("bare_")]))
+            _wait(f"http://127.0.0.1:{port}/none")
         for r in range(rounds):
-            for name, port in (("bare", bare_port), ("gateway", gw_port)):
+            for name, port in (*bare_ports.items(), ("gateway", gw_port)):
                 requests = OUT / f"requests-{name}-{r}.txt"
                 write_requests(requests, 25_000 * seconds, *creds, _check_body(keys), "/v1/check")
                 summary = wrk(f"http://127.0.0.1:{port}/v1/check", requests, seconds=seconds,
@@ -131,7 +145,7 @@ def run(seconds: int = 8, rounds: int = 3, connections: int = 64) -> dict:
                 results[name].append(summary)
                 if name == "gateway":
                     answered += summary["requests"]
-        bare_rps = statistics.median(s["rps"] for s in results["bare"])
+        bare = {name: statistics.median(s["rps"] for s in results[name]) for name in bare_ports}
         gw_rps = statistics.median(s["rps"] for s in results["gateway"])
         # Half load: each connection waits so that all together send about half the measured rate.
         half = gw_rps / 2
@@ -146,15 +160,19 @@ def run(seconds: int = 8, rounds: int = 3, connections: int = 64) -> dict:
                     workdir=OUT)
         answered_batch = batch["requests"]
     finally:
-        if bare is not None:
-            bare.terminate()
-            bare.wait(10)
+        for proc in bares:
+            proc.terminate()
+            proc.wait(10)
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(60)
     trail = duckdb.connect().execute(f"SELECT count(*), count(DISTINCT decision_id) FROM read_parquet("
                        f"'{data}/audit/date=*/hour=*/*.parquet', hive_partitioning=true)").fetchone()
+    loop = gateway_loop()
     return {
-        "bare_rps": bare_rps, "gateway_rps": gw_rps, "ratio": round(gw_rps / bare_rps, 3), "ratio_target": 0.80,
+        "event_loop": loop, "bare_rps": bare[f"bare_{loop}"], "gateway_rps": gw_rps,
+        "ratio": round(gw_rps / bare[f"bare_{loop}"], 3), "ratio_target": 0.80,
+        "bare_uvloop_rps": bare["bare_uvloop"], "ratio_uvloop": round(gw_rps / bare["bare_uvloop"], 3),
+        "bare_asyncio_rps": bare["bare_asyncio"], "ratio_asyncio": round(gw_rps / bare["bare_asyncio"], 3),
         "half_load_rps": half_run["rps"], "half_load_p99_ms": half_run["p99_ms"], "p99_target_ms": 5.0,
         "gateway_p50_ms": statistics.median(s["p50_ms"] for s in results["gateway"]),
         "gateway_p99_ms": statistics.median(s["p99_ms"] for s in results["gateway"]),

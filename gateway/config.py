@@ -50,6 +50,7 @@ class Settings:
     log_level: str = "info"
     access_log: bool = False
     shutdown_timeout_s: float = 30.0
+    event_loop: str = "uvloop"  # each worker's loop; asyncio's own where uvloop is not installed
     tls_cert: str = ""
     tls_key: str = ""
     client_ca: str = ""
@@ -158,6 +159,7 @@ _CHOICES = {
     "dashboard_auth": ("none", "oidc", "proxy"),
     "trusted_proxies_header": ("x-forwarded-for", "forwarded"),
     "registry_on_unavailable": ("deny", "cached"),
+    "event_loop": ("uvloop", "asyncio"),
 }
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
 
