@@ -15,7 +15,6 @@ from gateway.config import Settings
 from gateway.http import strays
 from gateway.http.gate import Clock, Gate, utc_now
 from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK, TLS
-from gateway.http.middlewares import decision_shaped_errors
 from gateway.http.routes import setup_routes
 from gateway.http.upkeep import CallerReloads, PolicyReloads, upkeep_forever
 from gateway.metrics import Metrics
@@ -43,7 +42,7 @@ def create_app(settings: Settings, *, sink_factory: SinkFactory = durable_sink, 
     # Every runner (serve's workers, tests' servers) takes its access logger from handler_args:
     # it also audits the refusals no handler sees (gateway.http.strays).
     access_log = strays.access_logger(lambda: app[GATE], lines=settings.access_log)
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[decision_shaped_errors],
+    app = web.Application(client_max_size=settings.max_body_bytes,
                           handler_args={"access_log": strays.ACCESS_LOG, "access_log_class": access_log})
     app[SETTINGS] = settings
     if settings.tls_cert:

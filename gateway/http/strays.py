@@ -2,7 +2,7 @@
 
 aiohttp's parser refuses some requests before the application sees them (header floods,
 oversized heads, broken framing: a plain-text 400), and the router refuses paths and methods the
-gateway does not serve (404, 405: a JSON deny from the middleware). Neither passes through the
+gateway does not serve (404, 405: a JSON deny from the catch-all route). Neither passes through the
 :class:`~gateway.http.gate.Gate`, which audits everything else. aiohttp's access log is the one
 place that sees every response, so the application installs an access logger (through
 ``handler_args``, which every runner honours) that audits each refused response the Gate did
@@ -61,7 +61,7 @@ def _what(request: web.BaseRequest, response: web.StreamResponse) -> tuple[str, 
     """(endpoint, status, error) of a stray refusal. The error may echo what the client sent, so
     it is one printable line, shortened, without the bytes the parser quotes (they may cut a
     secret in half), anything secret-shaped redacted, and valid Unicode."""
-    if response.content_type == "application/json":  # the router's deny (middlewares.py)
+    if response.content_type == "application/json":  # the catch-all route's deny (errors.py)
         endpoint, error = "http.route", f"{response.reason}: {request.method} {request.rel_url.raw_path}"
     else:  # aiohttp's own plain answer to a request its parser refused
         text = getattr(response, "text", None) or ""
