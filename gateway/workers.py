@@ -51,6 +51,7 @@ from gateway.registry.signals import POLICY_GENERATION
 
 log = logging.getLogger("portcullis.workers")
 BACKLOG = 1024
+GC_THRESHOLD = 50_000  # net allocations between generation-0 collections in a worker (see _serve_app)
 STARTUP_GRACE_S = 5.0  # a worker dying sooner than this is a configuration error, not a crash
 _STOP = {signal.SIGTERM, signal.SIGINT}
 _SIGNALS = _STOP | {signal.SIGHUP, signal.SIGCHLD}
@@ -234,6 +235,11 @@ async def _serve_app(app, settings: Settings) -> int:
     # it out of the collector, or every full collection walks 100,000 licenses on the event loop.
     gc.collect()
     gc.freeze()
+    # A request frees what it allocates by reference counting; the collector's generation-0 runs
+    # (every 700 net allocations by default) walk only what is still alive (caches, queues,
+    # tasks in flight) and find nothing to free, yet cost 3-4 % of a request's CPU under load
+    # here. Every 50,000 is often enough for the rare cycles.
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     try:
         tls = app.get(TLS)
         sock = bind(settings.host, settings.port)
