@@ -77,24 +77,29 @@ class Exchange:
             self.error = decision.detail
         return self
 
-    def answer(self) -> dict[str, Any]:
-        """The response body of SPEC §4 (the same shape for errors)."""
+    def answer(self, status: bool = False) -> dict[str, Any]:
+        """The response body of SPEC §4 (the same shape for errors); with ``status``, also the
+        HTTP status (each result of a batch carries its own)."""
         d, lic = self.decision, self.license
+        # The enum members are strs (StrEnum): orjson writes them as their values.
         body: dict[str, Any] = {
-            "decision": d.outcome.value, "reason": d.reason.value, "detail": d.detail,
+            "decision": d.outcome, "reason": d.reason, "detail": d.detail,
             "decision_id": self.decision_id, "request_id": self.request_id, "feature": self.feature,
-            "license": None, "alerts": [a.value for a in d.alerts], "seats": None, "quota": None,
+            "license": None, "alerts": list(d.alerts), "seats": None, "quota": None,
             "policy_version": self.policy_version, "cache_ttl_s": d.cache_ttl_s,
         }
         if lic is not None:
             body["license"] = {"id": lic.license_id, "customer": lic.customer, "tier": lic.tier,
-                               "status": lic.status.value, "expires_at": iso(lic.expires_at),
+                               "status": lic.status, "expires_at": iso(lic.expires_at),
                                "days_left": d.days_left}
         if d.seats_limit is not None or d.seats_used is not None:
             body["seats"] = {"used": d.seats_used, "limit": d.seats_limit}
         if d.quota_limit is not None:
             body["quota"] = {"used": d.quota_used, "limit": d.quota_limit, "period_end": iso(d.quota_period_end)}
-        body.update(self.extra)
+        if self.extra:
+            body.update(self.extra)
+        if status:
+            body["status"] = self.http_status
         return body
 
     def record(self) -> AuditRecord:
@@ -106,7 +111,7 @@ class Exchange:
             instance=self.instance, environment=self.environment, caller_id=self.caller_id,
             auth_method=self.auth_method, auth_error=self.auth_error, remote_addr=self.remote_addr,
             endpoint=self.endpoint, http_status=self.http_status, decision=d.outcome.value,
-            reason=d.reason.value, alerts=[a.value for a in d.alerts],
+            reason=d.reason.value, alerts=[a.value for a in d.alerts] if d.alerts else [],
             license_id=lic.license_id if lic else None, key_fp=self.key_fp,
             customer=lic.customer if lic else None, product=lic.product if lic else self.product,
             tier=lic.tier if lic else None, user_id=self.user_id, feature=self.feature,

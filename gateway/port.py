@@ -112,7 +112,11 @@ class Port:
         naming a product in scope must not open a license of another. The refusal tells the
         caller nothing about the license; its audit record names it for analysts.
         """
-        products = tuple({lic.product if lic else None, check.product} - {None})
+        own, asked = (lic.product if lic is not None else None), check.product
+        if own is None:
+            products: tuple[str, ...] = () if asked is None else (asked,)
+        else:
+            products = (own,) if asked is None or asked == own else (own, asked)
         why = caller.refusal(products, check.feature, check.environment)
         if why is not None:
             ex.refuse(Reason.CALLER_NOT_AUTHORIZED, why, about=lic)
@@ -150,13 +154,14 @@ def read_check(ex: Exchange, doc: object) -> CheckBody | None:
     The refused body's readable fields still go to the exchange, so its audit record says what
     was asked.
     """
-    note_asked(ex, doc)
     try:
         body = parse_check(doc)
     except InvalidRequest as exc:
+        note_asked(ex, doc)
         ex.refuse(Reason.INVALID_REQUEST, str(exc))
         return None
-    ex.quantity = body.quantity
+    # What note_asked would copy: a well-formed body's names are valid and at most 128 characters.
+    ex.feature, ex.user_id, ex.product, ex.quantity = body.feature, body.user_id, body.product, body.quantity
     if body.request_id:
         ex.request_id = body.request_id
     return body

@@ -97,7 +97,7 @@ async def check_batch(request: web.Request) -> web.Response:
         for ex, _ in asked:
             if ex.decision is None:
                 ex.refuse(Reason.INTERNAL_ERROR)
-    results = [dict(ex.answer(), status=ex.http_status) for ex in exchanges]
+    results = [ex.answer(status=True) for ex in exchanges]
     return await gate.finish(exchanges, {"results": results}, 200)
 
 
