@@ -6,6 +6,7 @@ Parquet snapshots, never the live database) sees the registry as it is.
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
@@ -13,7 +14,7 @@ from typing import Iterable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway import bundle, keyfiles
-from gateway.callers import load_directory
+from gateway.callers import open_callers
 from gateway.config import Settings
 from gateway.keyfiles import fingerprint_secret
 from gateway.licenses import from_us, key_fingerprint, key_hash, license_from_dict, license_to_dict, \
@@ -139,7 +140,8 @@ def publish_snapshots(settings: Settings, store: Store, policy: Policy | None = 
     stamps = store.timestamps()
     _, licenses = store.licenses_since(0)
     write_licenses_snapshot(settings.data_dir, (_license_row(lic, policy, secret, stamps) for lic in licenses))
-    directory = load_directory(settings.callers_path, settings.keys_dir)
+    with closing(open_callers(settings)) as callers:
+        directory = callers.load()
     write_callers_snapshot(settings.data_dir, (c.to_toml() | {"caller_id": c.caller_id}
                                                for c in directory.callers.values()))
 

@@ -3,7 +3,9 @@
 ``callers.toml`` holds scopes and key ids only; the secrets live in ``keys/hmac_secrets.json``
 (mode 0600). A caller may hold several key ids at once so keys can be rotated without downtime.
 A running gateway reads them through a :class:`CallerSource`, which also tells it when they
-changed: removing a caller or dropping a key takes effect without a restart (SPEC §3).
+changed: removing a caller or dropping a key takes effect without a restart (SPEC §3). With
+``registry_url`` naming PostgreSQL the callers live there instead, shared by every host, their
+secrets sealed (:mod:`gateway.registry.postgres_callers`); :func:`open_callers` picks the one.
 """
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ import secrets
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Hashable, Protocol
+from typing import TYPE_CHECKING, Any, Hashable, Protocol
 
 import tomli_w
 
 from gateway.engine import any_match
 from gateway.keyfiles import write_private
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 _SCOPE_FIELDS = ("products", "features", "environments")
 _FIELDS = {"key_ids", "mtls_identities", *_SCOPE_FIELDS, "admin", "rate_limit_rps"}
@@ -92,27 +97,30 @@ def _read_callers(path: Path) -> dict[str, Caller]:
     tables = doc.get("callers") or {}
     if not isinstance(tables, dict) or not all(isinstance(table, dict) for table in tables.values()):
         raise CallersError(f"{path}: [callers.NAME] tables expected")
-    callers = {}
-    for name, table in tables.items():
-        unknown = set(table) - _FIELDS
-        if unknown:
-            raise CallersError(f"{path}: caller {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
-        try:
-            callers[name] = Caller(
-                caller_id=name,
-                **{k: tuple(_str_list(path, name, k, table[k])) for k in ("key_ids", "mtls_identities", *_SCOPE_FIELDS)
-                   if k in table},
-                admin=bool(table.get("admin", False)),
-                rate_limit_rps=float(table.get("rate_limit_rps", 0.0)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise CallersError(f"{path}: caller {name!r}: {exc}") from None
-    return callers
+    return {name: caller_from_table(str(path), name, table) for name, table in tables.items()}
 
 
-def _str_list(path: Path, name: str, key: str, value: Any) -> list[str]:
+def caller_from_table(where: str, name: str, table: dict[str, Any]) -> Caller:
+    """A caller from its table (``Caller.to_toml()``'s shape), as ``callers.toml`` or a registry
+    holds it; CallersError naming ``where`` and the caller when it is not a valid one."""
+    unknown = set(table) - _FIELDS
+    if unknown:
+        raise CallersError(f"{where}: caller {name!r}: unknown field(s) {', '.join(sorted(unknown))}")
+    try:
+        return Caller(
+            caller_id=name,
+            **{k: tuple(_str_list(where, name, k, table[k])) for k in ("key_ids", "mtls_identities", *_SCOPE_FIELDS)
+               if k in table},
+            admin=bool(table.get("admin", False)),
+            rate_limit_rps=float(table.get("rate_limit_rps", 0.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CallersError(f"{where}: caller {name!r}: {exc}") from None
+
+
+def _str_list(where: str, name: str, key: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise CallersError(f"{path}: caller {name!r}: {key} must be a list of strings")
+        raise CallersError(f"{where}: caller {name!r}: {key} must be a list of strings")
     return value
 
 
@@ -146,12 +154,53 @@ class CallerSource(Protocol):
     def load(self) -> CallerDirectory:
         """The callers now; CallersError if they cannot be read (the caller keeps the old ones)."""
 
+    def close(self) -> None: ...
+
+
+class CallerStore(CallerSource, Protocol):
+    """Callers as ``portcullis caller`` edits them: every edit is whole or not at all, and moves
+    :meth:`version`. Those that make a key return ``(key_id, secret)``, to be shown once."""
+
+    def add(self, caller: Caller, with_key: bool = True) -> tuple[str, str] | None: ...
+
+    def rotate(self, name: str) -> tuple[str, str]: ...
+
+    def drop_key(self, name: str, key_id: str) -> None: ...
+
+    def limit(self, name: str, rate_limit_rps: float) -> None: ...
+
+    def remove(self, name: str) -> None: ...
+
+
+def open_callers(settings: Settings) -> CallerStore:
+    """Where this deployment's callers live: the PostgreSQL registry when ``registry_url`` names
+    one (every host shares them), else ``callers.toml`` and ``keys/hmac_secrets.json``."""
+    if settings.registry_url:
+        from gateway.registry.postgres_callers import PostgresCallers
+        return PostgresCallers(settings.registry_url, settings.keys_dir)
+    return CallerFiles(settings.callers_path, settings.keys_dir)
+
 
 class CallerFiles:
     """``callers.toml`` and the secret store, as edited by ``portcullis caller`` or by hand."""
 
     def __init__(self, callers_path: Path, keys_dir: Path) -> None:
         self.callers_path, self.keys_dir = callers_path, keys_dir
+
+    def add(self, caller: Caller, with_key: bool = True) -> tuple[str, str] | None:
+        return add_caller(self.callers_path, self.keys_dir, caller, with_key)
+
+    def rotate(self, name: str) -> tuple[str, str]:
+        return rotate_caller(self.callers_path, self.keys_dir, name)
+
+    def drop_key(self, name: str, key_id: str) -> None:
+        drop_key(self.callers_path, self.keys_dir, name, key_id)
+
+    def limit(self, name: str, rate_limit_rps: float) -> None:
+        limit_caller(self.callers_path, self.keys_dir, name, rate_limit_rps)
+
+    def remove(self, name: str) -> None:
+        remove_caller(self.callers_path, self.keys_dir, name)
 
     def version(self) -> bytes:
         """SHA-256 of both files' bytes (a few kilobytes): unlike mtime and size, it cannot miss a
@@ -169,6 +218,9 @@ class CallerFiles:
     def load(self) -> CallerDirectory:
         return load_directory(self.callers_path, self.keys_dir)
 
+    def close(self) -> None:
+        """Nothing is held open between calls."""
+
 
 def _save(callers_path: Path, keys_dir: Path, callers: dict[str, Caller], store: dict[str, bytes]) -> None:
     # Secrets first: a key id listed in callers.toml without its secret would lock a caller out.
@@ -179,7 +231,8 @@ def _save(callers_path: Path, keys_dir: Path, callers: dict[str, Caller], store:
     tmp.replace(callers_path)
 
 
-def _new_key() -> tuple[str, bytes]:
+def new_key() -> tuple[str, bytes]:
+    """A new (key id, secret) pair for a caller."""
     return "pk_" + secrets.token_hex(8), ("ps_" + secrets.token_urlsafe(32)).encode()
 
 
@@ -190,7 +243,7 @@ def add_caller(callers_path: Path, keys_dir: Path, caller: Caller, with_key: boo
         raise CallersError(f"caller {caller.caller_id!r} already exists")
     new = None
     if with_key:
-        key_id, secret = _new_key()
+        key_id, secret = new_key()
         store[key_id] = secret
         caller = replace(caller, key_ids=caller.key_ids + (key_id,))
         new = (key_id, secret.decode())
@@ -204,7 +257,7 @@ def rotate_caller(callers_path: Path, keys_dir: Path, name: str) -> tuple[str, s
     callers, store = _read_callers(callers_path), _read_secrets(keys_dir)
     if name not in callers:
         raise CallersError(f"no caller named {name!r}")
-    key_id, secret = _new_key()
+    key_id, secret = new_key()
     store[key_id] = secret
     callers[name] = replace(callers[name], key_ids=callers[name].key_ids + (key_id,))
     _save(callers_path, keys_dir, callers, store)

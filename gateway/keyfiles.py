@@ -5,6 +5,7 @@
 - ``audit_ed25519.pem``    signs the audit manifest chain
 - ``fingerprint.secret``   HMAC key for ``key_fp`` (SPEC §2)
 - ``hmac_secrets.json``    caller key id -> secret (SPEC §3)
+- ``registry_seal.key``    seals callers' secrets in a PostgreSQL registry (:mod:`gateway.registry.seal`)
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from uuid_utils import uuid7
 
-from gateway.callers import Caller, CallerDirectory, CallerFiles, CallerSource
+from gateway.callers import Caller, CallerDirectory, CallerSource, open_callers
 from gateway.checks import CheckBody, InvalidRequest, lenient_fields, parse_check
 from gateway.config import Settings
 from gateway.engine import decide, metering
@@ -32,7 +32,7 @@ class Port:
         self.store: Store = store or open_store(settings)
         self.index = LicenseIndex(self.store)
         self.policy: Policy = load_policy(settings.policy_path)
-        self.callers: CallerSource = CallerFiles(settings.callers_path, settings.keys_dir)
+        self.callers: CallerSource = open_callers(settings)
         self.callers_version = self.callers.version()
         self.directory: CallerDirectory = self.callers.load()
         self._fp_secret = fingerprint_secret(settings.keys_dir)
@@ -146,6 +146,7 @@ class Port:
 
     def close(self) -> None:
         self.store.close()
+        self.callers.close()
 
 
 def read_check(ex: Exchange, doc: object) -> CheckBody | None:

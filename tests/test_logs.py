@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from gateway import logs
-from gateway.callers import _new_key
+from gateway.callers import new_key
 from gateway.licenses import new_license_key
 
 
@@ -36,7 +36,7 @@ def test_one_object_per_line_with_the_standard_fields(captured):
 
 def test_secrets_never_leave_whatever_the_slip(captured):
     key = new_license_key()
-    _, secret = _new_key()
+    _, secret = new_key()
     secret = secret.decode()
     hex_secret = "ab" * 32
     log = logging.getLogger("portcullis.test")

@@ -1,10 +1,11 @@
 """``portcullis caller``: callers of the port and their HMAC keys (secrets printed once)."""
 from __future__ import annotations
 
+from contextlib import closing
+
 import click
 
-from gateway.callers import Caller, add_caller, drop_key, limit_caller, load_directory, remove_caller, \
-    rotate_caller
+from gateway.callers import Caller, open_callers
 from gateway.cli.common import data_option, emit, json_option, publish, settings_for, table
 from gateway.cli.help import Group
 
@@ -44,7 +45,8 @@ def add(name, features, products, environments, identities, is_admin, rate_limit
     new = Caller(caller_id=name, mtls_identities=tuple(identities), products=tuple(products),
                  features=tuple(features), environments=tuple(environments), admin=is_admin,
                  rate_limit_rps=rate_limit)
-    key = add_caller(settings.callers_path, settings.keys_dir, new, with_key=not no_key)
+    with closing(open_callers(settings)) as callers:
+        key = callers.add(new, with_key=not no_key)
     publish(settings)
     result = {"caller_id": name, "key_id": key[0] if key else None, "secret": key[1] if key else None}
     emit(result, as_json, lambda r: _secret_text(r) if key else f"caller {name} added (mTLS only)")
@@ -56,8 +58,9 @@ def add(name, features, products, environments, identities, is_admin, rate_limit
 def list_(data_dir, as_json):
     """List callers with their scopes and key ids (never secrets)."""
     settings = settings_for(data_dir)
-    callers = load_directory(settings.callers_path, settings.keys_dir).callers
-    rows = [c.to_toml() | {"caller_id": c.caller_id} for c in callers.values()]
+    with closing(open_callers(settings)) as callers:
+        found = callers.load().callers
+    rows = [c.to_toml() | {"caller_id": c.caller_id} for c in found.values()]
     emit({"callers": rows}, as_json, lambda r: table(r["callers"], ["caller_id", "key_ids", "mtls_identities",
                                                                     "products", "features", "admin",
                                                                     "rate_limit_rps"]))
@@ -70,7 +73,8 @@ def list_(data_dir, as_json):
 def rotate(name, data_dir, as_json):
     """Give NAME a new key; its old keys stay valid until `caller drop-key`."""
     settings = settings_for(data_dir)
-    key_id, secret = rotate_caller(settings.callers_path, settings.keys_dir, name)
+    with closing(open_callers(settings)) as callers:
+        key_id, secret = callers.rotate(name)
     publish(settings)
     emit({"caller_id": name, "key_id": key_id, "secret": secret}, as_json, _secret_text)
 
@@ -82,7 +86,8 @@ def rotate(name, data_dir, as_json):
 def drop(name, key_id, data_dir):
     """Retire one of NAME's keys (after rotation)."""
     settings = settings_for(data_dir)
-    drop_key(settings.callers_path, settings.keys_dir, name, key_id)
+    with closing(open_callers(settings)) as callers:
+        callers.drop_key(name, key_id)
     publish(settings)
     click.echo(f"key {key_id} of caller {name} removed")
 
@@ -94,7 +99,8 @@ def drop(name, key_id, data_dir):
 def limit(name, rate_limit, data_dir):
     """Set NAME's rate limit to N checks per second per worker, each check of a batch counting (0: unlimited)."""
     settings = settings_for(data_dir)
-    limit_caller(settings.callers_path, settings.keys_dir, name, rate_limit)
+    with closing(open_callers(settings)) as callers:
+        callers.limit(name, rate_limit)
     publish(settings)
     click.echo(f"caller {name}: " + (f"{rate_limit:g} requests/s per worker" if rate_limit else "no rate limit"))
 
@@ -105,6 +111,7 @@ def limit(name, rate_limit, data_dir):
 def remove(name, data_dir):
     """Remove caller NAME and all its keys."""
     settings = settings_for(data_dir)
-    remove_caller(settings.callers_path, settings.keys_dir, name)
+    with closing(open_callers(settings)) as callers:
+        callers.remove(name)
     publish(settings)
     click.echo(f"caller {name} removed")

@@ -43,7 +43,8 @@ def registry() -> None:
 @json_option
 def copy(source: str, target: str, as_json: bool) -> None:
     """Move a single-host registry into PostgreSQL: licenses with their revisions and seal
-    stamps, seats, usage counters, nonces still in force, generations and claims."""
+    stamps, seats, usage counters, nonces still in force, generations and claims, and the callers
+    of the data directory the file is in (their secrets sealed under keys/registry_seal.key)."""
     from gateway.registry.copy import CopyError, copy_registry
 
     if not source.startswith("sqlite:"):

@@ -11,7 +11,7 @@ from gateway import admin, bundle, keyfiles
 from gateway.certs import write_pki
 from gateway.cli.common import data_option, emit, json_option, settings_for
 from gateway.config import Settings
-from gateway.registry import open_store
+from gateway.registry import open_store, seal
 
 
 def initialise(settings: Settings, server_name: str | None = None) -> dict:
@@ -36,6 +36,7 @@ def initialise(settings: Settings, server_name: str | None = None) -> dict:
         pki = write_pki(tls, ca_name="Portcullis Local CA", server_name=server_name, clients=(), now=datetime.now(UTC))
         created += [pki["ca"]["cert"], pki["server"]["cert"], pki["server"]["key"]]
     keyfiles.audit_key(settings.keys_dir)
+    seal.create_key(settings.keys_dir)  # callers' secrets in a shared registry (gateway.registry.seal)
     registry = {"registry": "sqlite"}
     if settings.registry_url:  # the shared registry: its schema, created or brought up to date
         from gateway.registry.migrate import migrate

@@ -42,11 +42,12 @@ class CallerReloads:
         """Reload the callers if their source changed, and audit it. (Its version covers every
         byte of what is loaded, so an unchanged version means a reload would change nothing.)"""
         port = self.gate.port
-        if not port.callers_changed():
+        # In a thread: with the callers in PostgreSQL both are round trips the loop must not wait on.
+        if not await asyncio.to_thread(port.callers_changed):
             return
         ex = port.open("callers.reload", instance=self.instance, now=self.clock())
         try:
-            directory = self.gate.reload_callers()
+            directory = await asyncio.to_thread(self.gate.reload_callers)
         except CallersError as exc:
             log.error("callers reload refused", extra={"event": "callers_reload_failed", "error": str(exc)})
             ex.refuse(Reason.INVALID_REQUEST, f"callers refused, the previous ones stay in force: {exc}")
