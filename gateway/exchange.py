@@ -6,7 +6,8 @@ fingerprint.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from datetime import datetime
 from typing import Any
 
@@ -54,7 +55,7 @@ class Exchange:
     http_status: int = 200
     error: str | None = None
     decided_ns: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)  # endpoint-specific answer fields
+    extra: dict[str, Any] | None = None  # endpoint-specific answer fields
 
     def refuse(self, reason: Reason, detail: str | None = None, status: int | None = None,
                about: License | None = None) -> Exchange:
@@ -103,21 +104,37 @@ class Exchange:
         return body
 
     def record(self) -> AuditRecord:
-        """The audit record of SPEC §5 (timestamps as integer microseconds, UTC)."""
+        """The audit record of SPEC §5 (timestamps as integer microseconds, UTC).
+
+        Built positionally (keyword arguments cost a namedtuple twice as much): the values are
+        in :data:`RECORD_ORDER`, which the import checks against the schema."""
         d, lic = self.decision, self.license or self.about
         latency = max(0, (self.decided_ns - self.received_ns) // 1000) if self.decided_ns else 0
-        return AuditRecord(
-            ts=to_us(self.now), decision_id=self.decision_id, request_id=self.request_id,
-            instance=self.instance, environment=self.environment, caller_id=self.caller_id,
-            auth_method=self.auth_method, auth_error=self.auth_error, remote_addr=self.remote_addr,
-            endpoint=self.endpoint, http_status=self.http_status, decision=d.outcome.value,
-            reason=d.reason.value, alerts=[a.value for a in d.alerts] if d.alerts else [],
-            license_id=lic.license_id if lic else None, key_fp=self.key_fp,
-            customer=lic.customer if lic else None, product=lic.product if lic else self.product,
-            tier=lic.tier if lic else None, user_id=self.user_id, feature=self.feature,
-            quantity=self.quantity, seats_used=d.seats_used, seats_limit=d.seats_limit,
-            quota_used=d.quota_used, quota_limit=d.quota_limit,
-            expires_at=to_us(lic.expires_at) if lic and lic.expires_at else None,
-            policy_version=self.policy_version, latency_us=min(latency, 2**31 - 1),
-            trace_id=self.trace_id, error=self.error,
-        )
+        if lic is None:
+            license_id = customer = tier = expires_us = None
+            product = self.product
+        else:
+            license_id, customer, product, tier = lic.license_id, lic.customer, lic.product, lic.tier
+            expires_us = _expiry_us(lic.expires_at) if lic.expires_at else None
+        return _new_record((
+            to_us(self.now), self.decision_id, self.request_id, self.instance, self.environment, self.caller_id,
+            self.auth_method, self.auth_error, self.remote_addr, self.endpoint, self.http_status,
+            d.outcome.value, d.reason.value, [a.value for a in d.alerts] if d.alerts else [],
+            license_id, self.key_fp, customer, product, tier, self.user_id, self.feature, self.quantity,
+            d.seats_used, d.seats_limit, d.quota_used, d.quota_limit, expires_us,
+            self.policy_version, min(latency, 2**31 - 1), self.trace_id, self.error,
+        ))
+
+
+RECORD_ORDER = (
+    "ts", "decision_id", "request_id", "instance", "environment", "caller_id",
+    "auth_method", "auth_error", "remote_addr", "endpoint", "http_status",
+    "decision", "reason", "alerts",
+    "license_id", "key_fp", "customer", "product", "tier", "user_id", "feature", "quantity",
+    "seats_used", "seats_limit", "quota_used", "quota_limit", "expires_at",
+    "policy_version", "latency_us", "trace_id", "error",
+)
+if RECORD_ORDER != AuditRecord._fields:  # a column added to the schema must be added above too
+    raise ImportError("Exchange.record does not list the audit schema's columns in order")
+_new_record = partial(tuple.__new__, AuditRecord)
+_expiry_us = lru_cache(maxsize=8192)(to_us)  # the same few expiry moments, over and over
