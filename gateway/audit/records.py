@@ -1,6 +1,6 @@
 """Audit records on their way into the spool: checked against the schema, then encoded.
 
-Two encodings of the same records, because a conversion to Arrow has a fixed cost (~0.15 ms)
+Two encodings of the same records, because a conversion to Arrow has a fixed cost (~0.05 ms here)
 that only larger chunks repay: Arrow record batches (converted in C++, and Parquet conversion is
 then columnar work in C++ too), or validated JSON lines (checked value by value in Python, no
 fixed cost), parsed back into Arrow in bulk by :func:`gateway.audit.segment.read_segment`.
