@@ -32,11 +32,6 @@ def any_match(patterns: tuple[str, ...] | list[str], name: str) -> bool:
     return False
 
 
-def entitled_features(lic: License, policy: Policy) -> tuple[str, ...]:
-    tier = policy.tiers.get(lic.tier)
-    return (tier.features if tier else ()) + lic.features
-
-
 def _quota_for(lic: License, policy: Policy, feature: str) -> tuple[str, Quota] | tuple[None, None]:
     """The license's own quotas override the tier's; an exact name beats a glob."""
     tier = policy.tiers.get(lic.tier)
@@ -113,7 +108,7 @@ def decide(lic: License | None, policy: Policy, check: Check, usage: Usage, now:
         return _deny(Reason.FEATURE_NOT_ENTITLED, f"tier {lic.tier!r} is not in the policy", alerts, **base)
     if check.product is not None and check.product != lic.product:
         return _deny(Reason.FEATURE_NOT_ENTITLED, f"license is for product {lic.product!r}", alerts, **base)
-    if not any_match(entitled_features(lic, policy), check.feature):
+    if not (any_match(policy.tiers[lic.tier].features, check.feature) or any_match(lic.features, check.feature)):
         return _deny(Reason.FEATURE_NOT_ENTITLED,
                      f"tier {lic.tier!r} does not include feature {check.feature!r}", alerts, **base)
 
@@ -124,25 +119,26 @@ def decide(lic: License | None, policy: Policy, check: Check, usage: Usage, now:
     if isinstance(seats, Decision):
         return _with(seats, **base)
     claim_seat, seats_used = seats
-    base.update(seats_used=seats_used, seats_limit=meter.seat_limit)
     quota = _quota(meter, usage, check.quantity, policy, alerts)
     if isinstance(quota, Decision):
-        return _with(quota, **base)
+        return _with(quota, days_left=days_left, seats_used=seats_used, seats_limit=meter.seat_limit)
     consume, quota_used = quota
-    if meter.quota is not None:
-        base.update(quota_used=quota_used, quota_limit=meter.quota.limit, quota_period_end=meter.period_end)
 
     if left_s is not None and 0 < left_s <= policy.expiring_warn_days * 86400:
         alerts.append(Reason.EXPIRING_SOON)
-    if meter.quota is not None and quota_used * 100 >= meter.quota.limit * policy.quota_warn_pct \
-            and Reason.QUOTA_OVERAGE not in alerts:
-        alerts.append(Reason.QUOTA_NEAR_LIMIT)
+    if meter.quota is None:
+        quota_used = quota_limit = period_end = None
+    else:
+        quota_limit, period_end = meter.quota.limit, meter.period_end
+        if quota_used * 100 >= quota_limit * policy.quota_warn_pct and Reason.QUOTA_OVERAGE not in alerts:
+            alerts.append(Reason.QUOTA_NEAR_LIMIT)
     ttl = 0 if check.quantity else _cache_ttl(left_s, policy, max_cache_ttl_s)
+    # Positional (a Decision is built on every check): the fields in Decision's order.
     if alerts:
-        return Decision(Outcome.ALERT, alerts[0], _ALERT_DETAIL[alerts[0]], tuple(alerts), claim_seat=claim_seat,
-                        consume=consume, cache_ttl_s=ttl, **base)
-    return Decision(Outcome.ALLOW, Reason.VALID, "license is valid for this feature", (),
-                    claim_seat=claim_seat, consume=consume, cache_ttl_s=ttl, **base)
+        return Decision(Outcome.ALERT, alerts[0], _ALERT_DETAIL[alerts[0]], tuple(alerts), days_left, seats_used,
+                        meter.seat_limit, quota_used, quota_limit, period_end, claim_seat, consume, ttl)
+    return Decision(Outcome.ALLOW, Reason.VALID, "license is valid for this feature", (), days_left, seats_used,
+                    meter.seat_limit, quota_used, quota_limit, period_end, claim_seat, consume, ttl)
 
 
 def _seats(limit: int | None, usage: Usage, policy: Policy, alerts: list[Reason]) -> Decision | tuple[bool, int]:
