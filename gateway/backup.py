@@ -10,6 +10,9 @@ files 0600).
   carry on meanwhile. (Copying in several steps would restart whenever a gateway writes between
   them, that is, never finish under load.) The copy is a self-contained file (journal mode
   DELETE) that passes ``PRAGMA integrity_check``.
+  With ``registry_url`` set the registry lives in PostgreSQL and is not copied here (``pg_dump``
+  backs it up: docs/operations.md, "Backups"); the backup records where it is, its license count
+  and revision, so that a dump can be matched with the keys that go with it.
 - ``keys/`` and the configuration files are read once each; the bytes hashed are the bytes written.
 - The audit history is copied only on request (``with_audit``): it is large and append-only, so
   it is better copied incrementally (rsync) beside the backup. Either way the backup records the
@@ -31,10 +34,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from gateway.audit.manifest import Entry, Head, Manifest, apply, chains, line_hash, sha256_file
 from gateway.audit.segment import fsync_dir
 from gateway.config import Settings
 from gateway.policy import policy_version
+from gateway.registry import RegistryUnavailable
+from gateway.registry.pgconn import connect, unavailable, where
 
 MANIFEST = "backup.json"
 FORMAT = 1
@@ -122,6 +129,21 @@ def _copy_registry(db_path: Path, dst: Path) -> dict[str, int]:
     return {"licenses": licenses, "revision": revision}
 
 
+def _shared_registry(url: str) -> dict[str, Any]:
+    """Where the PostgreSQL registry is (never its password), its license count and revision now."""
+    try:
+        with connect(url) as conn, unavailable(url):
+            licenses = conn.execute("SELECT count(*) FROM licenses").fetchone()[0]
+            revision = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]
+    except RegistryUnavailable as exc:
+        raise BackupError(str(exc)) from None
+    except psycopg.Error as exc:  # reachable, but not a registry (not migrated)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BackupError(f"cannot read the registry {where(url)}: {reason} (run `portcullis migrate`?)") from None
+    return {"kind": "postgresql", "location": where(url), "copied": False, "backed_up_by": "pg_dump",
+            "licenses": licenses, "revision": revision}
+
+
 def _manifest_prefix(path: Path) -> tuple[bytes, dict[str, Entry], Head | None]:
     """A chain's complete lines at this moment, the files they list, and their head."""
     data = path.read_bytes() if path.exists() else b""
@@ -199,7 +221,8 @@ def take(settings: Settings, target: Path, *, with_audit: bool = False, progress
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BackupError(f"{target} is not an empty directory: each backup goes into a new one "
                           f"(e.g. named by date); nothing was written")
-    missing = [p.name for p in (settings.policy_path, settings.db_path, settings.keys_dir) if not p.exists()]
+    needed = (settings.policy_path, settings.keys_dir) + (() if settings.registry_url else (settings.db_path,))
+    missing = [p.name for p in needed if not p.exists()]
     if missing:
         raise BackupError(f"no {' or '.join(missing)} in {settings.data_dir}: is this a data directory? (pass --data)")
     created = not target.exists()
@@ -217,10 +240,15 @@ def take(settings: Settings, target: Path, *, with_audit: bool = False, progress
 
 def _copy_all(settings: Settings, out: _Writer, with_audit: bool, progress: Progress) -> dict:
     started = _now()
-    progress("registry: copying portcullis.db (online backup, one step)")
-    registry = _copy_registry(settings.db_path, out.root / settings.db_path.name)
-    out.adopt(settings.db_path.name)
-    progress(f"registry: {out.files[settings.db_path.name]['size']:,} bytes, {registry['licenses']} licenses")
+    if settings.registry_url:
+        registry = _shared_registry(settings.registry_url)
+        progress(f"registry: not copied, it lives in PostgreSQL ({registry['location']}, {registry['licenses']} "
+                 f"licenses): back it up with pg_dump")
+    else:
+        progress("registry: copying portcullis.db (online backup, one step)")
+        registry = {"kind": "sqlite", **_copy_registry(settings.db_path, out.root / settings.db_path.name)}
+        out.adopt(settings.db_path.name)
+        progress(f"registry: {out.files[settings.db_path.name]['size']:,} bytes, {registry['licenses']} licenses")
     # callers.toml before keys/: callers are saved secrets first, so every key id in the
     # callers.toml read has its secret in the hmac_secrets.json read after it.
     for name in CONFIG_FILES:

@@ -8,7 +8,10 @@ directory that is not empty is only replaced with ``overwrite``, and never while
 its audit spool: what was there is moved to ``pre-restore-<time>/`` inside it, never deleted.
 
 Restoring takes the registry back to the moment of the backup: seats, quota counters, statuses
-and nonces are those of that moment (docs/operations.md, "Backups", says what that implies).
+and nonces are those of that moment (docs/operations.md, "Backups", says what that implies). A
+backup of a data directory whose registry lives in PostgreSQL holds no registry: the restored
+directory uses the PostgreSQL registry as it is (restored from ``pg_dump`` if need be), which
+``registry_url`` must name, from the backup's ``portcullis.toml`` or the environment.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from gateway.backup import (
 )
 from gateway.config import load_settings
 from gateway.registry import open_store
+from gateway.registry.pgconn import where
 
 _DB = "portcullis.db"
 _TOP = {_DB, *SECRET_DIRS, "audit", *CONFIG_FILES}  # what a backup may hold
@@ -67,6 +71,12 @@ def load(backup_dir: Path, expect: str | None = None) -> dict:
     if not ok:
         raise BackupError(f"{path} is damaged or of another format: cannot restore from it")
     return manifest
+
+
+def registry_kind(manifest: dict) -> str:
+    """``sqlite`` (copied into the backup) or ``postgresql`` (not copied; backups before the
+    shared registry existed say nothing and hold portcullis.db)."""
+    return manifest.get("registry", {}).get("kind", "sqlite")
 
 
 def _safe(rel: str) -> bool:
@@ -160,6 +170,10 @@ def restore(backup_dir: Path, data_dir: Path, *, overwrite: bool = False, expect
             raise BackupError(f"{data_dir} is not empty: pass --overwrite to replace its registry, keys and "
                               f"configuration (they are moved to {data_dir}/pre-restore-<time>/, not deleted)")
     _precheck(backup_dir, manifest)
+    shared = registry_kind(manifest) == "postgresql"
+    if shared and not load_settings(backup_dir).registry_url:  # its portcullis.toml, then the environment
+        raise BackupError(f"this backup's registry lives in PostgreSQL ({manifest['registry']['location']}) and "
+                          f"nothing names it: set PORTCULLIS_REGISTRY_URL; nothing was restored")
     created = not data_dir.exists()
     private_dir(data_dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -185,6 +199,8 @@ def restore(backup_dir: Path, data_dir: Path, *, overwrite: bool = False, expect
         "data_dir": str(data_dir), "files": len(manifest["files"]), "bytes": restored_bytes,
         "backup_started_at": manifest["started_at"], "policy_version": manifest["policy_version"],
         "audit_head": manifest["audit_head"], "with_audit": manifest["with_audit"],
+        "registry": {"kind": registry_kind(manifest), "restored": not shared,
+                     **({"location": where(settings.registry_url)} if shared else {})},
         "moved_aside": str(aside) if moved else None, "moved": moved,
         "serve_after": (datetime.now(timezone.utc) + timedelta(seconds=settings.clock_skew_s)).isoformat(
             timespec="seconds"),

@@ -44,6 +44,7 @@ def backup(directory: Path, with_audit: bool, data_dir: str | None, as_json: boo
 
     DIRECTORY holds secrets (it is created 0700): keep it offline. Its backup.json lists every
     file with its SHA-256, the policy_version and the audit chain head, for `portcullis restore`.
+    With registry_url set the registry lives in PostgreSQL and is not copied: back it up with pg_dump.
     """
     settings = settings_for(data_dir)
     with _one_line_errors():
@@ -54,10 +55,20 @@ def backup(directory: Path, with_audit: bool, data_dir: str | None, as_json: boo
         "sha256": manifest["sha256"]}
     emit(result, as_json, lambda r: (
         f"backup written to {r['directory']}: {r['files']} files, {r['bytes']} bytes, "
-        f"{r['registry']['licenses']} licenses, policy {r['policy_version']}\n"
-        f"backup.json sha256 {r['sha256']} (keep it elsewhere; `restore --expect-sha256` checks it)\n"
+        + ("" if r["registry"]["kind"] == "postgresql" else f"{r['registry']['licenses']} licenses, ")
+        + f"policy {r['policy_version']}\n"
+        + _shared_registry(r["registry"])
+        + f"backup.json sha256 {r['sha256']} (keep it elsewhere; `restore --expect-sha256` checks it)\n"
         f"audit head: {_head(r['audit_head'])}"
         + ("" if r["with_audit"] else " (history not copied: copy audit/ with rsync, or use --with-audit)")))
+
+
+def _shared_registry(registry: dict) -> str:
+    """What a backup of a data directory on the PostgreSQL registry does not hold, said plainly."""
+    if registry["kind"] != "postgresql":
+        return ""
+    return (f"registry NOT in this backup: it lives in PostgreSQL ({registry['location']}, {registry['licenses']} "
+            f"licenses, revision {registry['revision']}); back it up with pg_dump (docs/operations.md, Backups)\n")
 
 
 @click.command()
@@ -86,10 +97,13 @@ def restore(directory: Path, overwrite: bool, check: bool, expect: str | None, d
         result = restore_backup(directory, settings_for(data_dir).data_dir, overwrite=overwrite, expect=expect,
                                 progress=_progress)
     emit(result, as_json, lambda r: "\n".join([
-        f"restored {r['files']} files ({r['bytes']} bytes) into {r['data_dir']}: the registry as of "
+        f"restored {r['files']} files ({r['bytes']} bytes) into {r['data_dir']}: "
+        f"{'the registry' if r['registry']['restored'] else 'keys and configuration'} as of "
         f"{r['backup_started_at']}, policy {r['policy_version']}, audit head {_head(r['audit_head'])}",
         *([f"previous contents ({', '.join(r['moved'])}) moved to {r['moved_aside']}"] if r["moved_aside"] else []),
-        "seats, quotas and revocations are as of the backup: redo revocations made since",
-        f"replay protection: do not serve before {r['serve_after']} unless the old gateway stopped "
-        f"taking requests at least clock_skew_s earlier",
+        *(["seats, quotas and revocations are as of the backup: redo revocations made since",
+           f"replay protection: do not serve before {r['serve_after']} unless the old gateway stopped "
+           f"taking requests at least clock_skew_s earlier"] if r["registry"]["restored"] else
+          [f"registry not restored: it lives in PostgreSQL ({r['registry']['location']}) and is used as it is; "
+           f"to take it back too, restore its pg_dump"]),
     ]))
