@@ -52,7 +52,7 @@ async def test_a_backup_holds_everything_but_the_registry_and_restores_onto_the_
     manifest = json.loads((backup / "backup.json").read_text())
     assert manifest["registry"] == result["registry"]
     assert not (backup / "portcullis.db").exists() and "portcullis.db" not in manifest["files"]
-    assert {"policy.toml", "callers.toml", "keys/hmac_secrets.json", "keys/fingerprint.secret"} <= set(manifest["files"])
+    assert {"policy.toml", "keys/fingerprint.secret", "keys/registry_seal.key"} <= set(manifest["files"])
     for text in (taken.stdout, taken.stderr, (backup / "backup.json").read_text()):
         assert PASSWORD not in text
 
