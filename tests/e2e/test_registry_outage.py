@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.test_several_hosts import Hosts, _check
-from tests.pg_cluster import Cluster
+from tests.pg import Cluster
 
 CLIENTS = 8  # requests in flight at once, so at most this many commits are caught by the kill
 

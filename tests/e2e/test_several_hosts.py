@@ -14,11 +14,13 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import aiohttp
 import pytest
 
 from tests.conftest import Credentials, portcullis
+from tests.pg import fresh_database
 
 POLICY = """\
 expiring_warn_days = 30
@@ -73,8 +75,9 @@ class Hosts:
 
 
 @pytest.fixture
-def hosts(tmp_path, pg_database, spawn) -> Hosts:
-    return Hosts(tmp_path, pg_database, spawn)
+def hosts(tmp_path, spawn) -> Iterator[Hosts]:
+    with fresh_database() as url:
+        yield Hosts(tmp_path, url, spawn)
 
 
 async def _post(session: aiohttp.ClientSession, base: str, path: str, creds: Credentials, doc: dict,
