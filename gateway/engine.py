@@ -141,6 +141,20 @@ def decide(lic: License | None, policy: Policy, check: Check, usage: Usage, now:
                     meter.seat_limit, quota_used, quota_limit, period_end, claim_seat, consume, ttl)
 
 
+def degraded(decision: Decision) -> Decision:
+    """``decision`` made from this host's copy of the licenses while the shared registry cannot be
+    reached (``registry_on_unavailable = "cached"``, SPEC §11): what it grants it grants with the
+    alert ``REGISTRY_DEGRADED`` (a revocation made meanwhile elsewhere may be missed), and the
+    caller may not cache it, since the next answer, from the registry, may differ."""
+    if decision.outcome is Outcome.DENY:
+        return decision
+    alerts = decision.alerts + (Reason.REGISTRY_DEGRADED,)
+    if decision.outcome is Outcome.ALLOW:
+        return decision._replace(outcome=Outcome.ALERT, reason=Reason.REGISTRY_DEGRADED,
+                                 detail=_ALERT_DETAIL[Reason.REGISTRY_DEGRADED], alerts=alerts, cache_ttl_s=0)
+    return decision._replace(alerts=alerts, cache_ttl_s=0)
+
+
 def _seats(limit: int | None, usage: Usage, policy: Policy, alerts: list[Reason]) -> Decision | tuple[bool, int]:
     if limit is None:
         return False, usage.seats_used
@@ -201,4 +215,5 @@ _ALERT_DETAIL = {
     Reason.QUOTA_OVERAGE: "quota exceeded within the tolerated overage",
     Reason.EXPIRING_SOON: "license expires soon: renew it",
     Reason.QUOTA_NEAR_LIMIT: "quota is nearly used up",
+    Reason.REGISTRY_DEGRADED: "decided from this host's copy of the licenses: the shared registry cannot be reached",
 }

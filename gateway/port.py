@@ -14,13 +14,14 @@ from uuid_utils import uuid7
 from gateway.callers import Caller, CallerDirectory, CallerSource, open_callers
 from gateway.checks import CheckBody, InvalidRequest, lenient_fields, parse_check
 from gateway.config import Settings
-from gateway.engine import decide, metering
+from gateway.engine import decide, degraded, metering
 from gateway.exchange import Exchange
 from gateway.keyfiles import fingerprint_secret
 from gateway.licenses import key_fingerprint, key_hash
 from gateway.policy import load_policy
-from gateway.registry import LicenseIndex, Metered, Store, open_store
-from gateway.types import Check, License, Policy, Reason, Usage
+from gateway.registry import LicenseIndex, Metered, RegistryUnavailable, Store, open_store
+from gateway.registry.reachability import Reachability
+from gateway.types import Check, Decision, License, Policy, Reason, Usage
 
 _FP_CACHE_MAX = 200_000
 _NO_USAGE = Usage()
@@ -30,6 +31,7 @@ class Port:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store: Store = store or open_store(settings)
+        self.registry = Reachability(cached=settings.registry_on_unavailable == "cached")
         self.index = LicenseIndex(self.store)
         self.policy: Policy = load_policy(settings.policy_path)
         self.callers: CallerSource = open_callers(settings)
@@ -61,7 +63,10 @@ class Port:
         """Decide well-formed checks of one caller in order, the usage of them all read and
         changed in one registry transaction (one round trip for a batch).
 
-        If the registry fails, every check that needed it is left undecided and the error raised.
+        If the shared registry cannot be reached, :class:`RegistryUnavailable` is raised (every
+        check that needed it answered 503), or in the "cached" mode each such check is answered
+        from memory or refused by itself (:func:`_from_memory`). Any other failure of the store
+        leaves the checks that needed it undecided and is raised.
         """
         metered: list[Metered] = []
         waiting: list[tuple[Exchange, License]] = []
@@ -75,8 +80,20 @@ class Port:
                 continue
             metered.append(self.metered(lic, check, ex.now))
             waiting.append((ex, lic))
-        if metered:
-            for (ex, lic), decision in zip(waiting, await self.store.decide_many(metered)):
+        if not metered:
+            return
+        try:
+            self.registry.require()
+            decisions = await self.store.decide_many(metered)
+        except RegistryUnavailable as exc:
+            self.registry.failed(exc)
+            if not self.registry.cached:
+                raise
+            decisions = [_from_memory(m) for m in metered]
+        for (ex, lic), decision in zip(waiting, decisions):
+            if decision is None:
+                ex.refuse(Reason.REGISTRY_UNAVAILABLE)
+            else:
                 ex.decide(lic, decision)
 
     def metered(self, lic: License, check: Check, now: datetime) -> Metered:
@@ -142,11 +159,28 @@ class Port:
         return self.callers.version() != self.callers_version
 
     def refresh(self) -> int:
-        return self.index.refresh()
+        """Pull the registry's changes into the index; an unreachable registry is noted (see
+        :class:`Reachability`), not raised, and its first answer again marks it reachable."""
+        try:
+            changed = self.index.refresh()
+        except RegistryUnavailable as exc:
+            self.registry.failed(exc)
+            return 0
+        self.registry.succeeded()
+        return changed
 
     def close(self) -> None:
         self.store.close()
         self.callers.close()
+
+
+def _from_memory(check: Metered) -> Decision | None:
+    """The "cached" mode's answer while the registry is unreachable: a check that takes no seat and
+    no quota unit decided from this host's copy of the license (alert REGISTRY_DEGRADED); None
+    for one that must, which is refused 503."""
+    if check.meter.seat_limit is not None or check.meter.quota is not None:
+        return None
+    return degraded(check.decide(Usage()))
 
 
 def read_check(ex: Exchange, doc: object) -> CheckBody | None:

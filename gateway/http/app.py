@@ -16,12 +16,13 @@ from gateway.http import strays
 from gateway.http.gate import Clock, Gate, utc_now
 from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK, TLS
 from gateway.http.routes import setup_routes
-from gateway.http.upkeep import CallerReloads, PolicyReloads, upkeep_forever
+from gateway.http.upkeep import CallerReloads, PolicyReloads, listen_forever, upkeep_forever
 from gateway.metrics import Metrics
 from gateway.nonce_journal import JournaledNonces, read_journal
 from gateway.port import Port
 from gateway.registry import open_shared_nonces, open_signals
 from gateway.registry.nonces import SharedNonces
+from gateway.registry.reachability import Reachability, ReachableNonces
 from gateway.tls import PeerIdentityError, ServerTLS, TLSConfigError, peer_identity
 from gateway.webhooks import Notifier
 
@@ -79,16 +80,17 @@ async def _tls_reloader(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def _nonces(settings: Settings) -> SharedNonces | JournaledNonces:
+def _nonces(settings: Settings, registry: Reachability) -> SharedNonces | ReachableNonces | JournaledNonces:
     """Where this worker remembers nonces, across restarts either way: several workers share them
     in the registry (or a replay picks another worker), one keeps them in memory with a journal
     (:mod:`gateway.nonce_journal`: a write transaction per request would cost ten times more).
-    Each takes in the other's unexpired nonces, so changing ``--workers`` opens no replay window."""
+    Each takes in the other's unexpired nonces, so changing ``--workers`` opens no replay window.
+    Several hosts share them in PostgreSQL, as reachable as the registry (:class:`ReachableNonces`)."""
     now, window = time.time(), settings.clock_skew_s
     shared = open_shared_nonces(settings, window)
     if settings.workers > 1 or settings.registry_url:  # several hosts share them too
         shared.absorb(read_journal(settings.nonce_journal_dir, window, now))
-        return shared
+        return ReachableNonces(shared, registry, window) if settings.registry_url else shared
     try:
         earlier = list(shared.unexpired(now))
     finally:
@@ -105,7 +107,7 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
         if start is not None:
             await start()
         signals = open_signals(settings)
-        nonces = _nonces(settings)
+        nonces = _nonces(settings, port.registry)
         metrics = Metrics(port)
         notifier = Notifier(settings, port, signals, sink, instance, metrics) if settings.webhooks_url else None
         gate = Gate(port, sink, instance, clock,
@@ -113,7 +115,10 @@ def _resources(settings: Settings, sink_factory: SinkFactory, clock: Clock, work
                     observers=[metrics.observe] + ([notifier.observe] if notifier else []), nonces=nonces)
         reloads = PolicyReloads(port, signals, sink, instance, clock, CallerReloads(gate, sink, instance, clock))
         app[PORT], app[SINK], app[GATE], app[METRICS], app[RELOADS] = port, sink, gate, metrics, reloads
-        background = [asyncio.create_task(upkeep_forever(port, reloads, metrics, gate))]
+        wake = asyncio.Event()
+        background = [asyncio.create_task(upkeep_forever(port, reloads, metrics, gate, wake))]
+        if settings.registry_url:  # other hosts' changes arrive as notifications
+            background.append(asyncio.create_task(listen_forever(settings.registry_url, wake)))
         if notifier is not None:
             background.append(asyncio.create_task(notifier.run()))
         if worker == 0:  # compaction and retention of this host's chain

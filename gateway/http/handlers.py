@@ -23,27 +23,33 @@ from gateway.http.keys import GATE, METRICS, PORT, RELOADS, SETTINGS, SINK
 from gateway.licenses import iso
 from gateway.metrics import CONTENT_TYPE
 from gateway.port import note_asked, read_check
-from gateway.registry import LicenseConflict, open_store
+from gateway.registry import LicenseConflict, RegistryUnavailable, open_store
 from gateway.tls import transport
 from gateway.types import Decision, License, Outcome, Reason, Status
 
 log = logging.getLogger("portcullis.http")
 
 
-def _internal_error(ex: Exchange) -> None:
-    log.exception("decision failed", extra={"event": "internal_error", "decision_id": ex.decision_id})
+def _failed(ex: Exchange, exc: Exception) -> None:
+    """What an exception a handler did not expect becomes: the shared registry out of reach is an
+    audited 503 deny the caller may retry (logged once per outage, by the registry's
+    reachability), anything else a bug: an audited 500 deny, logged."""
+    if isinstance(exc, RegistryUnavailable):
+        ex.refuse(Reason.REGISTRY_UNAVAILABLE)
+        return
+    log.error("decision failed", exc_info=exc, extra={"event": "internal_error", "decision_id": ex.decision_id})
     ex.refuse(Reason.INTERNAL_ERROR)
 
 
 @contextmanager
 def deciding(ex: Exchange) -> Iterator[None]:
-    """Run a handler's steps: a refusal ends them quietly, a bug becomes an audited 500 deny."""
+    """Run a handler's steps: a refusal ends them quietly, a failure becomes an audited deny."""
     try:
         yield
     except Refused:
         pass
-    except Exception:
-        _internal_error(ex)
+    except Exception as exc:
+        _failed(ex, exc)
 
 
 async def check(request: web.Request) -> web.Response:
@@ -73,8 +79,8 @@ async def check_batch(request: web.Request) -> web.Response:
         caller = await gate.authenticate(request, head, raw)
     except Refused:
         return await gate.finish([head])
-    except Exception:
-        _internal_error(head)
+    except Exception as exc:
+        _failed(head, exc)
         return await gate.finish([head])
     exchanges = [head] + [gate.sibling(head) for _ in items[1:]]
     try:
@@ -95,11 +101,10 @@ async def check_batch(request: web.Request) -> web.Response:
             asked.append((ex, body))
     try:
         await gate.port.check_many(asked, caller)
-    except Exception:  # the registry's one transaction for them all failed: none of them is decided
-        log.exception("batch decision failed", extra={"event": "internal_error", "decision_id": head.decision_id})
+    except Exception as exc:  # the registry's one transaction for them all failed: none of them is decided
         for ex, _ in asked:
             if ex.decision is None:
-                ex.refuse(Reason.INTERNAL_ERROR)
+                _failed(ex, exc)
     results = [ex.answer(status=True) for ex in exchanges]
     return await gate.finish(exchanges, {"results": results}, 200)
 
@@ -246,7 +251,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     port, sink, settings = request.app[PORT], request.app[SINK], request.app[SETTINGS]
-    checks = {"registry": True, "policy": port.policy is not None, "audit": sink.healthy()}
+    checks = {"registry": port.registry.reachable, "policy": port.policy is not None, "audit": sink.healthy()}
     ready = all(checks.values())
     return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks,
                               "licenses": len(port.index), "policy_version": port.policy.version,

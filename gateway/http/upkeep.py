@@ -13,10 +13,16 @@ remove``, ``rotate``, ``drop-key`` and hand edits reach every worker within a se
 reload (SIGHUP, admin API) picks up a change at once too. Each such reload is audited as
 ``callers.reload`` (how many callers and keys are now in force, or the error that kept the old
 ones): the trail says from when each instance stopped accepting a removed key.
+
+With several hosts on PostgreSQL the same polls read the shared registry, off the event loop,
+and the registry's change notifications wake them at once (:func:`listen_forever`); a poll
+that fails marks the registry unreachable and the first that succeeds marks it back
+(:class:`gateway.registry.reachability.Reachability`).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -27,6 +33,8 @@ from gateway.http.gate import Clock, Gate
 from gateway.metrics import Metrics
 from gateway.policy import PolicyError
 from gateway.port import Port
+from gateway.registry import RegistryUnavailable
+from gateway.registry.pgconn import changes
 from gateway.registry.signals import POLICY_GENERATION, Signals
 from gateway.types import Decision, Outcome, Reason
 
@@ -42,12 +50,11 @@ class CallerReloads:
         """Reload the callers if their source changed, and audit it. (Its version covers every
         byte of what is loaded, so an unchanged version means a reload would change nothing.)"""
         port = self.gate.port
-        # In a thread: with the callers in PostgreSQL both are round trips the loop must not wait on.
-        if not await asyncio.to_thread(port.callers_changed):
+        if not await off_loop(port, port.callers_changed):
             return
         ex = port.open("callers.reload", instance=self.instance, now=self.clock())
         try:
-            directory = await asyncio.to_thread(self.gate.reload_callers)
+            directory = await off_loop(port, self.gate.reload_callers)
         except CallersError as exc:
             log.error("callers reload refused", extra={"event": "callers_reload_failed", "error": str(exc)})
             ex.refuse(Reason.INVALID_REQUEST, f"callers refused, the previous ones stay in force: {exc}")
@@ -87,7 +94,7 @@ class PolicyReloads:
 
     async def follow(self) -> None:
         """Reload (policy and callers) when another process bumped the generation, and audit it."""
-        generation = self.signals.generation(POLICY_GENERATION)
+        generation = await off_loop(self.port, self.signals.generation, POLICY_GENERATION)
         if generation == self._seen:
             return
         self._seen = generation
@@ -105,20 +112,50 @@ async def _audit(sink: AuditSink, ex: Exchange) -> None:
         log.error("%s not audited", ex.endpoint, extra={"event": "audit_unavailable", "error": str(exc)})
 
 
-async def upkeep_forever(port: Port, reloads: PolicyReloads, metrics: Metrics, gate: Gate) -> None:
+async def off_loop(port: Port, function, *args):
+    """Call a registry read: in a thread when the registry is across the network (PostgreSQL), so
+    a database that does not answer never stalls the event loop; on the loop for SQLite, whose
+    connection belongs to it."""
+    if port.settings.registry_url:
+        return await asyncio.to_thread(function, *args)
+    return function(*args)
+
+
+async def listen_forever(url: str, wake: asyncio.Event) -> None:
+    """Wake the upkeep as soon as any host or the CLI changes licenses, callers or the policy
+    generation (PostgreSQL's notifications, sent when such a change commits). The half-second
+    poll stays: it catches what was missed while this connection was down, and sees the registry
+    come back."""
     while True:
-        await asyncio.sleep(INTERVAL_S)
+        try:
+            async for _ in changes(url):
+                wake.set()
+        except RegistryUnavailable:
+            pass  # the upkeep's poll notes the outage; listen again in a second
+        await asyncio.sleep(1.0)
+        wake.set()
+
+
+async def upkeep_forever(port: Port, reloads: PolicyReloads, metrics: Metrics, gate: Gate,
+                         wake: asyncio.Event) -> None:
+    """Every half second, or at once when ``wake`` is set (:func:`listen_forever`)."""
+    while True:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), INTERVAL_S)
+        wake.clear()
         # Each step on its own: a registry that is briefly locked must not hold back the metrics.
         _step(metrics.sample, gate.sink, gate.lost_records)
-        _step(port.refresh)
         try:
-            await reloads.follow()
+            await off_loop(port, port.refresh)  # also how an unreachable registry is seen to be back
         except Exception:
-            log.exception("policy follow failed", extra={"event": "upkeep_failed"})
-        try:
-            await reloads.callers.follow()
-        except Exception:  # a bug: logged, the old callers stay
-            log.exception("callers follow failed", extra={"event": "upkeep_failed"})
+            log.exception("registry refresh failed", extra={"event": "upkeep_failed"})
+        for follow in (reloads.follow, reloads.callers.follow):
+            try:
+                await follow()
+            except RegistryUnavailable as exc:  # logged once per outage; retried next time
+                port.registry.failed(exc)
+            except Exception:  # a bug: logged, the old policy or callers stay
+                log.exception("%s failed", follow.__qualname__, extra={"event": "upkeep_failed"})
 
 
 def _step(function, *args) -> None:
