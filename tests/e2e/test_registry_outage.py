@@ -39,7 +39,7 @@ def _used(url: str) -> int:
 
 async def test_killing_the_registry_mid_load_refuses_with_503_and_loses_no_unit(tmp_path, cluster, spawn):
     hosts = Hosts(tmp_path, cluster.url, spawn, count=2)
-    lic = hosts.issue("metered")
+    lic = await hosts.issue("bulk")
     answers: list[tuple[int, dict]] = []
     stop = asyncio.Event()
 
