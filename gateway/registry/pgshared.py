@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Iterator, Mapping, Sequence
 
+from gateway.registry import RegistryUnavailable
 from gateway.registry.pgconn import AsyncSession, SyncSession, TurnBatcher, notify, unavailable
 
 _PURGE_EVERY = 4096  # nonces recorded between deletions of expired ones
@@ -61,13 +62,26 @@ class PostgresNonces:
         return [firsts[i] == i and nonce in inserted for i, (nonce, _) in enumerate(entries)]
 
     async def _record_turn(self, groups: list[Sequence[tuple[str, float]]]) -> list[list[bool]]:
+        """One statement for the turn's nonces; tried once more on a fresh connection if it fails.
+
+        While the registry is unreachable nothing here is used (the gateway refuses at once), so
+        the first turn after an outage meets the connections the server's restart closed; the
+        second try opens a new one. The price: if the server went down after committing a turn
+        but before answering, and is back at once, that turn's requests are refused as replays,
+        never accepted twice."""
         entries = [entry for group in groups for entry in group]
         statements, firsts = self._statements(entries)
-        with unavailable(self.url):
-            async with self._async.connection() as conn, conn.pipeline(), conn.transaction():
-                for sql, params in statements:
-                    cursor = await conn.execute(sql, params)
-                inserted = {nonce for (nonce,) in await cursor.fetchall()}
+        for retry in (True, False):
+            try:
+                with unavailable(self.url):
+                    async with self._async.connection() as conn, conn.pipeline(), conn.transaction():
+                        for sql, params in statements:
+                            cursor = await conn.execute(sql, params)
+                        inserted = {nonce for (nonce,) in await cursor.fetchall()}
+                break
+            except RegistryUnavailable:
+                if not retry:
+                    raise
         verdicts = iter(self._verdicts(entries, firsts, inserted))
         return [[next(verdicts) for _ in group] for group in groups]
 

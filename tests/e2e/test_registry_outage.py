@@ -17,7 +17,7 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from tests.e2e.test_several_hosts import Hosts, _check
+from tests.e2e.test_several_hosts import Hosts, _check, _post
 from tests.pg import Cluster
 
 CLIENTS = 8  # requests in flight at once, so at most this many commits are caught by the kill
@@ -37,6 +37,20 @@ def _used(url: str) -> int:
     return int(out.strip())
 
 
+async def _wait_ready(session: aiohttp.ClientSession, hosts: Hosts, status: int) -> None:
+    """Until every host's /readyz answers ``status`` (bounded: a host must notice by itself)."""
+    deadline = time.monotonic() + 20
+    while True:
+        codes = set()
+        for server in hosts.servers:
+            async with session.get(server.url + "/readyz") as response:
+                codes.add(response.status)
+        if codes == {status}:
+            return
+        assert time.monotonic() < deadline, f"/readyz never answered {status} everywhere: {codes}"
+        await asyncio.sleep(0.1)
+
+
 async def test_killing_the_registry_mid_load_refuses_with_503_and_loses_no_unit(tmp_path, cluster, spawn):
     hosts = Hosts(tmp_path, cluster.url, spawn, count=2)
     lic = await hosts.issue("bulk")
@@ -49,21 +63,14 @@ async def test_killing_the_registry_mid_load_refuses_with_503_and_loses_no_unit(
                 answers.append(await _check(session, hosts.servers[i % 2].url, hosts.service, lic["key"],
                                             "export", user_id="load", quantity=1))
 
-        async def ready(url: str) -> int:
-            async with session.get(url + "/readyz") as response:
-                return response.status
-
         load = [asyncio.create_task(client(i)) for i in range(CLIENTS)]
         await asyncio.sleep(1.0)
         cluster.kill()
         killed_at = len(answers)
-        await asyncio.sleep(1.5)
-        assert {await ready(s.url) for s in hosts.servers} == {503}
+        await _wait_ready(session, hosts, 503)
+        await asyncio.sleep(1.0)
         cluster.start()
-        deadline = time.monotonic() + 20
-        while {await ready(s.url) for s in hosts.servers} != {200}:
-            assert time.monotonic() < deadline, "the hosts did not recover by themselves"
-            await asyncio.sleep(0.1)
+        await _wait_ready(session, hosts, 200)  # by themselves
         recovered_at = len(answers)
         await asyncio.sleep(1.0)
         stop.set()
@@ -78,3 +85,28 @@ async def test_killing_the_registry_mid_load_refuses_with_503_and_loses_no_unit(
     allowed = outcomes[(200, "allow", "VALID")]
     used = _used(cluster.url)
     assert allowed <= used <= allowed + CLIENTS
+
+
+async def test_the_cached_mode_answers_from_memory_with_an_alert_and_still_refuses_seats_and_quota(
+        tmp_path, cluster, spawn):
+    """``registry_on_unavailable = "cached"``: a check that takes no seat and no unit is decided
+    from the host's copy (alert ``REGISTRY_DEGRADED``, not to be cached); one that must take some
+    is still refused 503; a nonce is then held by the host, which still refuses its replay."""
+    hosts = Hosts(tmp_path, cluster.url, spawn, count=2, registry_on_unavailable="cached")
+    plain, bulk = await hosts.issue("plain"), await hosts.issue("bulk")
+    url = hosts.servers[0].url
+    async with aiohttp.ClientSession() as session:
+        cluster.kill()
+        await _wait_ready(session, hosts, 503)
+        doc = {"license_key": plain["key"], "feature": "view"}
+        status, answer, headers = await _post(session, url, "/v1/check", hosts.service, doc)
+        assert (status, answer["decision"], answer["reason"], answer["cache_ttl_s"]) == \
+            (200, "alert", "REGISTRY_DEGRADED", 0)
+        status, replayed, _ = await _post(session, url, "/v1/check", hosts.service, doc, headers)
+        assert (status, replayed["reason"]) == (401, "UNAUTHENTICATED")
+        status, metered = await _check(session, url, hosts.service, bulk["key"], "export", user_id="u", quantity=1)
+        assert (status, metered["reason"]) == (503, "REGISTRY_UNAVAILABLE")
+        cluster.start()
+        await _wait_ready(session, hosts, 200)
+        status, answer = await _check(session, url, hosts.service, plain["key"], "view")
+        assert (status, answer["reason"]) == (200, "VALID")

@@ -38,6 +38,9 @@ seats = 5
 features = ["export"]
 quotas = { export = { limit = 1000, period = "month" } }
 
+[tiers.plain]
+features = ["view"]
+
 [tiers.bulk]
 features = ["export"]
 quotas = { export = { limit = 1000000, period = "month" } }
@@ -49,8 +52,8 @@ PROPAGATION_S = 1.0
 class Hosts:
     """The hosts' servers and data directories, with the CLI run against their registry."""
 
-    def __init__(self, root: Path, url: str, spawn, count: int = 3) -> None:
-        self.env = {"PORTCULLIS_REGISTRY_URL": url}
+    def __init__(self, root: Path, url: str, spawn, count: int = 3, **settings: str) -> None:
+        self.env = {"PORTCULLIS_REGISTRY_URL": url} | {f"PORTCULLIS_{k.upper()}": v for k, v in settings.items()}
         first = root / "host-a"
         self.cli("init", "--data", str(first))
         (first / "policy.toml").write_text(POLICY)

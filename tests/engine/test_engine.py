@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.engine import decide, glob_match, metering, period_bounds
+from gateway.engine import decide, degraded, glob_match, metering, period_bounds
 from gateway.policy import load_policy, parse_quotas
-from gateway.types import Check, License, Period, Reason, Status, Usage
+from gateway.types import Check, Decision, License, Outcome, Period, Reason, Status, Usage
 
 HERE = Path(__file__).parent
 POLICY = load_policy(HERE / "policy.toml")
@@ -92,3 +92,18 @@ def test_metering_names_the_counters_to_lock():
     assert meter.period_end == _time("2026-06-16T00:00:00Z")
     unmetered = metering(build_license({"tier": "unlimited"}), POLICY, Check(feature="x", environment="p"), _time(NOW))
     assert unmetered.seat_limit is None and unmetered.quota is None
+
+
+def test_a_degraded_decision_grants_with_its_alert_and_is_never_cached():
+    """The "cached" mode's rule (SPEC §11): what the host's copy allows it allows with the alert
+    REGISTRY_DEGRADED and a cache TTL of 0; an alert keeps its reason and gains the alert; a deny
+    stays as it was."""
+    allowed = Decision(Outcome.ALLOW, Reason.VALID, "license is valid", cache_ttl_s=30)
+    assert degraded(allowed)[:4] == (Outcome.ALERT, Reason.REGISTRY_DEGRADED, degraded(allowed).detail,
+                                     (Reason.REGISTRY_DEGRADED,))
+    assert degraded(allowed).cache_ttl_s == 0
+    alerted = Decision(Outcome.ALERT, Reason.EXPIRING_SOON, "soon", (Reason.EXPIRING_SOON,), cache_ttl_s=30)
+    assert degraded(alerted)[:4] == (Outcome.ALERT, Reason.EXPIRING_SOON, "soon",
+                                     (Reason.EXPIRING_SOON, Reason.REGISTRY_DEGRADED))
+    denied = Decision(Outcome.DENY, Reason.LICENSE_REVOKED, "revoked")
+    assert degraded(denied) is denied
