@@ -157,3 +157,26 @@ def test_the_mtls_walkthrough_runs_as_written(tmp_path):
     assert proc.returncode == 0, out
     assert '"decision":"allow"' in out, out
     assert_left_clean(repo, "my-port-mtls", before)
+
+
+def test_several_hosts_run_as_written(tmp_path):
+    """The "Several hosts" block against a database of the test's own (its URL, and the two
+    ports, are all that is replaced): host b answers "allow" for what host a's CLI made."""
+    from tests.pg import fresh_database
+
+    repo, before = checkout(tmp_path), git_status(ROOT, *TRACKED_DEFAULTS)
+    first, second = free_port(), free_port()
+    block = readme_block("## Several hosts")
+    with fresh_database() as url:
+        block = re.sub(r"(export PORTCULLIS_REGISTRY_URL=)\S+", rf"\g<1>{url}", block, count=1)
+        block = block.replace("--port 8080", f"--port {first}").replace("--port 8081", f"--port {second}")
+        block = block.replace("http://127.0.0.1:8081", f"http://127.0.0.1:{second}")
+        proc = start(block, repo, newcomer_env(first))
+        try:
+            lines = Lines(proc)
+            lines.first(r'"decision": "allow"', proc, timeout=120)
+            assert proc.wait(timeout=120) == 0, lines.text
+        finally:
+            left = leftovers(proc)
+    assert not left, f"the block left processes running: {left}"
+    assert git_status(repo) == "" and git_status(ROOT, *TRACKED_DEFAULTS) == before
