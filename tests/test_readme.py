@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.pg import fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -162,8 +163,6 @@ def test_the_mtls_walkthrough_runs_as_written(tmp_path):
 def test_several_hosts_run_as_written(tmp_path):
     """The "Several hosts" block against a database of the test's own (its URL, and the two
     ports, are all that is replaced): host b answers "allow" for what host a's CLI made."""
-    from tests.pg import fresh_database
-
     repo, before = checkout(tmp_path), git_status(ROOT, *TRACKED_DEFAULTS)
     first, second = free_port(), free_port()
     block = readme_block("## Several hosts")
