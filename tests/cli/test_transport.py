@@ -14,6 +14,7 @@ import yaml
 
 from gateway.tls import transport
 from tests.conftest import free_port, portcullis
+from tests.pg import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -61,29 +62,34 @@ def test_loopback_needs_no_tls_and_says_so(data_dir, spawn):
     server.stop()
 
 
-def compose_service(name: str, data: Path) -> tuple[list[str], dict[str, str]]:
-    """A compose service's command and environment, with the volume's /data moved to ``data``."""
+def compose_service(name: str, data: Path, registry_url: str) -> tuple[list[str], dict[str, str]]:
+    """A compose service's command and environment, with the volumes' /data moved to ``data``
+    and the registry to a database of the test's own."""
     service = COMPOSE["services"][name]
     env = {k: str(v).replace("/data", str(data)) for k, v in service.get("environment", {}).items()}
+    if "PORTCULLIS_REGISTRY_URL" in env:
+        env["PORTCULLIS_REGISTRY_URL"] = registry_url
     return [a.replace("/data", str(data)) for a in service["command"]], env
 
 
 def test_the_compose_setup_serves_tls_from_its_first_start(tmp_path, spawn):
     data = tmp_path / "data"
-    init, _ = compose_service("init", data)
-    assert portcullis(*init, "--data", str(data)).returncode == 0
-    key = (data / "tls" / "server.key").read_bytes()
-    assert (data / "tls").stat().st_mode & 0o077 == 0
-    assert portcullis(*init, "--data", str(data)).returncode == 0  # compose runs init at every start
-    assert (data / "tls" / "server.key").read_bytes() == key, "an existing tls/ is kept"
+    with fresh_database() as url:
+        init, init_env = compose_service("init", data, url)
+        assert portcullis(*init, "--data", str(data), env=init_env).returncode == 0
+        key = (data / "tls" / "server.key").read_bytes()
+        assert (data / "tls").stat().st_mode & 0o077 == 0
+        assert portcullis(*init, "--data", str(data), env=init_env).returncode == 0  # init runs at every start
+        assert (data / "tls" / "server.key").read_bytes() == key, "an existing tls/ is kept"
 
-    command, env = compose_service("gateway", data)
-    assert command[0] == "serve" and env["PORTCULLIS_HOST"] == "0.0.0.0"
-    server = spawn(data, *command[1:], env={**os.environ, **env}, tls_ca=data / "tls" / "ca.pem")  # --port wins
-    assert server.get("/readyz")["transport"] == "tls"
+        command, env = compose_service("gateway-a", data, url)
+        assert command[0] == "serve" and env["PORTCULLIS_HOST"] == "0.0.0.0"
+        server = spawn(data, *command[1:], env={**os.environ, **env}, tls_ca=data / "tls" / "ca.pem")  # --port wins
+        assert server.get("/readyz")["transport"] == "tls"
+        assert server.get("/readyz")["checks"]["registry"] is True
 
-    probe = COMPOSE["services"]["gateway"]["healthcheck"]["test"]
-    assert probe[:3] == ["CMD", "python", "-c"]
-    script = probe[3].replace("/data", str(data)).replace(":8080/", f":{server.port}/")
-    assert subprocess.run([sys.executable, "-c", script], timeout=30).returncode == 0
-    server.stop()
+        probe = COMPOSE["services"]["gateway-a"]["healthcheck"]["test"]
+        assert probe[:3] == ["CMD", "python", "-c"]
+        script = probe[3].replace("/data", str(data)).replace(":8080/", f":{server.port}/")
+        assert subprocess.run([sys.executable, "-c", script], timeout=30).returncode == 0
+        server.stop()
