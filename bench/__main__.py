@@ -2,8 +2,8 @@
 
 Each benchmark module has ``run() -> dict``; this runs them in turn, writes everything to
 ``bench/results.json`` and prints one table of target, measured and verdict. ``--only NAME``
-runs a subset; ``--quick`` shrinks the data sets for a smoke run (its figures are not the
-targets' figures).
+runs a subset (``results.json`` keeps the others' figures from their last run); ``--quick``
+shrinks the data sets for a smoke run (its figures are not the targets' figures).
 """
 from __future__ import annotations
 
@@ -119,6 +119,25 @@ def _rows_startup(r: dict, _: dict) -> list:
             ("  master + worker PSS, MB", r["total_pss_mb"], "—", None)]
 
 
+def _rows_hosts(r: dict, _: dict) -> list:
+    """SPEC §11 sets no target: what the shared registry costs, side by side (bench/hosts.py)."""
+    per_n = " / ".join(f"{r['decisions_per_s'][n]:.0f}" for n in ("1", "2", "3"))
+    plain = " / ".join(f"{r['plain_decisions_per_s'][n]:.0f}" for n in ("1", "2", "3"))
+    moderate = r["moderate_p99_ms"]
+    return [("one worker on PostgreSQL ÷ on SQLite, requests/s (¾ of checks take a seat and a quota unit)",
+             r["ratio"], "—", None),
+            ("  requests/s, PostgreSQL / SQLite (p99 flat out, ms)",
+             f"{r['postgresql_rps']:.0f} / {r['sqlite_rps']:.0f} ({r['postgresql_p99_ms']} / {r['sqlite_p99_ms']})",
+             "—", None),
+            (f"  p99 at {r['moderate_rps']:.0f} requests/s, ms, PostgreSQL / SQLite",
+             f"{moderate['postgresql']} / {moderate['sqlite']}", "—", None),
+            ("decisions/s, 1 / 2 / 3 gateway processes on one PostgreSQL, same mix (one hot metered license)",
+             per_n, "—", None),
+            ("  the same, plain license only (no shared seat or counter row)", plain, "—", None),
+            ("  every answer audited, every unit counted once in PostgreSQL", r["registry_checked"], "yes",
+             r["registry_checked"])]
+
+
 # name -> (module, kwargs for --quick, rows)
 BENCHES: dict[str, tuple[str, dict, Callable[[dict, dict], list]]] = {
     "engine": ("bench.engine", {}, _rows_engine),
@@ -130,6 +149,7 @@ BENCHES: dict[str, tuple[str, dict, Callable[[dict, dict], list]]] = {
     "dashboard": ("bench.dashboard", {"rows": 1_000_000, "visits": 2}, _rows_dashboard),
     "startup": ("bench.startup", {"count": 20_000, "repeats": 1}, _rows_startup),
     "impact": ("bench.impact", {"rows": 1_000_000}, _rows_impact),
+    "hosts": ("bench.hosts", {"seconds": 2, "rounds": 1}, _rows_hosts),
 }
 
 
@@ -145,7 +165,16 @@ def table(rows: list) -> str:
 def table_of(results: dict) -> str:
     """The table of a results.json (for the README, without running anything again)."""
     return table([row for name, (_, _, to_rows) in BENCHES.items() if name in results
-                  for row in to_rows(results[name], results)])
+                  for row in _rows_of(name, to_rows, results)])
+
+
+def _rows_of(name: str, to_rows: Callable[[dict, dict], list], results: dict) -> list:
+    """A benchmark's rows; figures kept from a run older than its rows say so instead of failing."""
+    try:
+        return to_rows(results[name], results)
+    except KeyError as missing:
+        return [(f"{name}: figures from an older run lack {missing}", f"rerun `python -m bench --only {name}`",
+                 "—", None)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                  "platform": platform.platform(), "load_avg_start": os.getloadavg()},
                      "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick}
+    if args.only and RESULTS.exists():  # a partial run keeps the other benchmarks' last figures
+        results |= {k: v for k, v in json.loads(RESULTS.read_text()).items() if k in BENCHES and k not in args.only}
     for name in args.only or BENCHES:
         module, quick, _ = BENCHES[name]
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

@@ -96,9 +96,9 @@ def _wait(url: str, timeout: float = 30.0) -> None:
     raise TimeoutError(url)
 
 
-def _start_gateway(data: Path, port: int) -> subprocess.Popen:
+def _start_gateway(data: Path, port: int, env: dict | None = None) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--data", str(data), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=(data.parent / "gateway.log").open("wb"))
+                            stdout=subprocess.DEVNULL, stderr=(data.parent / "gateway.log").open("wb"), env=env)
     _wait(f"http://127.0.0.1:{port}/readyz")
     return proc
 
