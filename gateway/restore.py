@@ -38,7 +38,7 @@ from gateway.backup import (
     private_dir,
 )
 from gateway.config import load_settings
-from gateway.registry import open_store
+from gateway.registry import RegistryUnavailable, open_store
 from gateway.registry.pgconn import where
 
 _DB = "portcullis.db"
@@ -190,11 +190,15 @@ def restore(backup_dir: Path, data_dir: Path, *, overwrite: bool = False, expect
     aside = data_dir / f"pre-restore-{stamp}"
     moved = _swap_in(staging, data_dir, aside, sorted({PurePosixPath(rel).parts[0] for rel in manifest["files"]}))
     settings = load_settings(data_dir)
-    store = open_store(settings)
     try:
-        admin.publish_snapshots(settings, store)  # analytics reads the registry through these
-    finally:
-        store.close()
+        store = open_store(settings)
+        try:
+            admin.publish_snapshots(settings, store)  # analytics reads the registry through these
+        finally:
+            store.close()
+    except RegistryUnavailable as exc:  # the shared registry: everything else is in place already
+        raise BackupError(f"restored into {data_dir}, but analytics' snapshots of the registry were not rebuilt: "
+                          f"{exc}; run `portcullis init` on it once the registry is reachable") from None
     return {
         "data_dir": str(data_dir), "files": len(manifest["files"]), "bytes": restored_bytes,
         "backup_started_at": manifest["started_at"], "policy_version": manifest["policy_version"],

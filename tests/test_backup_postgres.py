@@ -5,6 +5,7 @@ registry as it is."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
@@ -93,3 +94,18 @@ def test_a_backup_whose_registry_cannot_be_reached_is_one_line_and_leaves_nothin
     result = portcullis("backup", str(target), "--data", str(shared.data), env={"PORTCULLIS_REGISTRY_URL": down})
     one_line_error(result, "cannot be reached", "127.0.0.1:1")
     assert PASSWORD not in result.stderr and not target.exists()
+
+
+def test_a_restore_while_the_registry_is_unreachable_restores_the_files_and_says_what_is_left(shared, tmp_path):
+    backup = tmp_path / "backup"
+    assert portcullis("backup", str(backup), "--data", str(shared.data), env=shared.env).returncode == 0
+    restored = tmp_path / "restored"
+    down = f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/portcullis"
+    result = portcullis("restore", str(backup), "--data", str(restored), env={"PORTCULLIS_REGISTRY_URL": down})
+    one_line_error(result, f"restored into {restored}", "cannot be reached", "portcullis init")
+    assert PASSWORD not in result.stderr
+    seal = Path("keys") / "registry_seal.key"
+    assert (restored / seal).read_bytes() == (shared.data / seal).read_bytes()
+    assert not (restored / "snapshots").exists()
+    again = portcullis("init", "--data", str(restored), env=shared.env)  # once the registry is back
+    assert again.returncode == 0 and (restored / "snapshots").is_dir(), again.stderr
