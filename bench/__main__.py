@@ -129,8 +129,9 @@ def _rows_hosts(r: dict, _: dict) -> list:
             ("  requests/s, PostgreSQL / SQLite (p99 flat out, ms)",
              f"{r['postgresql_rps']:.0f} / {r['sqlite_rps']:.0f} ({r['postgresql_p99_ms']} / {r['sqlite_p99_ms']})",
              "—", None),
-            (f"  p99 at {r['moderate_rps']:.0f} requests/s, ms, PostgreSQL / SQLite",
-             f"{moderate['postgresql']} / {moderate['sqlite']}", "—", None),
+            ("  p99 paced alike (16 connections, each pausing after every answer), ms, PostgreSQL / SQLite "
+             "(at requests/s)", f"{moderate['postgresql']} / {moderate['sqlite']} "
+             f"({r['moderate_rps']['postgresql']:.0f} / {r['moderate_rps']['sqlite']:.0f})", "—", None),
             ("decisions/s, 1 / 2 / 3 gateway processes on one PostgreSQL, same mix (one hot metered license)",
              per_n, "—", None),
             ("  the same, plain license only (no shared seat or counter row)", plain, "—", None),
