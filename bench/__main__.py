@@ -135,8 +135,8 @@ def _rows_hosts(r: dict, _: dict) -> list:
             ("decisions/s, 1 / 2 / 3 gateway processes on one PostgreSQL, same mix (one hot metered license)",
              per_n, "—", None),
             ("  the same, plain license only (no shared seat or counter row)", plain, "—", None),
-            ("  every answer audited, every unit counted once in PostgreSQL", r["registry_checked"], "yes",
-             r["registry_checked"])]
+            ("  every request answered 200 and audited, every unit counted once in PostgreSQL",
+             r["registry_checked"] and r["non2xx"] == 0, "yes", r["registry_checked"] and r["non2xx"] == 0)]
 
 
 # name -> (module, kwargs for --quick, rows)
