@@ -65,8 +65,8 @@ async def check(request: web.Request) -> web.Response:
         await gate.port.check(ex, body, caller)
     except Refused:
         pass
-    except Exception:
-        _internal_error(ex)
+    except Exception as exc:
+        _failed(ex, exc)
     return await gate.finish([ex])
 
 
@@ -98,8 +98,8 @@ async def check_batch(request: web.Request) -> web.Response:
     for ex, item in zip(exchanges, items):
         try:  # what deciding() does, without a context manager per item
             body = read_check(ex, item)
-        except Exception:
-            _internal_error(ex)
+        except Exception as exc:
+            _failed(ex, exc)
             continue
         if body is not None:
             asked.append((ex, body))
