@@ -81,6 +81,25 @@ async def test_a_registry_failure_refuses_the_checks_that_needed_it(gateway, mon
     assert [r.http_status for r in gateway.records] == [500, 200, 500, 400]
 
 
+async def test_a_bug_reading_one_item_is_that_items_audited_500(gateway, monkeypatch):
+    import gateway.http.handlers as handlers
+    real = handlers.read_check
+
+    def broken_on_b(ex, item):
+        if item.get("feature") == "b":
+            raise RuntimeError("a bug in parsing /secret/path")
+        return real(ex, item)
+
+    monkeypatch.setattr(handlers, "read_check", broken_on_b)
+    good = gateway.issue(tier="unlimited")
+    checks = [{"license_key": good.key, "feature": f} for f in ("a", "b", "c")]
+    status, body = await gateway.post("/v1/check/batch", {"checks": checks})
+    assert status == 200 and "secret" not in str(body)
+    assert [(r["status"], r["reason"]) for r in body["results"]] == [
+        (200, "VALID"), (500, "INTERNAL_ERROR"), (200, "VALID")]
+    assert [r.http_status for r in gateway.records] == [200, 500, 200]
+
+
 @pytest.fixture
 async def slow(aiohttp_client, data_dir) -> tuple[Gateway, Credentials]:
     """A gateway with a caller limited to 3 checks a second (its bucket holds 3)."""
