@@ -5,6 +5,7 @@ a service that mounts the port as a module gets exactly the rules the gateway ap
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Sequence
@@ -19,7 +20,7 @@ from gateway.exchange import Exchange
 from gateway.keyfiles import fingerprint_secret
 from gateway.licenses import key_fingerprint, key_hash
 from gateway.policy import load_policy
-from gateway.registry import LicenseIndex, Metered, RegistryUnavailable, Store, open_store
+from gateway.registry import LicenseIndex, Metered, RegistryBusy, RegistryUnavailable, Store, open_store
 from gateway.registry.reachability import Reachability
 from gateway.types import Check, Decision, License, Policy, Reason, Usage
 
@@ -87,7 +88,7 @@ class Port:
             decisions = await self.store.decide_many(metered)
         except RegistryUnavailable as exc:
             self.registry.failed(exc)
-            if not self.registry.cached:
+            if not self.registry.cached or isinstance(exc, RegistryBusy):
                 raise
             decisions = [_from_memory(m) for m in metered]
         for (ex, lic), decision in zip(waiting, decisions):
@@ -159,15 +160,28 @@ class Port:
         return self.callers.version() != self.callers_version
 
     def refresh(self) -> int:
-        """Pull the registry's changes into the index; an unreachable registry is noted (see
+        """Pull the registry's changes into the index (for a caller with no event loop)."""
+        return self.index.refresh()
+
+    async def follow(self) -> int:
+        """Pull the registry's changes into the index: read off the event loop (see
+        :meth:`registry_call`), applied on it. An unreachable registry is noted (see
         :class:`Reachability`), not raised, and its first answer again marks it reachable."""
         try:
-            changed = self.index.refresh()
+            revision, changed = await self.registry_call(self.store.licenses_since, self.index.revision)
         except RegistryUnavailable as exc:
             self.registry.failed(exc)
             return 0
         self.registry.succeeded()
-        return changed
+        return self.index.apply(revision, changed)
+
+    async def registry_call(self, function, *args):
+        """Call a blocking registry method: in a thread when the registry is across the network
+        (PostgreSQL), so a database that does not answer never stalls the event loop; on the loop
+        for SQLite, whose connection belongs to it."""
+        if self.settings.registry_url:
+            return await asyncio.to_thread(function, *args)
+        return function(*args)
 
     def close(self) -> None:
         self.store.close()

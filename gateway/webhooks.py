@@ -48,6 +48,7 @@ from gateway.keyfiles import write_private
 from gateway.licenses import iso
 from gateway.metrics import Metrics
 from gateway.port import Port
+from gateway.registry import RegistryUnavailable
 from gateway.registry.signals import Signals
 from gateway.types import Decision, License, Outcome, Reason, Status
 
@@ -118,12 +119,25 @@ class BreachWatch:
                 continue
             self._counts[subject] = self._counts.get(subject, 0) + 1
 
-    def flush(self, signals: Signals, now: float) -> list[Notice]:
+    def take(self) -> dict[str, int]:
+        """The failures counted since the last take (on the event loop, where they are counted)."""
         counts, self._counts = self._counts, {}
+        return counts
+
+    def give_back(self, counts: dict[str, int]) -> None:
+        """Counts whose tally failed (the registry out of reach): counted again with the next."""
+        for subject, n in counts.items():
+            self._counts[subject] = self._counts.get(subject, 0) + n
+
+    @staticmethod
+    def breaches(signals: Signals, counts: dict[str, int], threshold: int, now: float) -> list[Notice]:
+        """Tally ``counts`` with every worker's and host's; a notice for each subject that crossed
+        ``threshold`` in this window and that this call is the first to claim. Blocking: with
+        several hosts both are round trips to PostgreSQL, so the notifier runs it in a thread."""
         window = int(now // WINDOW_S)
         totals = signals.tally(window, counts)
-        over = {f"breach:{s}:{window}": (s, n) for s, n in totals.items() if n >= self.threshold}
-        return [_breach(*over[key], window, self.threshold) for key in signals.claim(over)]
+        over = {f"breach:{s}:{window}": (s, n) for s, n in totals.items() if n >= threshold}
+        return [_breach(*over[key], window, threshold) for key in signals.claim(over)]
 
 
 def _breach(subject: str, count: int, window: int, threshold: int) -> Notice:
@@ -155,9 +169,9 @@ class Notifier:
             try:
                 while True:
                     now = time.time()
-                    notices = self.watch.flush(self.signals, now)
+                    notices = await self._breaches(now)
                     if now - scanned >= EXPIRY_SCAN_S:
-                        notices += self._expiring(datetime.fromtimestamp(now, timezone.utc))
+                        notices += await self._expiring(datetime.fromtimestamp(now, timezone.utc))
                         scanned = now
                     for notice in notices:
                         task = asyncio.create_task(self._deliver(session, notice))
@@ -169,14 +183,29 @@ class Notifier:
                     task.cancel()
                 await asyncio.gather(*self._deliveries, return_exceptions=True)
 
-    def _expiring(self, now: datetime) -> list[Notice]:
+    async def _breaches(self, now: float) -> list[Notice]:
+        counts = self.watch.take()
+        try:
+            return await self.port.registry_call(self.watch.breaches, self.signals, counts,
+                                                 self.watch.threshold, now)
+        except RegistryUnavailable as exc:  # retried with the next second's counts
+            self.watch.give_back(counts)
+            self.port.registry.failed(exc)
+            return []
+
+    async def _expiring(self, now: datetime) -> list[Notice]:
         horizon = now + timedelta(days=self.port.policy.expiring_warn_days)
         due = {f"expiring:{lic.license_id}:{int(lic.expires_at.timestamp())}": lic
                for lic in self.port.index.by_id.values()
                if lic.status is not Status.REVOKED and lic.expires_at is not None and now < lic.expires_at <= horizon}
         fresh = [key for key in due if key not in self._claimed]
+        try:
+            claimed = await self.port.registry_call(self.signals.claim, fresh)
+        except RegistryUnavailable as exc:  # claimed at the next scan
+            self.port.registry.failed(exc)
+            return []
         self._claimed.update(fresh)
-        return [_expiring(due[key], now) for key in self.signals.claim(fresh)]
+        return [_expiring(due[key], now) for key in claimed]
 
     async def _deliver(self, session: aiohttp.ClientSession, notice: Notice) -> None:
         body = json.dumps({"id": notice.id, "event": notice.event, "created_at": iso(datetime.now(timezone.utc)),

@@ -154,13 +154,13 @@ async def change_status(request: web.Request) -> web.Response:
         status = {"revoke": Status.REVOKED, "suspend": Status.SUSPENDED, "resume": Status.ACTIVE}[action]
         port = request.app[PORT]
         try:
-            lic = port.store.set_status(request.match_info["license_id"], status)
+            lic = await port.registry_call(port.store.set_status, request.match_info["license_id"], status)
         except LicenseConflict as exc:  # a revoked license stays revoked
             _conflict(ex, exc)
         if lic is None:
             ex.refuse(Reason.KEY_NOT_FOUND, "no such license", status=404)
         else:
-            port.refresh()
+            await port.follow()
             log.info("license status changed", extra={"event": f"license_{action}", "license_id": lic.license_id,
                                                        "caller_id": caller.caller_id})
             _state_answer(ex, lic, f"license is now {lic.status.value}")
@@ -237,7 +237,7 @@ async def import_license(request: web.Request) -> web.Response:
             raise Refused from None
         except LicenseConflict as exc:  # genuine, but it would roll the license back or un-revoke it
             _conflict(ex, exc)
-        gate.port.refresh()
+        await gate.port.follow()
         log.info("license imported", extra={"event": "license_import", "license_id": lic.license_id,
                                             "changed": changed, "caller_id": caller.caller_id})
         _state_answer(ex, lic, "license imported" if changed else "license already up to date")
@@ -254,10 +254,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 while this host can decide and record: "ready", or "degraded" when it answers from its
+    own copy of the licenses ("cached" mode, the registry out of reach); else 503 "unavailable"."""
     port, sink, settings = request.app[PORT], request.app[SINK], request.app[SETTINGS]
-    checks = {"registry": port.registry.reachable, "policy": port.policy is not None, "audit": sink.healthy()}
-    ready = all(checks.values())
-    return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks,
+    registry = port.registry
+    checks = {"registry": registry.reachable, "policy": port.policy is not None, "audit": sink.healthy()}
+    ready = checks["policy"] and checks["audit"] and (registry.reachable or registry.cached)
+    status = "unavailable" if not ready else "ready" if registry.reachable else "degraded"
+    return web.json_response({"status": status, "checks": checks,
                               "licenses": len(port.index), "policy_version": port.policy.version,
                               "transport": transport(settings.host, bool(settings.tls_cert))},
                              status=200 if ready else 503)
@@ -274,5 +278,5 @@ async def reload_policy(request: web.Request) -> web.Response:
         await reloads.callers.follow()  # changed callers too, now, whatever the policy's fate
         if not reloads.reload(ex):
             raise Refused
-        reloads.announce()  # every other worker follows within a second
+        await request.app[PORT].registry_call(reloads.announce)  # every other worker and host follows
     return await gate.finish([ex])

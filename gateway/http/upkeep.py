@@ -50,11 +50,11 @@ class CallerReloads:
         """Reload the callers if their source changed, and audit it. (Its version covers every
         byte of what is loaded, so an unchanged version means a reload would change nothing.)"""
         port = self.gate.port
-        if not await off_loop(port, port.callers_changed):
+        if not await port.registry_call(port.callers_changed):
             return
         ex = port.open("callers.reload", instance=self.instance, now=self.clock())
         try:
-            directory = await off_loop(port, self.gate.reload_callers)
+            directory = await port.registry_call(self.gate.reload_callers)
         except CallersError as exc:
             log.error("callers reload refused", extra={"event": "callers_reload_failed", "error": str(exc)})
             ex.refuse(Reason.INVALID_REQUEST, f"callers refused, the previous ones stay in force: {exc}")
@@ -94,7 +94,7 @@ class PolicyReloads:
 
     async def follow(self) -> None:
         """Reload (policy and callers) when another process bumped the generation, and audit it."""
-        generation = await off_loop(self.port, self.signals.generation, POLICY_GENERATION)
+        generation = await self.port.registry_call(self.signals.generation, POLICY_GENERATION)
         if generation == self._seen:
             return
         self._seen = generation
@@ -110,15 +110,6 @@ async def _audit(sink: AuditSink, ex: Exchange) -> None:
         await sink.submit([ex.record()])
     except AuditUnavailable as exc:
         log.error("%s not audited", ex.endpoint, extra={"event": "audit_unavailable", "error": str(exc)})
-
-
-async def off_loop(port: Port, function, *args):
-    """Call a registry read: in a thread when the registry is across the network (PostgreSQL), so
-    a database that does not answer never stalls the event loop; on the loop for SQLite, whose
-    connection belongs to it."""
-    if port.settings.registry_url:
-        return await asyncio.to_thread(function, *args)
-    return function(*args)
 
 
 async def listen_forever(url: str, wake: asyncio.Event) -> None:
@@ -146,7 +137,7 @@ async def upkeep_forever(port: Port, reloads: PolicyReloads, metrics: Metrics, g
         # Each step on its own: a registry that is briefly locked must not hold back the metrics.
         _step(metrics.sample, gate.sink, gate.lost_records)
         try:
-            await off_loop(port, port.refresh)  # also how an unreachable registry is seen to be back
+            await port.follow()  # also how an unreachable registry is seen to be back
         except Exception:
             log.exception("registry refresh failed", extra={"event": "upkeep_failed"})
         for follow in (reloads.follow, reloads.callers.follow):

@@ -26,6 +26,12 @@ class RegistryUnavailable(Exception):
     all; it is never retried here, so no unit is counted twice. The message never holds a secret."""
 
 
+class RegistryBusy(RegistryUnavailable):
+    """The registry answered, but not in time (a license lock or a free connection waited for too
+    long, a deadlock): this request is a 503 like any outage, but the registry is not marked
+    unreachable, so one hot license under load cannot take a whole host out of rotation."""
+
+
 class LicenseConflict(Exception):
     """A change the license's state forbids (HTTP 409); the message is one line, safe to show."""
 
@@ -165,7 +171,8 @@ class LicenseIndex:
     """Licenses by key hash and by id, refreshed from the store's revision counter.
 
     The hot path never touches the store to find a license; other processes' changes (CLI,
-    other workers) arrive on the next :meth:`refresh`.
+    other workers, other hosts) arrive on the next :meth:`refresh`, or as what a read made
+    elsewhere (off the event loop) brings to :meth:`apply`.
     """
 
     def __init__(self, store: Store) -> None:
@@ -177,7 +184,14 @@ class LicenseIndex:
 
     def refresh(self) -> int:
         """Pull changes from the store; returns how many licenses changed."""
-        self.revision, changed = self._store.licenses_since(self.revision)
+        return self.apply(*self._store.licenses_since(self.revision))
+
+    def apply(self, revision: int, changed: list[License]) -> int:
+        """Take in the licenses changed up to ``revision`` (:meth:`Store.licenses_since`); a read
+        that is not newer than what is here already (two reads racing) is ignored."""
+        if revision <= self.revision:
+            return 0
+        self.revision = revision
         for lic in changed:
             old = self.by_id.get(lic.license_id)
             if old is not None and old.key_hash != lic.key_hash:

@@ -1,9 +1,11 @@
 """Move a single-host SQLite registry into PostgreSQL (``portcullis registry copy``).
 
-Licenses keep their revisions, creation and change times and seal stamps; seats and usage
-counters come along, so nothing is granted twice after the move; the nonces still in force, so
-no request accepted before the move can be replayed after it; generations and claims, so no
-notification is sent twice. Tallies of failed authentications (minutes long) are not copied.
+Stop the single host's gateway first: what it grants after the copy's snapshot would not come
+along. Licenses keep their revisions, creation and change times and seal stamps; seats and usage
+counters come along, so nothing is granted twice after the move; the nonces still in force in
+the file (a gateway with several workers keeps them there; one worker keeps its own in
+``nonces/``, which only a host reusing that data directory takes in); generations and claims, so
+no notification is sent twice. Tallies of failed authentications (minutes long) are not copied.
 The callers of the data directory the file is in come along too (``callers.toml``, and their
 secrets from ``keys/hmac_secrets.json``, sealed under ``keys/registry_seal.key``: never in clear).
 
@@ -82,7 +84,7 @@ def copy_registry(sqlite_path: Path | str, url: str) -> dict:
     migrate(url)
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
     try:
-        source.execute("BEGIN")  # one consistent view of the file, even while a gateway writes it
+        source.execute("BEGIN")  # one consistent view of the file
         now = time.time()
         rows = {table.name: _source_rows(source, table, now) for table in TABLES}
         revision = source.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]

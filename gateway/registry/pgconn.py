@@ -16,16 +16,27 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from gateway.registry import RegistryUnavailable
+from gateway.registry import RegistryBusy, RegistryUnavailable
 
 CHANNEL = "portcullis_changes"  # NOTIFY channel: the payload says what changed
 LICENSES, POLICY, CALLERS = "licenses", "policy", "callers"  # its payloads
+# tcp_user_timeout bounds a query sent into a partitioned network (keepalives only probe idle
+# sockets); read-write: after a failover a connection never lands on a read-only replica.
 _CONNECT = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-            "keepalives_count": 3, "application_name": "portcullis"}
+            "keepalives_count": 3, "tcp_user_timeout": 5000, "target_session_attrs": "read-write",
+            "application_name": "portcullis"}
 _ACQUIRE_TIMEOUT_S = 2.0  # a decision waits no longer than this for a connection: then 503
 # The hot path's sessions: a license lock awaited longer than this is a 503, not a pile-up; a
 # transaction left idle by a vanished host is ended by the server, releasing its locks.
 _HOT_OPTIONS = "-c lock_timeout=5s -c idle_in_transaction_session_timeout=30s"
+
+
+def _parses(url: str) -> bool:
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return False
+    return True
 
 
 def where(url: str) -> str:
@@ -37,12 +48,28 @@ def where(url: str) -> str:
     return f"postgresql://{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
+_BUSY = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, TimeoutError)
+# A demoted primary (failover) refuses writes; a transaction the server ended frees its locks.
+_GONE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction,
+         psycopg.errors.IdleInTransactionSessionTimeout)
+
+
 @contextmanager
 def unavailable(url: str) -> Iterator[None]:
-    """Turn a failure to reach the database into :class:`RegistryUnavailable`."""
+    """Turn a failure to reach the database into :class:`RegistryUnavailable`, one that says it
+    answered too slowly into :class:`RegistryBusy`. A URL libpq cannot parse is refused without
+    quoting it: it may hold a password."""
     try:
         yield
-    except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
+    except psycopg.ProgrammingError:
+        if _parses(url):  # a fault of ours, not of the URL
+            raise
+        raise RegistryUnavailable("registry_url is not a valid PostgreSQL URL (not shown: it may hold a "
+                                  "password)") from None
+    except _BUSY as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RegistryBusy(f"the registry {where(url)} is busy: {reason}") from exc
+    except _GONE as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RegistryUnavailable(f"the registry {where(url)} cannot be reached: {reason}") from exc
 

@@ -51,7 +51,7 @@ class PostgresNonces:
         for i, (nonce, _) in enumerate(entries):
             first.setdefault(nonce, i)
         oldest = min(now for _, now in entries)
-        unique = list(first)
+        unique = sorted(first)  # rows locked in one order by every host: no deadlock between two turns
         statements = [(_RECORD, (unique, [self._expiry(entries[first[n]][1]) for n in unique], oldest))]
         if self._purge_due(len(entries)):
             statements.insert(0, ("DELETE FROM nonces WHERE expires <= %s", (oldest,)))

@@ -9,10 +9,11 @@ logged once each, not once per request.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from gateway.auth import NonceCache
-from gateway.registry import RegistryUnavailable
+from gateway.registry import RegistryBusy, RegistryUnavailable
 
 log = logging.getLogger("portcullis.registry")
 
@@ -24,6 +25,10 @@ class Reachability:
         self._why = ""
 
     def failed(self, exc: RegistryUnavailable) -> None:
+        """Mark the registry unreachable, unless it merely answered slowly (:class:`RegistryBusy`:
+        that request fails alone)."""
+        if isinstance(exc, RegistryBusy):
+            return
         if self.reachable:
             log.error("registry unreachable", extra={"event": "registry_unavailable", "error": str(exc),
                                                      "mode": "cached" if self.cached else "deny"})
@@ -47,24 +52,38 @@ class ReachableNonces:
     "deny" mode refuses the request (503) at once, the "cached" mode records the nonce in this
     process alone, so for the length of the outage a request could be replayed once to each other
     host (documented: docs/operations.md). In that mode every nonce is also kept here, so one
-    accepted during the outage is still refused here after the registry is back.
+    accepted during the outage is still refused here after the registry is back, and the ones
+    accepted during it are handed to the registry as soon as it answers again, closing the window
+    for the other hosts too.
     """
 
     def __init__(self, shared, reach: Reachability, window_s: int) -> None:
-        self.shared, self.reach = shared, reach
+        self.shared, self.reach, self.window_s = shared, reach, window_s
         self.local = NonceCache(window_s) if reach.cached else None
+        self._held: list[tuple[str, int]] = []  # (nonce, second it expires) accepted here alone
 
     async def record(self, nonce: str, now: float) -> bool:
         if self.local is not None and not self.local.add(nonce, now):
             return False
         try:
             self.reach.require()
-            return await self.shared.record(nonce, now)
+            accepted = await self.shared.record(nonce, now)
         except RegistryUnavailable as exc:
             self.reach.failed(exc)
-            if self.local is None:
+            if self.local is None or isinstance(exc, RegistryBusy):
                 raise
+            self._held.append((nonce, int(now + 2 * self.window_s) + 1))
             return True  # recorded above, in this process only
+        if self._held:
+            await self._hand_over()
+        return accepted
+
+    async def _hand_over(self) -> None:
+        held, self._held = self._held, []
+        try:
+            await asyncio.to_thread(self.shared.absorb, held)
+        except RegistryUnavailable:
+            self._held = held + self._held  # the next request tries again
 
     def close(self) -> None:
         self.shared.close()

@@ -37,17 +37,18 @@ def _used(url: str) -> int:
     return int(out.strip())
 
 
-async def _wait_ready(session: aiohttp.ClientSession, hosts: Hosts, status: int) -> None:
-    """Until every host's /readyz answers ``status`` (bounded: a host must notice by itself)."""
+async def _wait_ready(session: aiohttp.ClientSession, hosts: Hosts, status: int, says: str) -> None:
+    """Until every host's /readyz answers ``status`` and ``says`` it (bounded: a host must notice
+    by itself)."""
     deadline = time.monotonic() + 20
     while True:
-        codes = set()
+        seen = set()
         for server in hosts.servers:
             async with session.get(server.url + "/readyz") as response:
-                codes.add(response.status)
-        if codes == {status}:
+                seen.add((response.status, (await response.json())["status"]))
+        if seen == {(status, says)}:
             return
-        assert time.monotonic() < deadline, f"/readyz never answered {status} everywhere: {codes}"
+        assert time.monotonic() < deadline, f"/readyz never answered {status} {says} everywhere: {seen}"
         await asyncio.sleep(0.1)
 
 
@@ -67,10 +68,10 @@ async def test_killing_the_registry_mid_load_refuses_with_503_and_loses_no_unit(
         await asyncio.sleep(1.0)
         cluster.kill()
         killed_at = len(answers)
-        await _wait_ready(session, hosts, 503)
+        await _wait_ready(session, hosts, 503, "unavailable")
         await asyncio.sleep(1.0)
         cluster.start()
-        await _wait_ready(session, hosts, 200)  # by themselves
+        await _wait_ready(session, hosts, 200, "ready")  # by themselves
         recovered_at = len(answers)
         await asyncio.sleep(1.0)
         stop.set()
@@ -91,13 +92,15 @@ async def test_the_cached_mode_answers_from_memory_with_an_alert_and_still_refus
         tmp_path, cluster, spawn):
     """``registry_on_unavailable = "cached"``: a check that takes no seat and no unit is decided
     from the host's copy (alert ``REGISTRY_DEGRADED``, not to be cached); one that must take some
-    is still refused 503; a nonce is then held by the host, which still refuses its replay."""
+    is still refused 503; a nonce is then held by the host, which still refuses its replay, and
+    hands it to the registry once it is back, so that no other host accepts it either. /readyz
+    stays 200 ("degraded"), so a balancer keeps sending traffic."""
     hosts = Hosts(tmp_path, cluster.url, spawn, count=2, registry_on_unavailable="cached")
     plain, bulk = await hosts.issue("plain"), await hosts.issue("bulk")
     url = hosts.servers[0].url
     async with aiohttp.ClientSession() as session:
         cluster.kill()
-        await _wait_ready(session, hosts, 503)
+        await _wait_ready(session, hosts, 200, "degraded")  # still served, behind /readyz checks
         doc = {"license_key": plain["key"], "feature": "view"}
         status, answer, headers = await _post(session, url, "/v1/check", hosts.service, doc)
         assert (status, answer["decision"], answer["reason"], answer["cache_ttl_s"]) == \
@@ -107,6 +110,9 @@ async def test_the_cached_mode_answers_from_memory_with_an_alert_and_still_refus
         status, metered = await _check(session, url, hosts.service, bulk["key"], "export", user_id="u", quantity=1)
         assert (status, metered["reason"]) == (503, "REGISTRY_UNAVAILABLE")
         cluster.start()
-        await _wait_ready(session, hosts, 200)
+        await _wait_ready(session, hosts, 200, "ready")
         status, answer = await _check(session, url, hosts.service, plain["key"], "view")
         assert (status, answer["reason"]) == (200, "VALID")
+        other = hosts.servers[1].url
+        status, replayed, _ = await _post(session, other, "/v1/check", hosts.service, doc, headers)
+        assert (status, replayed["reason"]) == (401, "UNAUTHENTICATED"), "the outage's nonce reached the registry"
