@@ -144,6 +144,9 @@ async def test_a_request_replayed_to_another_host_is_refused(hosts):
         for server in hosts.servers[1:]:
             status, again, _ = await _post(session, server.url, "/v1/check", hosts.service, doc, headers)
             assert (status, again["reason"]) == (401, "UNAUTHENTICATED"), again
+            # The same caller, freshly signed: known there, so the 401 above was the replay's.
+            status, fresh, _ = await _post(session, server.url, "/v1/check", hosts.service, doc)
+            assert (status, fresh["decision"]) == (200, "allow"), fresh
 
 
 async def _every(awaitables) -> bool:
