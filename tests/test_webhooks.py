@@ -2,7 +2,6 @@
 audited, one notification per event, and never a key or a secret in a body."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3

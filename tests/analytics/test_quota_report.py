@@ -3,7 +3,6 @@ latest count of each metered license and feature in the window, its alerts and r
 fullest first; unmetered, unlimited, unlicensed, old and future records never appear."""
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
