@@ -245,6 +245,8 @@ async def _serve_app(app, settings: Settings) -> int:
         sock = bind(settings.host, settings.port)
         sock.listen(BACKLOG)
         await web.SockSite(runner, sock, ssl_context=tls.context if tls else None, backlog=BACKLOG).start()
+        # "ready" (the app's resources) comes before the socket: this says connections reach it now.
+        log.info("worker listening", extra={"event": "listening", "port": settings.port})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signo in _STOP:

@@ -44,7 +44,7 @@ def start(spawn, data_dir, *args: str, workers: int = 2, **kwargs):
     """A gateway whose every worker is up (readiness alone means: at least one is)."""
     server = spawn(data_dir.path, "--workers", str(workers), *args, **kwargs)
     deadline = time.monotonic() + 60
-    while server.log.read_text().count('"event": "ready"') < workers:
+    while server.log.read_text().count('"event": "listening"') < workers:  # each worker takes connections
         assert time.monotonic() < deadline, server.log.read_text()
         time.sleep(0.05)
     return server
