@@ -214,6 +214,8 @@ class PostgresStore(LicenseWrites):
     """The :class:`gateway.registry.Store` on PostgreSQL; the schema must be migrated
     (``portcullis migrate``), else :class:`RegistryUnavailable` says so."""
 
+    PARAM = "%s"
+
     def __init__(self, url: str, pool_size: int = _POOL_SIZE) -> None:
         self.url = url
         self._session = SyncSession(url)
@@ -242,12 +244,6 @@ class PostgresStore(LicenseWrites):
             rows = conn.execute("SELECT m.value, l.doc FROM meta m LEFT JOIN licenses l ON l.rev > %s "
                                 "WHERE m.key = 'revision'", (revision,)).fetchall()
         return rows[0][0], [stored_license(orjson.loads(doc)) for _, doc in rows if doc is not None]
-
-    @staticmethod
-    def _dated(conn: psycopg.Connection, license_id: str) -> tuple[License | None, int | None]:
-        row = conn.execute("SELECT l.doc, coalesce(d.dated_us, l.updated_us) FROM licenses l "
-                           "LEFT JOIN dated d USING (license_id) WHERE l.license_id = %s", (license_id,)).fetchone()
-        return (stored_license(orjson.loads(row[0])), row[1]) if row else (None, None)
 
     @staticmethod
     def _date(conn: psycopg.Connection, license_id: str, dated_us: int) -> None:

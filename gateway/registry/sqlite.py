@@ -93,11 +93,6 @@ class SqliteStore(LicenseWrites):
     def _write(self) -> Iterator[sqlite3.Connection]:
         return self._txn()
 
-    def _dated(self, db: sqlite3.Connection, license_id: str) -> tuple[License | None, int | None]:
-        row = db.execute("SELECT l.doc, coalesce(d.dated_us, l.updated_us) FROM licenses l "
-                         "LEFT JOIN dated d USING (license_id) WHERE l.license_id=?", (license_id,)).fetchone()
-        return (stored_license(orjson.loads(row[0])), row[1]) if row else (None, None)
-
     @staticmethod
     def _date(db: sqlite3.Connection, license_id: str, dated_us: int) -> None:
         db.execute("INSERT INTO dated VALUES (?,?) ON CONFLICT(license_id) DO UPDATE SET "

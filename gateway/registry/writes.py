@@ -1,16 +1,18 @@
 """License changes as every registry store makes them: each in one write transaction with the
 rule that admits it (:func:`gateway.registry.admit_bundle`, :func:`gateway.registry.check_status`).
 
-A store supplies the transaction and the SQL (``_write``, ``_dated``, ``_date``, ``_put``); the
-order of the checks and writes, which is what keeps a bundle from rolling a license back, is
-written once, here.
+A store supplies the transaction, its driver's parameter placeholder and the SQL that differs
+between dialects (``_write``, ``PARAM``, ``_date``, ``_put``); the order of the checks and writes,
+which is what keeps a bundle from rolling a license back, is written once, here.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, ContextManager, Iterable
 
-from gateway.licenses import to_us
+import orjson
+
+from gateway.licenses import stored_license, to_us
 from gateway.registry import admit_bundle, check_status
 from gateway.types import License, Status
 
@@ -20,6 +22,8 @@ def now_us() -> int:
 
 
 class LicenseWrites:
+    PARAM = "?"  # the driver's parameter placeholder (sqlite3: ?, psycopg: %s)
+
     def _write(self) -> ContextManager[Any]:
         """A write transaction, one at a time per registry; yields the connection."""
         raise NotImplementedError
@@ -27,7 +31,9 @@ class LicenseWrites:
     def _dated(self, conn: Any, license_id: str) -> tuple[License | None, int | None]:
         """The stored license and the moment its state dates from (for a license stored before
         that was recorded: its last change)."""
-        raise NotImplementedError
+        row = conn.execute("SELECT l.doc, coalesce(d.dated_us, l.updated_us) FROM licenses l LEFT JOIN dated d "
+                           f"USING (license_id) WHERE l.license_id = {self.PARAM}", (license_id,)).fetchone()
+        return (stored_license(orjson.loads(row[0])), row[1]) if row else (None, None)
 
     def _date(self, conn: Any, license_id: str, dated_us: int) -> None:
         """Record that the license's state dates from ``dated_us`` (seal stamps only move forward)."""

@@ -14,10 +14,8 @@ from gateway.audit.compact import compact
 from gateway.audit.hosts import host_of_file, host_of_instance
 from gateway.audit.manifest import Keys, Manifest, verify
 from gateway.audit.parquet import convert_segment
-from gateway.bundle import parse_public_key
 from tests.audit.conftest import add_file, make_record, make_segment
 
-SINGLE_CHAIN_TRAIL = Path(__file__).with_name("single-chain-trail")  # written by the version before per-host chains
 LATER = datetime(2026, 1, 2, tzinfo=timezone.utc)
 
 
@@ -110,10 +108,21 @@ def test_compaction_merges_only_its_own_hosts_files(trail, keys) -> None:
     assert report.ok and report.rows == 18, report.problems
 
 
-def test_the_single_chain_of_an_older_trail_keeps_verifying_then_its_host_adopts_it(tmp_path) -> None:
+def single_chain_trail(audit: Path, key: Ed25519PrivateKey) -> None:
+    """A trail as the version before per-host chains left it: one ``_manifest.jsonl`` for the
+    host "old", two files merged by compaction, then one more (written now, in that layout)."""
+    older = Manifest(audit, key)
+    for n in range(2):
+        add_file(audit, older, 0, name("old", n), rows=5)
+    assert compact(audit, key, now=LATER, grace=timedelta(0))
+    add_file(audit, older, 0, name("old", 2), rows=3)
+
+
+def test_the_single_chain_of_an_older_trail_keeps_verifying_then_its_host_adopts_it(tmp_path, key) -> None:
     audit = tmp_path / "audit"
-    shutil.copytree(SINGLE_CHAIN_TRAIL, audit, ignore=shutil.ignore_patterns("*.txt"))
-    public = parse_public_key((SINGLE_CHAIN_TRAIL / "audit-public-key.txt").read_text().strip(), "ed25519")
+    single_chain_trail(audit, key)
+    assert (audit / "_manifest.jsonl").is_file() and not (audit / "_manifest").exists(), "one chain, no host's"
+    public = key.public_key()
     before = verify(audit, public)
     assert before.ok, before.problems
     assert [(c.host, c.files, c.rows, c.entries) for c in before.chains] == [("_manifest.jsonl", 2, 13, 4)]

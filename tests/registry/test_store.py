@@ -95,14 +95,21 @@ def test_a_failing_decision_changes_nothing(store):
     assert _consume(store, lic, "u9", 2).claim_seat  # the failed one claimed nothing, not even in cache
 
 
+def _traced(store: SqliteStore, *checks: Metered) -> tuple[list, list[str]]:
+    """The decisions of ``checks`` and every SQL statement the SQLite store ran for them."""
+    calls: list[str] = []
+    store._db.set_trace_callback(calls.append)
+    try:
+        return _decide(store, *checks), calls
+    finally:
+        store._db.set_trace_callback(None)
+
+
 def test_a_batch_is_one_transaction_each_check_seeing_the_ones_before(sqlite_store):
     store = sqlite_store
     lic = build_license({"tier": "strict"})
     store.put([lic])
-    calls = []
-    store._db.set_trace_callback(calls.append)
-    decisions = _decide(store, *(_metered(lic, "u1", 3) for _ in range(5)))
-    store._db.set_trace_callback(None)
+    decisions, calls = _traced(store, *(_metered(lic, "u1", 3) for _ in range(5)))
     assert [d.reason for d in decisions] == ["VALID", "VALID", "QUOTA_NEAR_LIMIT", "QUOTA_EXCEEDED",
                                              "QUOTA_EXCEEDED"]
     assert calls.count("BEGIN IMMEDIATE") == 1 and calls.count("COMMIT") == 1
@@ -113,10 +120,7 @@ def test_checks_that_read_no_usage_open_no_transaction(sqlite_store):
     store = sqlite_store
     lic = build_license({"tier": "unlimited"})
     store.put([lic])
-    calls = []
-    store._db.set_trace_callback(calls.append)
-    decisions = _decide(store, _metered(lic, "u1", 0, feature="view"), _metered(lic, None, 0, feature="view"))
-    store._db.set_trace_callback(None)
+    decisions, calls = _traced(store, _metered(lic, "u1", 0, feature="view"), _metered(lic, None, 0, feature="view"))
     assert [d.outcome for d in decisions] == ["allow", "allow"] and calls == []
 
 
@@ -127,15 +131,10 @@ def test_a_recent_seat_holder_decides_without_a_transaction(sqlite_store):
     [first] = _decide(store, _metered(lic, "u1", 0, feature="view"))
     assert first.claim_seat and first.seats_used == 1
     later = NOW + timedelta(minutes=30)
-    calls = []
-    store._db.set_trace_callback(calls.append)
-    [again] = _decide(store, _metered(lic, "u1", 0, later, feature="view"))
-    store._db.set_trace_callback(None)
+    [again], calls = _traced(store, _metered(lic, "u1", 0, later, feature="view"))
     assert again.outcome == "allow" and not again.claim_seat and calls == []
     much_later = NOW + timedelta(hours=2)  # past the hour: the last use is written again
-    store._db.set_trace_callback(calls.append)
-    _decide(store, _metered(lic, "u1", 0, much_later, feature="view"))
-    store._db.set_trace_callback(None)
+    _, calls = _traced(store, _metered(lic, "u1", 0, much_later, feature="view"))
     assert any(sql.startswith("INSERT INTO seats") for sql in calls)
 
 
