@@ -73,6 +73,18 @@ def dashboard_server(data: Path, log: Path, timeout: float = 60, port: int | Non
             proc.wait()
 
 
+def wait_logged(log: Path, event: str, timeout: float = 120) -> None:
+    """Until the dashboard's log (its JSON lines) names ``event``: ``attention_evaluated`` once
+    its upkeep has evaluated the Overview's attention list, as on any dashboard that has been up
+    a few seconds."""
+    needle = f'"event": "{event}"'.encode()
+    deadline = time.monotonic() + timeout
+    while needle not in log.read_bytes():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {event} in {log} after {timeout}s")
+        time.sleep(0.05)
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,13 +8,14 @@ probing, jumped deny rates) come before what is merely near (licenses in use exp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import pandas as pd
 
 from dashboard.figures import ZOMBIE_KINDS
 
 EXAMPLES = 3  # named in an item; the page lists them all
+WARN_DAYS = 30  # the policy's default warning window before expiry (EXPIRING_SOON)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,16 @@ class Item:
     @property
     def detail(self) -> str:
         return ", ".join(self.examples) + (f" and {self.more:,} more" if self.more else "")
+
+
+def gather(report: Callable[..., pd.DataFrame], window) -> list[Item]:
+    """The attention list for ``window`` (a ``dashboard.data.TimeRange``), from ``report(name,
+    window, **params)``: the reports it needs, run by whoever calls (cached for a visitor, ahead
+    of visitors by ``dashboard.watch``)."""
+    return items(
+        expiring=report("expiring", None, days=WARN_DAYS), quota=report("quota-forecast", None),
+        seats=report("seats", None), keys=report("stale-keys", window), unauthorized=report("unauthorized", window),
+        jumps=report("deny-jumps", window), anomalies=report("key-anomalies", None), warn_days=WARN_DAYS)
 
 
 def items(*, expiring: pd.DataFrame, quota: pd.DataFrame, seats: pd.DataFrame, keys: pd.DataFrame,

@@ -129,9 +129,14 @@ def _database(root: str, sql_box: bool = False) -> _Database:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def report(root: str, name: str, window: TimeRange | None = None, **params: Any) -> pd.DataFrame:
-    """A registered report as a DataFrame; ``window`` fills the time parameters the report declares
-    (explicit ``params`` win) and narrows it to its hosts, other parameters take the report's
-    defaults."""
+    """A registered report as a DataFrame, cached (see :func:`query`)."""
+    return query(root, name, window, **params)
+
+
+def query(root: str, name: str, window: TimeRange | None = None, **params: Any) -> pd.DataFrame:
+    """A registered report as a DataFrame, run now; ``window`` fills the time parameters the report
+    declares (explicit ``params`` win) and narrows it to its hosts, other parameters take the
+    report's defaults."""
     values = {**(window.params_for(name) if window else {}), **params}
     db = _database(root)
     with db.lock:

@@ -3,7 +3,8 @@
 its window, and have the DuckDB connection open before the first visitor needs it.
 
 The connection is opened first: visitors need it, the rollups can wait a moment (a connection
-opened before them only reads more of the raw trail). The first build waits
+opened before them only reads more of the raw trail). The Overview's attention list is evaluated
+next, and again every round (``dashboard.watch``), so that visitors find it ready. The first build waits
 :data:`FIRST_BUILD_AFTER_S`, so that it does not compete for the CPU with the first page views
 after a restart, which are the ones someone is waiting for. The connection reads the rollups' coverage
 when it opens, so whenever they change on disk (this thread's build, `portcullis rollup`, a
@@ -17,12 +18,13 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from analytics import rollups
 from analytics.db import ROLLUPS_DIR
-from dashboard import data
+from dashboard import data, watch
 
 log = logging.getLogger("portcullis.dashboard")
 INTERVAL_S = 60.0
@@ -38,6 +40,7 @@ def run(root: str, grace: timedelta, stop: threading.Event) -> None:
         data.open_early(root)
     except Exception:  # the first visitor opens it then, and sees the error
         log.exception("could not open the DuckDB connection")
+    _evaluate_attention(root)
     if stop.wait(FIRST_BUILD_AFTER_S):
         return
     read_only = False
@@ -50,8 +53,21 @@ def run(root: str, grace: timedelta, stop: threading.Event) -> None:
                 seen = now
         except Exception:
             log.exception("could not renew the DuckDB connection after the rollups changed")
+        _evaluate_attention(root)
         if stop.wait(INTERVAL_S):
             return
+
+
+def _evaluate_attention(root: str) -> None:
+    """The Overview's attention list, evaluated for the visitors to come (``dashboard.watch``)."""
+    began = time.perf_counter()
+    try:
+        found = watch.refresh(root)
+    except Exception:  # visitors evaluate it themselves meanwhile, and see what is wrong
+        log.exception("could not evaluate the attention list")
+        return
+    log.info("attention list evaluated", extra={"event": "attention_evaluated", "items": len(found.items),
+                                                "seconds": round(time.perf_counter() - began, 3)})
 
 
 def _build_round(root: str, grace: timedelta, read_only: bool) -> bool:

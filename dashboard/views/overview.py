@@ -2,19 +2,19 @@
 by outcome and latency."""
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
-from dashboard import attention, data, figures
+from dashboard import attention, data, figures, watch
 from dashboard.data import TimeRange
 from dashboard.kpis import has_data, kpis
 from dashboard.views.layout import ChartPlace, link, no_records, show
 
-WARN_DAYS = 30  # the policy's default warning window before expiry (EXPIRING_SOON)
-
 
 def render(root: str, window: TimeRange) -> None:
-    # Shown first but filled last: its seven reports read raw records, the charts read rollups,
-    # so the numbers and charts are not kept waiting for it.
+    # Shown first but filled last: evaluated here (any view but the default), its seven reports
+    # cost more than the charts', which are not kept waiting for it.
     with st.container(border=True, key="attention"):
         st.subheader("Needs attention", anchor=False)
         attention_list = st.empty()
@@ -36,12 +36,10 @@ def render(root: str, window: TimeRange) -> None:
 
 
 def _attention(root: str, window: TimeRange) -> None:
-    """Each kind of trouble with a link to the page that lists it, or a line saying all is well."""
-    found = attention.items(
-        expiring=data.report(root, "expiring", days=WARN_DAYS), quota=data.report(root, "quota-forecast"),
-        seats=data.report(root, "seats"), keys=data.report(root, "stale-keys", window),
-        unauthorized=data.report(root, "unauthorized", window), jumps=data.report(root, "deny-jumps", window),
-        anomalies=data.report(root, "key-anomalies"), warn_days=WARN_DAYS)
+    """Each kind of trouble with a link to the page that lists it, or a line saying all is well:
+    the default view's as evaluated ahead (``dashboard.watch``), any other view's now."""
+    ahead = watch.latest(root, window)
+    found = ahead.items if ahead else attention.gather(partial(data.report, root), window)
     if not found:
         st.success("Nothing needs attention: no license, quota, seat limit, key or caller is in trouble.",
                    icon=":material/check_circle:")
@@ -51,6 +49,8 @@ def _attention(root: str, window: TimeRange) -> None:
         text.markdown(f"{icon} **{item.headline}** — {item.detail}")
         with go:
             link(item.page)
+    if ahead:
+        st.caption(f"Checked at {ahead.as_of:%H:%M:%S} UTC; checked again every minute.")
 
 
 if __name__ == "__main__":  # run by st.navigation as the page

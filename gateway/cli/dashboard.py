@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 import tomli_w
 
+from gateway import logs
 from gateway.cli.common import data_option, settings_for
 from gateway.config import Settings
 
@@ -149,6 +150,7 @@ def dashboard(host, port, allow_unauthenticated, data_dir):
     os.environ["PORTCULLIS_DATA"] = str(settings.data_dir.resolve())
     os.environ["PORTCULLIS_DASHBOARD_AUTH"] = settings.dashboard_auth
     os.environ["PORTCULLIS_DASHBOARD_PROXY_USER_HEADER"] = settings.dashboard_proxy_user_header
+    logs.configure(settings.log_level)  # the upkeep's lines as JSON; Streamlit's own keep their handler
     for module in _PRELOAD:
         importlib.import_module(module)
     import streamlit as st

@@ -112,3 +112,20 @@ def test_attention_lists_the_planted_trouble_and_links_to_each_page(browser, tro
     wait_rendered(browser, "Overview", CHARTS["overview"])
     assert landed(browser) == ("/", {"range": ["24h"]})
     assert "Last 24 hours" in shown_range(browser)
+
+
+def test_the_default_view_shows_the_attention_list_evaluated_ahead(browser, troubled, troubled_url):
+    """Opened at its default range, the Overview shows the upkeep's evaluation, when it was made,
+    and the same items the page would have found itself."""
+    from functools import partial
+
+    from selenium.webdriver.common.by import By
+
+    from dashboard import attention, data, watch
+
+    expected = attention.gather(partial(data.query, str(troubled)), watch.default_view())
+    browser.get(troubled_url)
+    wait_rendered(browser, "Overview", CHARTS["overview"])
+    box = browser.find_element(By.CSS_SELECTOR, ATTENTION)
+    assert "Checked at" in box.text, box.text
+    assert expected and all(item.headline in box.text for item in expected), box.text

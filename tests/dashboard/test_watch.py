@@ -1,0 +1,110 @@
+"""The Overview's attention list evaluated ahead of visitors: what the upkeep evaluates is what a
+visitor would, the default view shows it (waiting for one under way) and says when it was made,
+any other view, a stale evaluation or a failed one leaves the visitor to evaluate it."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import attention, data, upkeep, watch
+from dashboard.data import RANGES
+
+APP = str(Path(__file__).parents[2] / "dashboard" / "app.py")
+
+
+@pytest.fixture
+def root(troubled: Path):
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    watch._latest.clear()
+    yield str(troubled)
+    watch._latest.clear()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def headlines(items) -> list[str]:
+    return [item.headline for item in items]
+
+
+def test_the_evaluation_is_what_a_visitor_would_see_and_only_for_the_default_view(root):
+    evaluation = watch.refresh(root)
+    assert evaluation.items, "the planted trouble"
+    assert evaluation.items == attention.gather(partial(data.query, root), watch.default_view())
+    assert watch.latest(root, watch.default_view()) is evaluation
+    assert watch.latest(root, RANGES["Last 24 hours"]) is None
+    assert watch.latest(str(Path(root).parent / "elsewhere"), watch.default_view()) is None
+
+
+def test_a_stale_evaluation_is_not_shown(root, monkeypatch):
+    watch.refresh(root)
+    monkeypatch.setattr(watch, "MAX_AGE_S", 0.0)
+    time.sleep(0.01)
+    assert watch.latest(root, watch.default_view()) is None
+
+
+def test_a_visitor_waits_for_the_evaluation_under_way(root):
+    db = data._database(root)
+    answers = []
+    with db.lock:  # the evaluation's first report waits here
+        evaluating = threading.Thread(target=watch.refresh, args=(root,))
+        evaluating.start()
+        deadline = time.monotonic() + 10
+        while root not in watch._latest:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        visitor = threading.Thread(target=lambda: answers.append(watch.latest(root, watch.default_view())))
+        visitor.start()
+        visitor.join(timeout=0.3)
+        assert visitor.is_alive() and not answers, "the visitor waits rather than evaluating beside it"
+    evaluating.join(timeout=60)
+    visitor.join(timeout=60)
+    assert answers[0] is not None and answers[0].items == watch.latest(root, watch.default_view()).items
+
+
+def test_a_failed_evaluation_is_logged_and_left_to_the_visitor(root, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(data, "query", broken)
+    upkeep._evaluate_attention(root)
+    assert "could not evaluate the attention list" in caplog.text and "disk gone" in caplog.text
+    assert watch.latest(root, watch.default_view()) is None
+
+
+def test_the_overview_shows_the_evaluation_and_when_it_was_made(root, monkeypatch):
+    monkeypatch.setenv("PORTCULLIS_DATA", root)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    live = [m.value for m in at.markdown if "**" in m.value]
+    assert live and not any(c.value.startswith("Checked at") for c in at.caption)
+
+    evaluation = watch.refresh(root)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [m.value for m in at.markdown if "**" in m.value]
+    assert shown == live and all(any(h in m for m in shown) for h in headlines(evaluation.items))
+    assert f"Checked at {evaluation.as_of:%H:%M:%S} UTC" in [c.value.split(";")[0] for c in at.caption]
+
+
+def test_the_upkeep_evaluates_it_once_the_connection_is_open(root, monkeypatch):
+    monkeypatch.setattr(upkeep, "FIRST_BUILD_AFTER_S", 3600.0)  # no build: the evaluation comes first
+    thread, stop = upkeep.start(root, timedelta(0))
+    try:
+        deadline = time.monotonic() + 60
+        while watch.latest(root, watch.default_view()) is None:
+            assert time.monotonic() < deadline, "no evaluation"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert watch.latest(root, watch.default_view()).items
