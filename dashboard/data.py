@@ -148,10 +148,10 @@ def frame(table: pa.Table) -> pd.DataFrame:
     """A report's rows for pandas and Plotly. Decimals (DuckDB's HUGEINT sums of counts, exact
     averages) would become columns of Python ``Decimal`` objects that Plotly cannot rank or
     stack, so they become int64 (no fraction) or float64 first."""
-    for i, field in enumerate(table.schema):
-        if pa.types.is_decimal(field.type):
-            target = pa.int64() if field.type.scale == 0 else pa.float64()
-            table = table.set_column(i, field.name, table.column(i).cast(target))
+    for i, column in enumerate(table.schema):
+        if pa.types.is_decimal(column.type):
+            target = pa.int64() if column.type.scale == 0 else pa.float64()
+            table = table.set_column(i, column.name, table.column(i).cast(target))
     return table.to_pandas()
 
 
