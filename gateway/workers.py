@@ -204,9 +204,30 @@ def die_with(parent: int, sig: int = signal.SIGKILL) -> None:
 def run_worker(settings: Settings, worker: int) -> int:
     from gateway.http.app import create_app  # after the fork: see the module docstring
 
+    _without_pandas()
     logs.set_context(instance=settings.instance_id(worker))
     with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
         return runner.run(_serve_app(create_app(settings, worker=worker), settings))
+
+
+class _WithoutPandas:
+    """An import finder that refuses pandas (see :func:`_without_pandas`)."""
+
+    @staticmethod
+    def find_spec(name: str, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("a gateway worker does without pandas", name=name)
+        return None
+
+
+def _without_pandas() -> None:
+    """Keep pandas out of the worker. pyarrow imports it, where installed, on its first conversion
+    of Python objects (to recognise pandas objects among them); a worker hands it none, and the
+    import would cost 20-30 MB of the worker's memory budget (SPEC §10) for nothing. pyarrow takes
+    a pandas that cannot be imported for one that is not installed. Commands the worker starts
+    (the policy impact's replay) are new interpreters, with pandas."""
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _WithoutPandas())
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

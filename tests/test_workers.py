@@ -336,3 +336,19 @@ async def test_a_worker_that_does_not_stop_within_twice_the_shutdown_timeout_is_
     waited = datetime.fromisoformat(killed["time"]) - datetime.fromisoformat(stopping["time"])
     assert waited.total_seconds() >= 2 * 1, "killed before its time was up"
     assert not os.path.exists(f"/proc/{pids[1]}")
+
+
+async def test_a_worker_decides_and_audits_without_loading_pandas(data_dir, spawn):
+    """pyarrow would import pandas on the audit encoder's first conversion (20-30 MB of the
+    worker's memory budget, never used): the worker keeps it out, and its trail is still written."""
+    issued = data_dir.issue(tier="unlimited")
+    server = start(spawn, data_dir, workers=1, env={"PORTCULLIS_AUDIT_ROTATE_S": "0.2"})
+    async with fresh_connections() as session:
+        status, body = await post(session, server.url, data_dir.service, CHECK,
+                                  {"license_key": issued.key, "feature": "view", "user_id": "u1"})
+    assert status == 200 and body["decision"] == "allow"
+    await wait_until(lambda: trail(data_dir, f"decision_id = '{body['decision_id']}'"), 30, "the record in Parquet")
+    (worker,) = worker_pids(server).values()
+    mapped = open(f"/proc/{worker}/maps").read()
+    assert "pyarrow" in mapped and "/pandas/" not in mapped
+    assert server.stop() == 0

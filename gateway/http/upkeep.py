@@ -34,7 +34,6 @@ from gateway.metrics import Metrics
 from gateway.policy import PolicyError
 from gateway.port import Port
 from gateway.registry import RegistryUnavailable
-from gateway.registry.pgconn import changes
 from gateway.registry.signals import POLICY_GENERATION, Signals
 from gateway.types import Decision, Outcome, Reason
 
@@ -117,6 +116,8 @@ async def listen_forever(url: str, wake: asyncio.Event) -> None:
     generation (PostgreSQL's notifications, sent when such a change commits). The half-second
     poll stays: it catches what was missed while this connection was down, and sees the registry
     come back."""
+    from gateway.registry.pgconn import changes  # psycopg only where a shared registry is used
+
     while True:
         try:
             async for _ in changes(url):
