@@ -7,14 +7,15 @@ every round) and the Overview shows the latest evaluation, saying when it was ma
 the default view only (the default range, every host), the one a dashboard opens on; any other
 range or host filter is evaluated for its visitor (``attention.gather`` over the cached reports).
 
-An evaluation older than :data:`MAX_AGE_S` (the upkeep stopped or fell behind) is not shown; one
+An evaluation older than :data:`MAX_AGE_S` (the upkeep stopped or fell behind) is not shown. While
+the next one runs, the last one is shown as long as it is fresh; without a fresh one, the one
 under way is waited for, since running the same reports again beside it would only slow both.
 """
 from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 
@@ -29,13 +30,14 @@ WAIT_S = 60.0  # for an evaluation under way, at most
 @dataclass(frozen=True)
 class Evaluation:
     items: list[Item]
-    as_of: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    as_of: datetime  # when it began: the reports see the trail as it was then
 
     def fresh(self) -> bool:
         return (datetime.now(timezone.utc) - self.as_of).total_seconds() <= MAX_AGE_S
 
 
-_latest: dict[str, Future] = {}  # data directory -> its newest evaluation, done or under way
+_done: dict[str, Evaluation] = {}  # data directory -> its newest finished evaluation
+_running: dict[str, Future] = {}  # data directory -> the evaluation under way, if any
 _lock = threading.Lock()
 
 
@@ -46,29 +48,38 @@ def default_view() -> TimeRange:
 def refresh(root: str) -> Evaluation:
     """Evaluate the default view's attention list for ``root`` now, for the visitors to come.
     A failed evaluation is raised here, and visitors then evaluate it themselves."""
-    pending: Future = Future()
+    running: Future = Future()
     with _lock:
-        _latest[root] = pending
+        _running[root] = running
+    began = datetime.now(timezone.utc)
     try:
-        evaluation = Evaluation(attention.gather(partial(data.query, root), default_view()))
+        evaluation = Evaluation(attention.gather(partial(data.query, root), default_view()), began)
     except BaseException as exc:
-        pending.set_exception(exc)
+        running.set_exception(exc)
         raise
-    pending.set_result(evaluation)
+    finally:
+        with _lock:
+            if _running.get(root) is running:
+                del _running[root]
+    with _lock:
+        _done[root] = evaluation
+    running.set_result(evaluation)
     return evaluation
 
 
 def latest(root: str, window: TimeRange) -> Evaluation | None:
-    """The newest evaluation for ``window`` if it is the default view and one is fresh or under
-    way (waited for), else None: the caller evaluates it then."""
+    """For the default view, the newest evaluation that is fresh, else the one under way (waited
+    for); None for any other view, or when there is neither: the caller evaluates it then."""
     if window != default_view():
         return None
     with _lock:
-        pending = _latest.get(root)
-    if pending is None:
+        done, running = _done.get(root), _running.get(root)
+    if done is not None and done.fresh():
+        return done
+    if running is None:
         return None
     try:
-        evaluation = pending.result(timeout=WAIT_S)
+        evaluation = running.result(timeout=WAIT_S)
     except Exception:  # failed, or stuck: the visitor's own evaluation says what is wrong
         return None
     return evaluation if evaluation.fresh() else None

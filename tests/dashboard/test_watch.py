@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -24,9 +26,11 @@ def root(troubled: Path):
 
     st.cache_resource.clear()
     st.cache_data.clear()
-    watch._latest.clear()
+    watch._done.clear()
+    watch._running.clear()
     yield str(troubled)
-    watch._latest.clear()
+    watch._done.clear()
+    watch._running.clear()
     st.cache_resource.clear()
     st.cache_data.clear()
 
@@ -51,23 +55,38 @@ def test_a_stale_evaluation_is_not_shown(root, monkeypatch):
     assert watch.latest(root, watch.default_view()) is None
 
 
-def test_a_visitor_waits_for_the_evaluation_under_way(root):
+@contextmanager
+def evaluation_held(root: str) -> Iterator[None]:
+    """An evaluation under way, held at its first report (the connection's lock) until the block
+    ends, then finished."""
     db = data._database(root)
-    answers = []
-    with db.lock:  # the evaluation's first report waits here
+    with db.lock:
         evaluating = threading.Thread(target=watch.refresh, args=(root,))
         evaluating.start()
         deadline = time.monotonic() + 10
-        while root not in watch._latest:
+        while root not in watch._running:
             assert time.monotonic() < deadline
             time.sleep(0.01)
+        yield
+    evaluating.join(timeout=60)
+
+
+def test_a_visitor_waits_for_the_evaluation_under_way(root):
+    answers = []
+    with evaluation_held(root):
         visitor = threading.Thread(target=lambda: answers.append(watch.latest(root, watch.default_view())))
         visitor.start()
         visitor.join(timeout=0.3)
         assert visitor.is_alive() and not answers, "the visitor waits rather than evaluating beside it"
-    evaluating.join(timeout=60)
     visitor.join(timeout=60)
     assert answers[0] is not None and answers[0].items == watch.latest(root, watch.default_view()).items
+
+
+def test_while_the_next_evaluation_runs_the_last_fresh_one_is_shown_at_once(root):
+    first = watch.refresh(root)
+    with evaluation_held(root):
+        assert watch.latest(root, watch.default_view()) is first  # no wait: the evaluation is held
+    assert watch.latest(root, watch.default_view()) is not first
 
 
 def test_a_failed_evaluation_is_logged_and_left_to_the_visitor(root, monkeypatch, caplog):
