@@ -23,8 +23,12 @@ from gateway.audit.schema import AUDIT_SCHEMA
 from gateway.types import Status
 from tests.conftest import TEST_POLICY, DataDir
 
-NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 DAY, HOUR = timedelta(days=1), timedelta(hours=1)
+# The planted history ends at noon (UTC) four weeks before the tests run, so that a look-back
+# from the real clock (the endpoint and the dashboard, which take no --now) always reaches it
+# within the 366 days they allow.
+NOW = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0) - 28 * DAY
+LOOK_BACK_DAYS = 60  # from the real clock: the whole planted history (20 days before NOW)
 PROPOSED = (TEST_POLICY.read_text()
             .replace("grace_days = 7", "grace_days = 2")
             .replace('features = ["view", "reports.*"]\nseats = 5', 'features = ["reports.*"]\nseats = 3')

@@ -49,7 +49,7 @@ def troubled(tmp_path_factory) -> Path:
                licensed(now - 2 * hour, lic["seats"], seats_used=12, seats_limit=10, feature="dashboard.view"),
                licensed(now - 3 * hour, lic["revoked"], decision="deny", reason="LICENSE_REVOKED", caller_id="legacy")]
     month = now.replace(day=1, hour=0, minute=0, second=0)
-    used = 900  # of 1000 this month, burning past the limit before the month ends
+    used = 998  # of 1000 this month: the last reading reaches the limit, so it runs out whatever the day
     records += [licensed(max(month, now - 2 * hour) + i * timedelta(minutes=1), lic["quota"], quantity=1,
                          quota_used=used + i, quota_limit=1000) for i in range(3)]
     records += [record(now - hour + i * timedelta(seconds=10), caller_id="scanner", decision="deny",

@@ -8,7 +8,7 @@ import pytest
 
 from bench.browser import CHROMEDRIVER, CHROMIUM, chromium, dashboard_server, wait_rendered
 from gateway.admin import publish_snapshots
-from tests.impact_history import PROPOSED, plant
+from tests.impact_history import LOOK_BACK_DAYS, PROPOSED, plant
 
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 EXCEPTION = '[data-testid="stException"]'
@@ -44,7 +44,7 @@ def _replay(browser, policy: str) -> None:
     area.send_keys(policy)
     days = form.find_element(By.CSS_SELECTOR, 'input[type="number"]')
     days.send_keys(Keys.CONTROL, "a")
-    days.send_keys("366")  # the planted history is of mid-2026
+    days.send_keys(str(LOOK_BACK_DAYS))
     form.find_element(By.CSS_SELECTOR, '[data-testid="stFormSubmitButton"] button').click()
 
 

@@ -47,10 +47,14 @@ def root(history: Path, tmp_path: Path, monkeypatch) -> Path:
 
 def test_upkeep_builds_the_rollups_and_renews_the_connection(root: Path):
     assert rollups_until(root) is None, "a visitor's connection, opened before any rollup existed"
-    began = this_hour()  # with no grace every hour before the current one is closed: the rollups reach it
+    # With no grace every hour before the current one is closed: the rollups reach it, or the end
+    # of the trail's last day if the day has turned since the session's history was written.
+    last_day = max(datetime.strptime(p.name, "date=%Y-%m-%d") for p in (root / "audit").glob("date=*"))
+    day_end = last_day.replace(tzinfo=timezone.utc) + timedelta(days=1)
+    began = this_hour()
     thread, stop = upkeep.start(str(root), timedelta(0))
-    try:
-        wait_for(lambda: rollups_until(root) in {began, this_hour()})  # the hour may turn meanwhile
+    try:  # the hour may turn meanwhile
+        wait_for(lambda: rollups_until(root) in {min(began, day_end), min(this_hour(), day_end)})
     finally:
         stop.set()
         thread.join(timeout=60)

@@ -1,7 +1,7 @@
 """POST /v1/admin/policy/impact: the impact report for tooling, admin only, audited."""
 from __future__ import annotations
 
-from tests.impact_history import EXPECTED, PROPOSED, changes_by_customer, plant
+from tests.impact_history import EXPECTED, PROPOSED, changes_by_customer, LOOK_BACK_DAYS, plant
 
 PATH = "/v1/admin/policy/impact"
 
@@ -9,7 +9,7 @@ PATH = "/v1/admin/policy/impact"
 async def test_impact_over_http_lists_the_changes_and_is_audited(gateway):
     plant(gateway.data)
     body = PROPOSED.encode()
-    status, answer = await gateway.post(PATH + "?days=366", raw=body, content_type="application/toml",
+    status, answer = await gateway.post(PATH + f"?days={LOOK_BACK_DAYS}", raw=body, content_type="application/toml",
                                         creds=gateway.data.admin)
     assert status == 200 and answer["decision"] == "allow", answer
     report = answer["impact"]
