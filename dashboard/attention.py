@@ -33,12 +33,13 @@ class Item:
 
 def gather(report: Callable[..., pd.DataFrame], window) -> list[Item]:
     """The attention list for ``window`` (a ``dashboard.data.TimeRange``), from ``report(name,
-    window, **params)``: the reports it needs, run by whoever calls (cached for a visitor, ahead
+    [window], **params)``: the reports it needs, run by whoever calls (cached for a visitor, ahead
     of visitors by ``dashboard.watch``)."""
+    # Called as the pages call them (no window where they read none), so the cache is shared.
     return items(
-        expiring=report("expiring", None, days=WARN_DAYS), quota=report("quota-forecast", None),
-        seats=report("seats", None), keys=report("stale-keys", window), unauthorized=report("unauthorized", window),
-        jumps=report("deny-jumps", window), anomalies=report("key-anomalies", None), warn_days=WARN_DAYS)
+        expiring=report("expiring", days=WARN_DAYS), quota=report("quota-forecast"), seats=report("seats"),
+        keys=report("stale-keys", window), unauthorized=report("unauthorized", window),
+        jumps=report("deny-jumps", window), anomalies=report("key-anomalies"), warn_days=WARN_DAYS)
 
 
 def items(*, expiring: pd.DataFrame, quota: pd.DataFrame, seats: pd.DataFrame, keys: pd.DataFrame,

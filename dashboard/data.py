@@ -3,7 +3,8 @@
 Pages never write SQL: they name a report from ``analytics.registry`` (the same ones the CLI
 runs) and a time range. Results are cached for :data:`TTL_S` seconds and shared by every browser
 session, so an auto-refreshing wall screen and ten ops engineers cost one query per report per
-TTL.
+TTL. (The default Overview's attention list is the exception: the upkeep evaluates it every
+minute, looked at or not, with :func:`query`; see ``dashboard.watch``.)
 
 The reports' connection is one per process (``st.cache_resource``), and queries on it are
 serialised by a lock. DuckDB connections are not thread-safe and Streamlit runs every session in

@@ -33,14 +33,15 @@ _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}  # what a read-only mount 
 
 
 def run(root: str, grace: timedelta, stop: threading.Event) -> None:
-    """Open the connection, then build the rollups every :data:`INTERVAL_S` until ``stop``,
-    renewing the connection whenever the rollups on disk changed since it opened."""
+    """Open the connection and evaluate the attention list, then build the rollups every
+    :data:`INTERVAL_S` until ``stop``, renewing the connection whenever the rollups on disk changed
+    since it opened, and evaluating the attention list again when the last one is a round old."""
     seen = rollups.signature(root)  # before opening: a change in between renews it next round
     try:
         data.open_early(root)
     except Exception:  # the first visitor opens it then, and sees the error
         log.exception("could not open the DuckDB connection")
-    _evaluate_attention(root)
+    evaluated = _evaluate_attention(root)
     if stop.wait(FIRST_BUILD_AFTER_S):
         return
     read_only = False
@@ -53,21 +54,24 @@ def run(root: str, grace: timedelta, stop: threading.Event) -> None:
                 seen = now
         except Exception:
             log.exception("could not renew the DuckDB connection after the rollups changed")
-        _evaluate_attention(root)
+        if time.monotonic() - evaluated >= INTERVAL_S / 2:  # not again in the first round, which comes soon
+            evaluated = _evaluate_attention(root)
         if stop.wait(INTERVAL_S):
             return
 
 
-def _evaluate_attention(root: str) -> None:
-    """The Overview's attention list, evaluated for the visitors to come (``dashboard.watch``)."""
-    began = time.perf_counter()
+def _evaluate_attention(root: str) -> float:
+    """The Overview's attention list, evaluated for the visitors to come (``dashboard.watch``);
+    returns when it began (``time.monotonic``), failed or not."""
+    began = time.monotonic()
     try:
         found = watch.refresh(root)
     except Exception:  # visitors evaluate it themselves meanwhile, and see what is wrong
         log.exception("could not evaluate the attention list")
-        return
+        return began
     log.info("attention list evaluated", extra={"event": "attention_evaluated", "items": len(found.items),
-                                                "seconds": round(time.perf_counter() - began, 3)})
+                                                "seconds": round(time.monotonic() - began, 3)})
+    return began
 
 
 def _build_round(root: str, grace: timedelta, read_only: bool) -> bool:

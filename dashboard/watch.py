@@ -55,16 +55,20 @@ def refresh(root: str) -> Evaluation:
     try:
         evaluation = Evaluation(attention.gather(partial(data.query, root), default_view()), began)
     except BaseException as exc:
+        _settle(root, running)
         running.set_exception(exc)
         raise
-    finally:
-        with _lock:
-            if _running.get(root) is running:
-                del _running[root]
-    with _lock:
-        _done[root] = evaluation
+    _settle(root, running, evaluation)  # in one step: a visitor sees it done or under way, never neither
     running.set_result(evaluation)
     return evaluation
+
+
+def _settle(root: str, running: Future, evaluation: Evaluation | None = None) -> None:
+    with _lock:
+        if evaluation is not None:
+            _done[root] = evaluation
+        if _running.get(root) is running:
+            del _running[root]
 
 
 def latest(root: str, window: TimeRange) -> Evaluation | None:

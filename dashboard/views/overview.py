@@ -50,7 +50,7 @@ def _attention(root: str, window: TimeRange) -> None:
         with go:
             link(item.page)
     if ahead:
-        st.caption(f"Checked at {ahead.as_of:%H:%M:%S} UTC; checked again every minute.")
+        st.caption(f"Checked at {ahead.as_of:%H:%M:%S} UTC; checked again about every minute.")
 
 
 if __name__ == "__main__":  # run by st.navigation as the page

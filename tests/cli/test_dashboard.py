@@ -3,6 +3,7 @@ the app the data directory. (Serving for real is tested in tests/dashboard/test_
 tests/dashboard/test_signin.py.)"""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -24,6 +25,9 @@ def served(monkeypatch):
         monkeypatch.delenv(name, raising=False)  # restored afterwards: the command sets them
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # the test process keeps its handlers
+    root = logging.getLogger()  # and its logging: the command sends every logger's lines to stderr
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     return calls
 
 

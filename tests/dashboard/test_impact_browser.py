@@ -36,6 +36,7 @@ def impact_page(data_dir, tmp_path):
 def _replay(browser, policy: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     form = browser.find_element(By.CSS_SELECTOR, '[data-testid="stForm"]')
     area = form.find_element(By.TAG_NAME, "textarea")
@@ -45,6 +46,9 @@ def _replay(browser, policy: str) -> None:
     days = form.find_element(By.CSS_SELECTOR, 'input[type="number"]')
     days.send_keys(Keys.CONTROL, "a")
     days.send_keys(str(LOOK_BACK_DAYS))
+    # What was typed, as typed, before submitting (a busy browser may still be taking the keys).
+    WebDriverWait(browser, 30, poll_frequency=0.1).until(
+        lambda d: area.get_property("value") == policy and days.get_property("value") == str(LOOK_BACK_DAYS))
     form.find_element(By.CSS_SELECTOR, '[data-testid="stFormSubmitButton"] button').click()
 
 

@@ -23,4 +23,5 @@ def test_the_dashboard_starts_its_upkeep_and_logs_no_warning(tmp_path):
             time.sleep(0.2)
     text = log.read_text(errors="replace")
     assert "No runtime found" not in text, text
-    assert "WARNING" not in text and "Traceback" not in text, text
+    assert "WARNING" not in text and '"level": "warning"' not in text and "Traceback" not in text, text
+    assert '"event": "attention_evaluated"' in text, text  # its own lines are there, as JSON
