@@ -34,22 +34,32 @@ def impact_page(data_dir, tmp_path):
 
 
 def _replay(browser, policy: str) -> None:
+    """Type ``policy`` and the look-back into the Impact form and submit it. The page re-renders on
+    its auto-refresh timer, so each step finds its elements afresh and checks what it typed."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    form = browser.find_element(By.CSS_SELECTOR, '[data-testid="stForm"]')
-    area = form.find_element(By.TAG_NAME, "textarea")
-    area.send_keys(Keys.CONTROL, "a")
-    area.send_keys(Keys.DELETE)
-    area.send_keys(policy)
-    days = form.find_element(By.CSS_SELECTOR, 'input[type="number"]')
-    days.send_keys(Keys.CONTROL, "a")
-    days.send_keys(str(LOOK_BACK_DAYS))
-    # What was typed, as typed, before submitting (a busy browser may still be taking the keys).
-    WebDriverWait(browser, 30, poll_frequency=0.1).until(
-        lambda d: area.get_property("value") == policy and days.get_property("value") == str(LOOK_BACK_DAYS))
-    form.find_element(By.CSS_SELECTOR, '[data-testid="stFormSubmitButton"] button').click()
+    wait = WebDriverWait(browser, 60, poll_frequency=0.2,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    fields = ((By.TAG_NAME, "textarea", policy), (By.CSS_SELECTOR, 'input[type="number"]', str(LOOK_BACK_DAYS)))
+
+    def typed(d) -> bool:
+        form = d.find_element(By.CSS_SELECTOR, '[data-testid="stForm"]')
+        for by, what, text in fields:
+            field = form.find_element(by, what)
+            if field.get_property("value") != text:
+                field.send_keys(Keys.CONTROL, "a")
+                field.send_keys(Keys.DELETE)
+                field.send_keys(text)
+        return all(form.find_element(by, what).get_property("value") == text for by, what, text in fields)
+
+    def submitted(d) -> bool:
+        d.find_element(By.CSS_SELECTOR, '[data-testid="stForm"] [data-testid="stFormSubmitButton"] button').click()
+        return True
+    wait.until(typed)
+    wait.until(submitted)
 
 
 def _text_of(browser, css: str, containing: str, timeout: float = 90) -> str:
