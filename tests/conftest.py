@@ -34,6 +34,18 @@ from gateway.types import License
 from tests.proofs import pytest_collection_modifyitems, pytest_runtest_logreport  # noqa: F401 (hooks)
 
 TEST_POLICY = Path(__file__).parent / "engine" / "policy.toml"
+MIDNIGHT_MARGIN_S = 150  # longer than any one test (with its fixtures) runs
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """No test starts in the last minutes of a UTC day: daily quota periods and the audit trail's
+    day partitions would show a test that runs across midnight two days, and its exact counts
+    would be wrong (a CI run may well start just before midnight). It waits for the new day."""
+    now = datetime.now(timezone.utc)
+    left_s = (datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc) - now).total_seconds()
+    if left_s < MIDNIGHT_MARGIN_S:
+        time.sleep(left_s + 1)
 
 
 @dataclass(frozen=True)
