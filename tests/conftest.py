@@ -39,12 +39,15 @@ MIDNIGHT_MARGIN_S = 150  # longer than any one test (with its fixtures) runs
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """No test starts in the last minutes of a UTC day: daily quota periods and the audit trail's
-    day partitions would show a test that runs across midnight two days, and its exact counts
-    would be wrong (a CI run may well start just before midnight). It waits for the new day."""
-    now = datetime.now(timezone.utc)
-    left_s = (datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc) - now).total_seconds()
+    """No test (nor the fixtures set up for it) starts in the last minutes of a UTC day: daily
+    quota periods and the audit trail's day partitions would show a test that runs across
+    midnight two days, and its exact counts would be wrong (a CI run may well start just before
+    midnight). It waits for the new day. Fixtures set up earlier and still in use after midnight
+    are not covered: none is known to depend on the date."""
+    left_s = 86_400 - time.time() % 86_400  # POSIX days are 86,400 s long
     if left_s < MIDNIGHT_MARGIN_S:
+        with item.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+            item.config.get_terminal_writer().line(f"\nwaiting {left_s:.0f} s for UTC midnight to pass")
         time.sleep(left_s + 1)
 
 
